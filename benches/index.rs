@@ -1,0 +1,130 @@
+//! Vector index search latency: top-10 over n stored 384-d unit vectors, flat scan vs HNSW.
+//!
+//! Each index is built once per size, outside the measurement (its build time is printed).
+//! Sizes: `IDEM_BENCH_FLAT_SIZES` and `IDEM_BENCH_HNSW_SIZES`, comma-separated; the defaults
+//! keep the run within minutes on 2 cores. The vectors are uniform random, the hardest case for
+//! HNSW recall (real embeddings cluster), so the printed recall is a floor.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use idem::index::{FlatIndex, HnswIndex, IndexConfig, VectorIndex};
+
+const DIM: usize = 384;
+const K: usize = 10;
+const QUERIES: usize = 64;
+
+/// `n` pseudo-random unit vectors, stored row after row.
+fn unit_vectors(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut data = Vec::with_capacity(n * DIM);
+    for _ in 0..n {
+        let start = data.len();
+        for _ in 0..DIM {
+            // splitmix64, mapped to [-1, 1)
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            data.push((z >> 40) as f32 / (1u64 << 23) as f32 - 1.0);
+        }
+        let row = &mut data[start..];
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|x| *x /= norm);
+    }
+    data
+}
+
+fn sizes(var: &str, default: &[usize]) -> Vec<usize> {
+    match std::env::var(var) {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
+}
+
+fn label(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+/// Share of the exact top-k that the index also returned, over all queries.
+fn recall(index: &dyn VectorIndex, exact: &FlatIndex, queries: &[f32]) -> f64 {
+    let mut found = 0;
+    for q in queries.chunks_exact(DIM) {
+        let truth: Vec<u64> = exact.search(q, K, &|_| true).iter().map(|h| h.0).collect();
+        found += index
+            .search(q, K, &|_| true)
+            .iter()
+            .filter(|h| truth.contains(&h.0))
+            .count();
+    }
+    found as f64 / (K * queries.len() / DIM) as f64
+}
+
+fn search(c: &mut Criterion) {
+    let flat_sizes = sizes("IDEM_BENCH_FLAT_SIZES", &[1_000, 100_000, 1_000_000]);
+    let hnsw_sizes = sizes("IDEM_BENCH_HNSW_SIZES", &[1_000, 100_000]);
+    let largest = flat_sizes
+        .iter()
+        .chain(&hnsw_sizes)
+        .copied()
+        .max()
+        .unwrap_or(0);
+    let data = unit_vectors(largest, 1);
+    let queries = unit_vectors(QUERIES, 2);
+    let rows = |n: usize| data[..n * DIM].chunks_exact(DIM).enumerate();
+
+    let mut group = c.benchmark_group("index_search_top10");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+
+    for &n in &flat_sizes {
+        let mut flat = FlatIndex::new(DIM);
+        for (i, row) in rows(n) {
+            flat.insert(i as u64, row);
+        }
+        let mut q = queries.chunks_exact(DIM).cycle();
+        group.bench_function(BenchmarkId::new("flat", label(n)), |b| {
+            b.iter(|| black_box(flat.search(q.next().unwrap_or_default(), K, &|_| true)))
+        });
+    }
+
+    let params = IndexConfig::default().hnsw_params();
+    for &n in &hnsw_sizes {
+        let started = Instant::now();
+        let hnsw = HnswIndex::build(DIM, params, rows(n).map(|(i, row)| (i as u64, row)));
+        let build = started.elapsed();
+        let mut exact = FlatIndex::new(DIM);
+        for (i, row) in rows(n) {
+            exact.insert(i as u64, row);
+        }
+        eprintln!(
+            "hnsw/{}: built in {:.1} s (M={}, ef_construction={}), recall@{K} at ef_search={} = {:.3}",
+            label(n),
+            build.as_secs_f64(),
+            params.max_nb_connection,
+            params.ef_construction,
+            params.ef_search,
+            recall(&hnsw, &exact, &queries)
+        );
+        drop(exact);
+        let mut q = queries.chunks_exact(DIM).cycle();
+        group.bench_function(BenchmarkId::new("hnsw", label(n)), |b| {
+            b.iter(|| black_box(hnsw.search(q.next().unwrap_or_default(), K, &|_| true)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, search);
+criterion_main!(benches);

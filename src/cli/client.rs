@@ -1,0 +1,163 @@
+//! Client commands: `idem check`, `idem complete`, `idem get`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::json;
+use crate::proto;
+use crate::proto::idem_client::IdemClient;
+
+/// Default server address of client commands.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+/// Arguments of `idem check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Server URL.
+    #[arg(long, env = "IDEM_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long)]
+    pub session: String,
+    /// Tool name.
+    #[arg(long)]
+    pub tool: String,
+    /// Tool arguments, a JSON object.
+    #[arg(long)]
+    pub args: String,
+    /// Client idempotency key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Deadline in milliseconds.
+    #[arg(long)]
+    pub deadline_ms: Option<u32>,
+    /// Re-do a call whose result failed validation (always NEW, linked to it).
+    #[arg(long, value_name = "CALL_ID")]
+    pub resample_of: Option<String>,
+    /// Print the response as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `idem complete`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("outcome").required(true).args(["succeeded", "failed"])))]
+pub struct CompleteArgs {
+    #[arg(long, env = "IDEM_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    #[arg(long)]
+    pub call_id: String,
+    /// The call succeeded (give --result).
+    #[arg(long, requires = "result")]
+    pub succeeded: bool,
+    /// The call failed (give --error).
+    #[arg(long, requires = "error")]
+    pub failed: bool,
+    /// The tool's result, JSON.
+    #[arg(long)]
+    pub result: Option<String>,
+    /// What went wrong.
+    #[arg(long)]
+    pub error: Option<String>,
+    /// Cost of the execution, in your unit.
+    #[arg(long)]
+    pub cost: Option<f64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `idem get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[arg(long, env = "IDEM_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    #[arg(long)]
+    pub call_id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+async fn connect(server: &str) -> anyhow::Result<IdemClient<tonic::transport::Channel>> {
+    IdemClient::connect(server.to_string())
+        .await
+        .with_context(|| {
+            format!("cannot connect to idem server at {server} (is `idem serve` running?)")
+        })
+}
+
+fn status_err(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+fn print(value: serde_json::Value, as_json: bool) {
+    if as_json {
+        println!("{value}");
+    } else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    }
+}
+
+/// `idem check`.
+pub async fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let mut c = connect(&a.server).await?;
+    let req = proto::CheckRequest {
+        tenant: a.tenant,
+        session: a.session,
+        tool: a.tool,
+        arguments_json: a.args,
+        idempotency_key: a.key,
+        deadline_ms: a.deadline_ms,
+        retry: if a.resample_of.is_some() {
+            proto::RetryIntent::Resample as i32
+        } else {
+            0
+        },
+        retry_of: a.resample_of,
+    };
+    let resp = c
+        .check_and_record(req)
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    print(json::check_response(&resp), a.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `idem complete`.
+pub async fn complete(a: CompleteArgs) -> anyhow::Result<ExitCode> {
+    let mut c = connect(&a.server).await?;
+    let outcome = if a.succeeded {
+        proto::CallStatus::Succeeded
+    } else {
+        proto::CallStatus::Failed
+    };
+    let req = proto::CompleteRequest {
+        call_id: a.call_id,
+        outcome: outcome as i32,
+        result_json: a.result,
+        error: a.error,
+        cost: a.cost,
+    };
+    let resp = c.complete(req).await.map_err(status_err)?.into_inner();
+    let call = resp.call.map(|r| json::call_record(&r)).unwrap_or_default();
+    print(serde_json::json!({ "call": call }), a.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `idem get`.
+pub async fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
+    let mut c = connect(&a.server).await?;
+    let resp = c
+        .get_call(proto::GetCallRequest { call_id: a.call_id })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    print(json::call_record(&resp), a.json);
+    Ok(ExitCode::SUCCESS)
+}

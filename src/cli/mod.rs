@@ -1,0 +1,48 @@
+//! Command-line interface: `idem serve` and client commands that talk to a running server.
+
+mod client;
+mod json;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use client::{CheckArgs, CompleteArgs, GetArgs};
+pub use serve::ServeArgs;
+
+/// idem: semantic dedup for AI-agent tool calls.
+#[derive(Debug, Parser)]
+#[command(name = "idem", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(Box<ServeArgs>),
+    /// Ask a running server whether a call repeats an earlier one (and record it if new).
+    Check(CheckArgs),
+    /// Report the outcome of a call that was answered NEW.
+    Complete(CompleteArgs),
+    /// Show one recorded call.
+    Get(GetArgs),
+}
+
+/// Runs a parsed command line; `anyhow` lives only at this edge.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => serve::run(*a).await,
+            Command::Check(a) => client::check(a).await,
+            Command::Complete(a) => client::complete(a).await,
+            Command::Get(a) => client::get(a).await,
+        }
+    })
+}

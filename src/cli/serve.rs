@@ -1,0 +1,203 @@
+//! `idem serve`: config file, then `IDEM_*` env, then flags; then the store, engine and server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::clock::SystemClock;
+use crate::config::{BorderlinePolicy, EmbedderKind, ServerConfig, StoreKind};
+use crate::engine::Engine;
+use crate::store::{EmbeddedStore, MemoryStore, Store};
+
+/// Flags of `idem serve`. Each overrides the config file; each reads `IDEM_<NAME>` from the env.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file (see config/idem.example.toml).
+    #[arg(long, env = "IDEM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "IDEM_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory of the embedded store [default: ./data].
+    #[arg(long, env = "IDEM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Store backend [default: embedded].
+    #[arg(long, env = "IDEM_STORE", value_enum)]
+    pub store: Option<StoreKind>,
+    /// Largest accepted payload in bytes [default: 1048576].
+    #[arg(long, env = "IDEM_MAX_PAYLOAD_BYTES")]
+    pub max_payload_bytes: Option<usize>,
+    /// Comma-separated metadata field names dropped before matching.
+    #[arg(long, env = "IDEM_IGNORED_METADATA_FIELDS", value_delimiter = ',')]
+    pub ignored_metadata_fields: Option<Vec<String>>,
+    /// Seconds between sweeps of expired records [default: 60].
+    #[arg(long, env = "IDEM_SWEEP_INTERVAL_SECS")]
+    pub sweep_interval_secs: Option<u64>,
+    /// Checks allowed at once [default: 1024].
+    #[arg(long, env = "IDEM_MAX_CONCURRENT_CHECKS")]
+    pub max_concurrent_checks: Option<usize>,
+    /// Embedder for the semantic stage [default: local].
+    #[arg(long, env = "IDEM_EMBEDDER", value_enum)]
+    pub embedder: Option<EmbedderKind>,
+    /// Directory of the local model files [default: ./models].
+    #[arg(long, env = "IDEM_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Embedding worker threads [default: 1].
+    #[arg(long, env = "IDEM_EMBED_WORKERS")]
+    pub embed_workers: Option<usize>,
+    /// Pending embeddings allowed before shedding [default: 256].
+    #[arg(long, env = "IDEM_EMBED_QUEUE")]
+    pub embed_queue: Option<usize>,
+    /// Remote embedder base URL (OpenAI-compatible).
+    #[arg(long, env = "IDEM_REMOTE_EMBED_URL")]
+    pub remote_embed_url: Option<String>,
+    /// Remote embedder model.
+    #[arg(long, env = "IDEM_REMOTE_EMBED_MODEL")]
+    pub remote_embed_model: Option<String>,
+    /// Live vectors per scope above which HNSW replaces the flat scan [default: 4096].
+    #[arg(long, env = "IDEM_HNSW_THRESHOLD")]
+    pub hnsw_threshold: Option<usize>,
+    /// Verifier base URL (OpenAI-compatible chat completions).
+    #[arg(long, env = "IDEM_VERIFIER_URL")]
+    pub verifier_url: Option<String>,
+    /// Verifier model.
+    #[arg(long, env = "IDEM_VERIFIER_MODEL")]
+    pub verifier_model: Option<String>,
+    /// Default record TTL in seconds [default: 86400].
+    #[arg(long, env = "IDEM_TTL_SECS")]
+    pub ttl_secs: Option<u64>,
+    /// Default in-progress lease in seconds [default: 300].
+    #[arg(long, env = "IDEM_LEASE_SECS")]
+    pub lease_secs: Option<u64>,
+    /// Default matching window in seconds [default: 86400].
+    #[arg(long, env = "IDEM_WINDOW_SECS")]
+    pub window_secs: Option<u64>,
+    /// Default matching window in calls [default: 1000].
+    #[arg(long, env = "IDEM_WINDOW_CALLS")]
+    pub window_calls: Option<u32>,
+    /// Default check deadline in milliseconds [default: 50].
+    #[arg(long, env = "IDEM_DEADLINE_MS")]
+    pub deadline_ms: Option<u32>,
+    /// Default fuzzy duplicate threshold.
+    #[arg(long, env = "IDEM_FUZZY_THRESHOLD")]
+    pub fuzzy_threshold: Option<f64>,
+    /// Default semantic duplicate threshold.
+    #[arg(long, env = "IDEM_SEMANTIC_DUPLICATE")]
+    pub semantic_duplicate: Option<f64>,
+    /// Default semantic borderline threshold.
+    #[arg(long, env = "IDEM_SEMANTIC_BORDERLINE")]
+    pub semantic_borderline: Option<f64>,
+    /// Default borderline policy: proceed, block or ask.
+    #[arg(long, env = "IDEM_BORDERLINE_POLICY", value_parser = parse_policy)]
+    pub borderline_policy: Option<BorderlinePolicy>,
+}
+
+fn parse_policy(s: &str) -> Result<BorderlinePolicy, String> {
+    match s {
+        "proceed" => Ok(BorderlinePolicy::Proceed),
+        "block" => Ok(BorderlinePolicy::Block),
+        "ask" => Ok(BorderlinePolicy::Ask),
+        _ => Err(format!("expected proceed, block or ask, got {s:?}")),
+    }
+}
+
+impl ServeArgs {
+    /// The effective server config: file, then env and flags.
+    pub fn resolve(&self) -> anyhow::Result<ServerConfig> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<ServerConfig>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => ServerConfig::default(),
+        };
+        macro_rules! set {
+            ($($flag:ident => $($field:ident).+),* $(,)?) => {
+                $( if let Some(v) = self.$flag.clone() { c.$($field).+ = v; } )*
+            };
+        }
+        set!(
+            listen => listen, data_dir => data_dir, store => store,
+            max_payload_bytes => max_payload_bytes, ignored_metadata_fields => ignored_metadata_fields,
+            sweep_interval_secs => sweep_interval_secs, max_concurrent_checks => max_concurrent_checks,
+            embedder => semantic.embedder, models_dir => semantic.models_dir,
+            embed_workers => semantic.embed_workers, embed_queue => semantic.embed_queue,
+            hnsw_threshold => semantic.hnsw_threshold, verifier_model => verifier.model,
+            ttl_secs => defaults.ttl_secs, lease_secs => defaults.lease_secs,
+            window_secs => defaults.window_secs, window_calls => defaults.window_calls,
+            deadline_ms => defaults.deadline_ms, fuzzy_threshold => defaults.fuzzy_threshold,
+            semantic_duplicate => defaults.semantic_duplicate,
+            semantic_borderline => defaults.semantic_borderline,
+            borderline_policy => defaults.borderline_policy,
+        );
+        if let Some(u) = &self.remote_embed_url {
+            c.semantic.remote_url = Some(u.clone());
+        }
+        if let Some(m) = &self.remote_embed_model {
+            c.semantic.remote_model = Some(m.clone());
+        }
+        if let Some(u) = &self.verifier_url {
+            c.verifier.base_url = Some(u.clone());
+        }
+        c.validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        Ok(c)
+    }
+}
+
+/// Starts the server and runs until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "idem=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = args.resolve()?;
+    let store: Arc<dyn Store> = match config.store {
+        StoreKind::Embedded => Arc::new(EmbeddedStore::open(&config.data_dir)?),
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+    };
+    let semantic = crate::semantic::Semantic::from_config(&config)?;
+    let listen = config.listen;
+    let engine = Arc::new(Engine::with_parts(
+        store,
+        config,
+        Arc::new(SystemClock),
+        semantic,
+    ));
+    let vectors = engine.rebuild_indexes().await?;
+    engine.spawn_maintenance();
+    let (listener, addr) = crate::service::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(%addr, vectors, "idem listening");
+    // One line on stdout that scripts and tests can wait for.
+    println!("idem listening on {addr}");
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => return,
+                };
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+    };
+    crate::service::serve(engine.clone(), listener, shutdown).await?;
+    engine.flush_stats().await?;
+    tracing::info!("idem stopped");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,508 @@
+//! Server configuration, session settings and tool policies, with validation.
+//!
+//! Server defaults come from a TOML file (every key also settable by flag and `IDEM_*` env in
+//! the CLI); a session overrides any of them with `ConfigureSession`. The effective settings of
+//! a session are the server defaults with the session's overrides laid on top.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::canonical::{CanonPolicy, normalize};
+
+/// Which store backend holds records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// Single-file ACID store under `data_dir` (redb): the durable default.
+    Embedded,
+    /// In memory: for tests and throwaway runs.
+    Memory,
+}
+
+/// What a borderline semantic match becomes when no verifier settles it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BorderlinePolicy {
+    /// Treat as new: run the tool (the safe side for not dropping work).
+    Proceed,
+    /// Treat as duplicate.
+    Block,
+    /// Return BORDERLINE and let the caller decide.
+    Ask,
+}
+
+/// Where a session's records are matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeMode {
+    /// Only within the session.
+    Session,
+    /// Across every tenant-wide session of the tenant.
+    Tenant,
+}
+
+/// How far the funnel goes for a tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolMode {
+    /// Pure reads: never deduplicated, always NEW and not recorded.
+    Off,
+    /// Only the client idempotency key matches.
+    KeyOnly,
+    /// Key and exact canonical match.
+    Exact,
+    /// The whole funnel (default).
+    Semantic,
+}
+
+/// Per-tool policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolPolicy {
+    pub mode: ToolMode,
+    /// Dotted paths that decide the action (inferred from values when empty).
+    pub identity_fields: Vec<String>,
+    /// Dotted paths of prose (inferred from values when empty).
+    pub free_text_fields: Vec<String>,
+    /// Dotted paths dropped before comparison.
+    pub ignored_fields: Vec<String>,
+    /// Schema defaults: a top-level field equal to its default is dropped.
+    pub defaults: Map<String, Value>,
+    /// Record TTL for this tool, overriding the session's.
+    pub ttl_secs: Option<u64>,
+}
+
+impl Default for ToolPolicy {
+    fn default() -> Self {
+        Self {
+            mode: ToolMode::Semantic,
+            identity_fields: Vec::new(),
+            free_text_fields: Vec::new(),
+            ignored_fields: Vec::new(),
+            defaults: Map::new(),
+            ttl_secs: None,
+        }
+    }
+}
+
+/// Effective settings of a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Record time to live.
+    pub ttl_secs: u64,
+    /// In-progress lease: after it, a repeat takes over.
+    pub lease_secs: u64,
+    /// Matching window: only calls this recent can be fuzzy/semantic duplicates.
+    pub window_secs: u64,
+    /// Matching window: only this many most recent calls of a tool can be candidates.
+    pub window_calls: u32,
+    /// Deadline of a check.
+    pub deadline_ms: u32,
+    /// Fuzzy similarity at or above which free text is a duplicate.
+    pub fuzzy_threshold: f64,
+    /// Cosine at or above which free text is a duplicate.
+    pub semantic_duplicate: f64,
+    /// Cosine at or above which (and below `semantic_duplicate`) a match is borderline.
+    pub semantic_borderline: f64,
+    pub borderline_policy: BorderlinePolicy,
+    pub verifier_enabled: bool,
+    pub scope: ScopeMode,
+    /// Tool policies by tool name.
+    pub tools: BTreeMap<String, ToolPolicy>,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            ttl_secs: 24 * 3600,
+            lease_secs: 300,
+            window_secs: 24 * 3600,
+            window_calls: 1000,
+            deadline_ms: 50,
+            fuzzy_threshold: 0.92,
+            semantic_duplicate: 0.93,
+            semantic_borderline: 0.85,
+            borderline_policy: BorderlinePolicy::Proceed,
+            verifier_enabled: false,
+            scope: ScopeMode::Session,
+            tools: BTreeMap::new(),
+        }
+    }
+}
+
+/// A session's overrides of the server defaults (unset fields inherit).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionOverrides {
+    pub ttl_secs: Option<u64>,
+    pub lease_secs: Option<u64>,
+    pub window_secs: Option<u64>,
+    pub window_calls: Option<u32>,
+    pub deadline_ms: Option<u32>,
+    pub fuzzy_threshold: Option<f64>,
+    pub semantic_duplicate: Option<f64>,
+    pub semantic_borderline: Option<f64>,
+    pub borderline_policy: Option<BorderlinePolicy>,
+    pub verifier_enabled: Option<bool>,
+    pub scope: Option<ScopeMode>,
+    /// Replaces the server's policy for each tool named.
+    pub tools: BTreeMap<String, ToolPolicy>,
+}
+
+impl SessionSettings {
+    /// The settings with `o` laid on top.
+    pub fn with_overrides(&self, o: &SessionOverrides) -> SessionSettings {
+        let mut s = self.clone();
+        macro_rules! take {
+            ($($f:ident),*) => { $( if let Some(v) = o.$f { s.$f = v; } )* };
+        }
+        take!(
+            ttl_secs,
+            lease_secs,
+            window_secs,
+            window_calls,
+            deadline_ms,
+            fuzzy_threshold
+        );
+        take!(
+            semantic_duplicate,
+            semantic_borderline,
+            borderline_policy,
+            verifier_enabled,
+            scope
+        );
+        for (name, policy) in &o.tools {
+            s.tools.insert(name.clone(), policy.clone());
+        }
+        s
+    }
+
+    /// Checks every value; the error says which one is wrong and why.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("fuzzy_threshold", self.fuzzy_threshold),
+            ("semantic_duplicate", self.semantic_duplicate),
+            ("semantic_borderline", self.semantic_borderline),
+        ] {
+            if !v.is_finite() || !(0.0..=1.0).contains(&v) {
+                return Err(format!("{name} must be a number in [0, 1], got {v}"));
+            }
+        }
+        if self.semantic_borderline > self.semantic_duplicate {
+            return Err(format!(
+                "semantic_borderline ({}) must be <= semantic_duplicate ({})",
+                self.semantic_borderline, self.semantic_duplicate
+            ));
+        }
+        if self.ttl_secs == 0 {
+            return Err("ttl_secs must be > 0".into());
+        }
+        if self.lease_secs == 0 {
+            return Err("lease_secs must be > 0".into());
+        }
+        if self.window_secs == 0 || self.window_calls == 0 {
+            return Err("window_secs and window_calls must be > 0".into());
+        }
+        if self.deadline_ms == 0 || self.deadline_ms > 60_000 {
+            return Err(format!(
+                "deadline_ms must be in 1..=60000, got {}",
+                self.deadline_ms
+            ));
+        }
+        for (tool, p) in &self.tools {
+            if tool.trim().is_empty() {
+                return Err("tool policy names must not be empty".into());
+            }
+            if p.ttl_secs == Some(0) {
+                return Err(format!("tools.{tool}.ttl_secs must be > 0"));
+            }
+            let both: Vec<&String> = p
+                .identity_fields
+                .iter()
+                .filter(|f| p.free_text_fields.contains(f))
+                .collect();
+            if let Some(f) = both.first() {
+                return Err(format!(
+                    "tools.{tool}: field `{f}` is named both identity and free text"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The policy of `tool` (the default policy when none is configured).
+    pub fn tool_policy(&self, tool: &str) -> ToolPolicy {
+        self.tools.get(tool).cloned().unwrap_or_default()
+    }
+
+    /// TTL for a record of `tool`, in milliseconds.
+    pub fn ttl_ms_for(&self, tool: &str) -> i64 {
+        let secs = self
+            .tools
+            .get(tool)
+            .and_then(|p| p.ttl_secs)
+            .unwrap_or(self.ttl_secs);
+        (secs as i64).saturating_mul(1000)
+    }
+}
+
+/// Builds the canonicaliser's policy for a tool.
+pub fn canon_policy(tool: &ToolPolicy, ignored_metadata: &[String]) -> CanonPolicy {
+    let set = |v: &[String]| v.iter().cloned().collect::<HashSet<_>>();
+    CanonPolicy {
+        ignored_names: ignored_metadata.iter().map(|s| s.to_lowercase()).collect(),
+        ignored_paths: set(&tool.ignored_fields),
+        identity_fields: set(&tool.identity_fields),
+        free_text_fields: set(&tool.free_text_fields),
+        defaults: tool
+            .defaults
+            .iter()
+            .map(|(k, v)| (k.clone(), normalize(v)))
+            .collect(),
+    }
+}
+
+/// The server's configuration file (TOML). Every key has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    pub store: StoreKind,
+    /// Largest accepted `arguments_json` / `result_json`, in bytes.
+    pub max_payload_bytes: usize,
+    /// Field names frameworks stamp afresh on every attempt; dropped before matching.
+    pub ignored_metadata_fields: Vec<String>,
+    /// How often expired records are swept.
+    pub sweep_interval_secs: u64,
+    /// Checks allowed to run at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_concurrent_checks: usize,
+    /// Semantic stage: embedder and vector index settings.
+    pub semantic: SemanticConfig,
+    /// Optional LLM verifier for borderline pairs.
+    pub verifier: VerifierConfig,
+    /// Default session settings.
+    pub defaults: SessionSettings,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("./data"),
+            store: StoreKind::Embedded,
+            max_payload_bytes: 1024 * 1024,
+            ignored_metadata_fields: default_ignored_metadata(),
+            sweep_interval_secs: 60,
+            max_concurrent_checks: 1024,
+            semantic: SemanticConfig::default(),
+            verifier: VerifierConfig::default(),
+            defaults: SessionSettings::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_payload_bytes == 0 {
+            return Err("max_payload_bytes must be > 0".into());
+        }
+        if self.max_concurrent_checks == 0 {
+            return Err("max_concurrent_checks must be > 0".into());
+        }
+        if self.sweep_interval_secs == 0 {
+            return Err("sweep_interval_secs must be > 0".into());
+        }
+        self.defaults
+            .validate()
+            .map_err(|e| format!("defaults: {e}"))
+    }
+}
+
+/// Metadata names dropped by default.
+pub fn default_ignored_metadata() -> Vec<String> {
+    [
+        "request_id",
+        "requestId",
+        "trace_id",
+        "traceId",
+        "span_id",
+        "spanId",
+        "correlation_id",
+        "correlationId",
+        "timestamp",
+        "nonce",
+        "attempt",
+        "retry_count",
+        "_meta",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Which embedder the semantic stage uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbedderKind {
+    /// No embedder: the semantic stage is skipped.
+    None,
+    /// all-MiniLM-L6-v2 in process (ONNX Runtime).
+    Local,
+    /// An OpenAI-compatible `/v1/embeddings` endpoint.
+    Remote,
+}
+
+/// Semantic stage settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SemanticConfig {
+    pub embedder: EmbedderKind,
+    /// Where the local model files live (fetched by `make models`).
+    pub models_dir: PathBuf,
+    /// Embedding worker threads.
+    pub embed_workers: usize,
+    /// Pending embeddings allowed; more are shed with RESOURCE_EXHAUSTED.
+    pub embed_queue: usize,
+    /// Remote embedder base URL.
+    pub remote_url: Option<String>,
+    /// Remote embedder model name.
+    pub remote_model: Option<String>,
+    /// Environment variable holding the remote embedder's API key.
+    pub remote_api_key_env: Option<String>,
+    /// Live vectors in a scope above which the index switches from flat scan to HNSW.
+    pub hnsw_threshold: usize,
+}
+
+impl Default for SemanticConfig {
+    fn default() -> Self {
+        Self {
+            embedder: EmbedderKind::Local,
+            models_dir: PathBuf::from("./models"),
+            embed_workers: 1,
+            embed_queue: 256,
+            remote_url: None,
+            remote_model: None,
+            remote_api_key_env: None,
+            hnsw_threshold: 4096,
+        }
+    }
+}
+
+/// LLM verifier settings (any OpenAI-compatible `/v1/chat/completions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifierConfig {
+    pub base_url: Option<String>,
+    pub model: String,
+    /// Environment variable holding the API key.
+    pub api_key_env: String,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            model: "gpt-4o-mini".into(),
+            api_key_env: "IDEM_VERIFIER_API_KEY".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        ServerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let base = SessionSettings::default();
+        let cases: Vec<(SessionOverrides, &str)> = vec![
+            (
+                SessionOverrides {
+                    fuzzy_threshold: Some(f64::NAN),
+                    ..Default::default()
+                },
+                "fuzzy_threshold",
+            ),
+            (
+                SessionOverrides {
+                    semantic_duplicate: Some(1.5),
+                    ..Default::default()
+                },
+                "semantic_duplicate",
+            ),
+            (
+                SessionOverrides {
+                    semantic_borderline: Some(0.99),
+                    semantic_duplicate: Some(0.9),
+                    ..Default::default()
+                },
+                "semantic_borderline",
+            ),
+            (
+                SessionOverrides {
+                    ttl_secs: Some(0),
+                    ..Default::default()
+                },
+                "ttl_secs",
+            ),
+            (
+                SessionOverrides {
+                    deadline_ms: Some(0),
+                    ..Default::default()
+                },
+                "deadline_ms",
+            ),
+        ];
+        for (o, field) in cases {
+            let err = base.with_overrides(&o).validate().unwrap_err();
+            assert!(err.contains(field), "{err} should name {field}");
+        }
+    }
+
+    #[test]
+    fn overrides_inherit_unset_fields() {
+        let base = SessionSettings::default();
+        let s = base.with_overrides(&SessionOverrides {
+            ttl_secs: Some(60),
+            ..Default::default()
+        });
+        assert_eq!(s.ttl_secs, 60);
+        assert_eq!(s.lease_secs, base.lease_secs);
+    }
+
+    #[test]
+    fn config_file_parses_from_toml() {
+        let cfg: ServerConfig = toml::from_str(
+            r#"
+            listen = "0.0.0.0:6000"
+            store = "memory"
+            [defaults]
+            ttl_secs = 3600
+            [defaults.tools.search]
+            mode = "off"
+            [defaults.tools.pay]
+            identity_fields = ["amount", "to"]
+            ttl_secs = 604800
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.store, StoreKind::Memory);
+        assert_eq!(cfg.defaults.tool_policy("search").mode, ToolMode::Off);
+        assert_eq!(cfg.defaults.ttl_ms_for("pay"), 604_800_000);
+        assert!(toml::from_str::<ServerConfig>("bogus = 1").is_err());
+    }
+}

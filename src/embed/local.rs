@@ -1,0 +1,571 @@
+//! The local embedder: all-MiniLM-L6-v2 (int8 ONNX) through fastembed, on a pool of OS threads.
+//!
+//! fastembed's `embed` takes `&mut self` and burns CPU, so each worker thread owns one model and
+//! drains a bounded queue, batching whatever requests are waiting into one model call. A full
+//! queue answers `Overloaded` at once; a request whose deadline passed while it waited is answered
+//! `DeadlineExceeded` without being embedded. ONNX Runtime is loaded from `models/` at run time.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use fastembed::{
+    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
+};
+use tokio::sync::oneshot;
+
+use super::{EMBEDDING_DIM, EmbedError, Embedder, Embedding, l2_normalize};
+
+/// The ONNX model file, in the models folder.
+pub const MODEL_FILE: &str = "model.onnx";
+/// The tokenizer files fastembed needs, in the models folder.
+pub const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "config.json",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+];
+/// The ONNX Runtime library, in the models folder (unless `ORT_DYLIB_PATH` names another).
+pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
+/// Word pieces the model reads; the tokenizer truncates longer texts (sentence-transformers'
+/// `max_seq_length` for this model).
+pub const MAX_TOKENS: usize = 256;
+
+/// What to tell a user whose model files are missing.
+const FETCH_HINT: &str = "fetch the model with `make models` (scripts/fetch-models.sh)";
+/// Name reported by `Embedder::name`.
+const MODEL_NAME: &str = "all-MiniLM-L6-v2-int8";
+
+/// Settings of the local embedder pool.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LocalEmbedderConfig {
+    /// Folder holding `model.onnx`, the tokenizer files and the ONNX Runtime library.
+    pub models_dir: PathBuf,
+    /// Worker threads, each with its own copy of the model (0 is read as 1).
+    pub workers: usize,
+    /// ONNX Runtime threads per model call (0 is read as 1).
+    pub intra_threads: usize,
+    /// Requests that may wait for a worker; more are refused with `Overloaded` (0 is read as 1).
+    pub queue_capacity: usize,
+    /// Most requests embedded in one model call (0 is read as 1).
+    pub max_batch: usize,
+    /// Characters kept from each text: a cheap bound on tokenizer work, well above what fills
+    /// `MAX_TOKENS` word pieces (0 is read as 1).
+    pub max_chars: usize,
+}
+
+impl Default for LocalEmbedderConfig {
+    fn default() -> Self {
+        Self {
+            models_dir: PathBuf::from("models"),
+            workers: 1,
+            intra_threads: 2,
+            queue_capacity: 64,
+            max_batch: 16,
+            max_chars: 2000,
+        }
+    }
+}
+
+/// One request in the queue: the text, when its answer stops being useful, where to answer.
+struct Job {
+    text: String,
+    deadline: std::time::Instant,
+    reply: oneshot::Sender<Result<Embedding, EmbedError>>,
+}
+
+/// Embeds texts with the local model on dedicated threads; cheap to share behind an `Arc`.
+///
+/// Dropping it closes the queue; each worker finishes the batch in hand and exits.
+pub struct LocalEmbedder {
+    queue: SyncSender<Job>,
+    max_chars: usize,
+}
+
+impl std::fmt::Debug for LocalEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEmbedder")
+            .field("model", &MODEL_NAME)
+            .field("max_chars", &self.max_chars)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalEmbedder {
+    /// Loads the model (one copy per worker), warms it up and starts the workers.
+    ///
+    /// Blocking (hundreds of milliseconds): call it at start-up or in `spawn_blocking`. Returns
+    /// `ModelMissing` naming the first missing file, before ONNX Runtime is touched (the `ort`
+    /// crate panics when its library cannot be found, so this check must come first).
+    pub fn new(config: LocalEmbedderConfig) -> Result<Self, EmbedError> {
+        let ort_override = std::env::var_os("ORT_DYLIB_PATH")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let ort_library = check_files(&config.models_dir, ort_override.as_deref())?;
+        load_onnx_runtime(&ort_library)?;
+
+        let model = read_model(&config.models_dir)?;
+        let workers = config.workers.max(1);
+        let mut models = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            models.push(load_model(model.clone(), config.intra_threads.max(1))?);
+        }
+
+        let (queue, receiver) = sync_channel(config.queue_capacity.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        let max_batch = config.max_batch.max(1);
+        for (i, model) in models.into_iter().enumerate() {
+            let receiver = Arc::clone(&receiver);
+            std::thread::Builder::new()
+                .name(format!("idem-embed-{i}"))
+                .spawn(move || run_worker(model, &receiver, max_batch))
+                .map_err(|e| {
+                    EmbedError::Backend(format!("could not start an embed worker: {e}"))
+                })?;
+        }
+        tracing::info!(
+            model = MODEL_NAME,
+            workers,
+            intra_threads = config.intra_threads,
+            queue_capacity = config.queue_capacity,
+            max_batch,
+            "local embedder ready"
+        );
+        Ok(Self {
+            queue,
+            max_chars: config.max_chars.max(1),
+        })
+    }
+
+    /// Queues one text for the workers; `deadline` is on the std clock the workers read.
+    fn enqueue(
+        &self,
+        text: &str,
+        deadline: std::time::Instant,
+    ) -> Result<oneshot::Receiver<Result<Embedding, EmbedError>>, EmbedError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            text: truncate_chars(text, self.max_chars).to_owned(),
+            deadline,
+            reply,
+        };
+        match self.queue.try_send(job) {
+            Ok(()) => Ok(answer),
+            Err(TrySendError::Full(_)) => Err(EmbedError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(EmbedError::Backend("every embed worker has stopped".into()))
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Embedder for LocalEmbedder {
+    /// Queues the text and waits for its embedding until `deadline`.
+    ///
+    /// Under tokio's paused test clock the wait auto-advances straight to the deadline (the
+    /// workers are OS threads the runtime cannot see): use a real clock with this embedder.
+    async fn embed(
+        &self,
+        text: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Embedding, EmbedError> {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(EmbedError::DeadlineExceeded);
+        }
+        // The workers have no tokio clock: hand them the same deadline on the std clock.
+        let answer = self.enqueue(text, std::time::Instant::now() + left)?;
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(EmbedError::Backend(
+                "the embed worker stopped before answering".into(),
+            )),
+            Err(_) => Err(EmbedError::DeadlineExceeded),
+        }
+    }
+
+    fn dim(&self) -> usize {
+        EMBEDDING_DIM
+    }
+
+    fn name(&self) -> &str {
+        MODEL_NAME
+    }
+}
+
+/// Checks that every file the model needs exists; returns the ONNX Runtime library to load
+/// (`ort_override`, from `ORT_DYLIB_PATH`, when given, else the one in `models_dir`).
+fn check_files(models_dir: &Path, ort_override: Option<&Path>) -> Result<PathBuf, EmbedError> {
+    let missing = |file: PathBuf| EmbedError::ModelMissing {
+        file,
+        hint: FETCH_HINT.into(),
+    };
+    for name in std::iter::once(MODEL_FILE).chain(TOKENIZER_FILES) {
+        let file = models_dir.join(name);
+        if !file.is_file() {
+            return Err(missing(file));
+        }
+    }
+    match ort_override {
+        Some(library) if !library.is_file() => Err(EmbedError::ModelMissing {
+            file: library.to_path_buf(),
+            hint: format!(
+                "ORT_DYLIB_PATH names it; unset ORT_DYLIB_PATH to use {} or {FETCH_HINT}",
+                models_dir.join(ORT_LIBRARY).display()
+            ),
+        }),
+        Some(library) => Ok(library.to_path_buf()),
+        None => {
+            let library = models_dir.join(ORT_LIBRARY);
+            if library.is_file() {
+                Ok(library)
+            } else {
+                Err(missing(library))
+            }
+        }
+    }
+}
+
+/// Loads the ONNX Runtime library once per process, from an explicit path (so no environment
+/// variable has to be set). Later calls keep the library already loaded.
+fn load_onnx_runtime(library: &Path) -> Result<(), EmbedError> {
+    let library = std::path::absolute(library).map_err(|e| {
+        EmbedError::Backend(format!("bad ONNX Runtime path {}: {e}", library.display()))
+    })?;
+    // Only the side effect is wanted: fastembed builds the (one, shared) environment itself.
+    let _builder = ort::init_from(&library).map_err(|e| {
+        EmbedError::Backend(format!(
+            "could not load ONNX Runtime from {}: {e}",
+            library.display()
+        ))
+    })?;
+    Ok(())
+}
+
+/// Reads the model and tokenizer files into a fastembed model description.
+fn read_model(models_dir: &Path) -> Result<UserDefinedEmbeddingModel, EmbedError> {
+    let read = |name: &str| {
+        let file = models_dir.join(name);
+        std::fs::read(&file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => EmbedError::ModelMissing {
+                file,
+                hint: FETCH_HINT.into(),
+            },
+            _ => EmbedError::Backend(format!("could not read {}: {e}", file.display())),
+        })
+    };
+    let [tokenizer, config, special_tokens, tokenizer_config] = TOKENIZER_FILES;
+    let tokenizer_files = TokenizerFiles {
+        tokenizer_file: read(tokenizer)?,
+        config_file: read(config)?,
+        special_tokens_map_file: read(special_tokens)?,
+        tokenizer_config_file: read(tokenizer_config)?,
+    };
+    // The model was trained with mean pooling; fastembed's default (CLS) would be wrong.
+    Ok(
+        UserDefinedEmbeddingModel::new(read(MODEL_FILE)?, tokenizer_files)
+            .with_pooling(Pooling::Mean),
+    )
+}
+
+/// Builds one model session and checks it answers with vectors of the expected length.
+fn load_model(
+    model: UserDefinedEmbeddingModel,
+    intra_threads: usize,
+) -> Result<TextEmbedding, EmbedError> {
+    let options = InitOptionsUserDefined::new()
+        .with_max_length(MAX_TOKENS)
+        .with_intra_threads(intra_threads);
+    let mut session = TextEmbedding::try_new_from_user_defined(model, options)
+        .map_err(|e| EmbedError::Backend(format!("could not load the embedding model: {e}")))?;
+    // The first run allocates and optimises; pay for it now, not inside a request's budget.
+    let warm = session
+        .embed(["warm up"], None)
+        .map_err(|e| EmbedError::Backend(format!("the embedding model failed to run: {e}")))?;
+    let dim = warm.first().map_or(0, Vec::len);
+    if dim != EMBEDDING_DIM {
+        return Err(EmbedError::Backend(format!(
+            "the embedding model returns {dim}-dimensional vectors, expected {EMBEDDING_DIM}"
+        )));
+    }
+    Ok(session)
+}
+
+/// A worker: takes whatever is queued (up to `max_batch`), drops what is too late, embeds the
+/// rest in one call and answers each request. Returns when the queue is closed.
+fn run_worker(mut model: TextEmbedding, queue: &Mutex<Receiver<Job>>, max_batch: usize) {
+    while let Some(batch) = next_batch(queue, max_batch) {
+        let now = std::time::Instant::now();
+        let (live, late): (Vec<Job>, Vec<Job>) = batch
+            .into_iter()
+            .partition(|job| job.deadline > now && !job.reply.is_closed());
+        for job in late {
+            // The caller may have gone; nobody to tell then.
+            let _ = job.reply.send(Err(EmbedError::DeadlineExceeded));
+        }
+        if live.is_empty() {
+            continue;
+        }
+        let texts: Vec<&str> = live.iter().map(|job| job.text.as_str()).collect();
+        let started = std::time::Instant::now();
+        // A panic inside the model must not take the worker (and the queue) down with it.
+        let outcome = catch_unwind(AssertUnwindSafe(|| model.embed(&texts, Some(texts.len()))));
+        log_batch(live.len(), started.elapsed());
+        match outcome {
+            Ok(Ok(vectors)) if vectors.len() == live.len() => {
+                for (job, vector) in live.into_iter().zip(vectors) {
+                    let _ = job.reply.send(l2_normalize(vector));
+                }
+            }
+            Ok(Ok(vectors)) => {
+                let message = format!(
+                    "the model returned {} embeddings for {} texts",
+                    vectors.len(),
+                    live.len()
+                );
+                answer_all(live, &message)
+            }
+            Ok(Err(e)) => answer_all(live, &format!("the embedding model failed: {e}")),
+            Err(_) => answer_all(live, "the embedding model panicked"),
+        }
+    }
+}
+
+/// Blocks for one job, then takes up to `max_batch - 1` more that are already waiting.
+/// `None` once every sender is gone.
+fn next_batch(queue: &Mutex<Receiver<Job>>, max_batch: usize) -> Option<Vec<Job>> {
+    let receiver = queue.lock().unwrap_or_else(PoisonError::into_inner);
+    let first = receiver.recv().ok()?;
+    let mut batch = Vec::with_capacity(max_batch);
+    batch.push(first);
+    while batch.len() < max_batch {
+        match receiver.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        }
+    }
+    Some(batch)
+}
+
+/// Answers every job of a failed batch with the same backend error.
+fn answer_all(jobs: Vec<Job>, message: &str) {
+    tracing::warn!(
+        batch = jobs.len(),
+        error = message,
+        "embedding batch failed"
+    );
+    for job in jobs {
+        let _ = job.reply.send(Err(EmbedError::Backend(message.to_owned())));
+    }
+}
+
+fn log_batch(size: usize, took: Duration) {
+    tracing::trace!(
+        batch = size,
+        took_us = took.as_micros() as u64,
+        "embedded batch"
+    );
+}
+
+/// The longest prefix of `text` with at most `max_chars` characters.
+fn truncate_chars(text: &str, max_chars: usize) -> &str {
+    match text.char_indices().nth(max_chars) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::cosine;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// The repository's models folder; panics with the fix when the files are not there.
+    fn models_dir() -> PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        if let Err(e) = check_files(&dir, None) {
+            panic!("{e}\nthe local model tests need the real model: run `make models` first");
+        }
+        dir
+    }
+
+    fn embedder(config: LocalEmbedderConfig) -> LocalEmbedder {
+        LocalEmbedder::new(LocalEmbedderConfig {
+            models_dir: models_dir(),
+            ..config
+        })
+        .expect("the local model loads")
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(30)
+    }
+
+    #[test]
+    fn missing_model_is_reported_not_panicked() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = LocalEmbedder::new(LocalEmbedderConfig {
+            models_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        match &err {
+            EmbedError::ModelMissing { file, .. } => assert_eq!(file, &dir.path().join(MODEL_FILE)),
+            other => panic!("expected ModelMissing, got {other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(
+            msg.contains("model.onnx") && msg.contains("make models"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_runtime_library_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in std::iter::once(MODEL_FILE).chain(TOKENIZER_FILES) {
+            std::fs::write(dir.path().join(name), b"{}").unwrap();
+        }
+        match check_files(dir.path(), None) {
+            Err(EmbedError::ModelMissing { file, .. }) => {
+                assert_eq!(file, dir.path().join(ORT_LIBRARY))
+            }
+            other => panic!("expected ModelMissing, got {other:?}"),
+        }
+        let elsewhere = dir.path().join("nowhere.so");
+        match check_files(dir.path(), Some(&elsewhere)) {
+            Err(EmbedError::ModelMissing { file, hint }) => {
+                assert_eq!(file, elsewhere);
+                assert!(hint.contains("ORT_DYLIB_PATH"));
+            }
+            other => panic!("expected ModelMissing, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate_chars("héllo", 2), "hé");
+        assert_eq!(truncate_chars("héllo", 10), "héllo");
+        assert_eq!(truncate_chars("", 3), "");
+    }
+
+    #[tokio::test]
+    async fn embedding_has_model_dimension_and_unit_norm() {
+        let embedder = embedder(LocalEmbedderConfig::default());
+        let v = embedder
+            .embed("Create a ticket for the login bug", soon())
+            .await
+            .unwrap();
+        assert_eq!(v.len(), EMBEDDING_DIM);
+        assert_eq!(embedder.dim(), EMBEDDING_DIM);
+        let norm = cosine(&v, &v).sqrt();
+        assert!((norm - 1.0).abs() < 1e-3, "norm {norm}");
+    }
+
+    #[tokio::test]
+    async fn paraphrase_is_closer_than_unrelated_text() {
+        let embedder = embedder(LocalEmbedderConfig::default());
+        let a = embedder
+            .embed("Send the quarterly report to the finance team", soon())
+            .await
+            .unwrap();
+        let b = embedder
+            .embed("Email the finance team the quarterly report", soon())
+            .await
+            .unwrap();
+        let c = embedder
+            .embed(
+                "Book a table for two at an Italian restaurant tonight",
+                soon(),
+            )
+            .await
+            .unwrap();
+        let paraphrase = cosine(&a, &b);
+        let unrelated = cosine(&a, &c);
+        assert!(
+            paraphrase > unrelated + 0.2,
+            "paraphrase {paraphrase}, unrelated {unrelated}"
+        );
+        assert!(paraphrase > 0.8, "paraphrase {paraphrase}");
+    }
+
+    #[tokio::test]
+    async fn same_text_gives_same_embedding_alone_or_batched() {
+        let embedder = Arc::new(embedder(LocalEmbedderConfig::default()));
+        let alone = embedder.embed("refund order 1234", soon()).await.unwrap();
+        let texts = [
+            "refund order 1234",
+            "a much longer text that pads the batch out a lot",
+        ];
+        let batched =
+            futures::future::join_all(texts.iter().map(|t| embedder.embed(t, soon()))).await;
+        let batched = batched[0].as_ref().unwrap();
+        assert!(cosine(&alone, batched) > 0.999);
+    }
+
+    #[tokio::test]
+    async fn overload_refuses_some_and_answers_all() {
+        let embedder = Arc::new(embedder(LocalEmbedderConfig {
+            queue_capacity: 1,
+            max_batch: 1,
+            ..Default::default()
+        }));
+        let text = "Schedule a meeting with the design team next Tuesday at 10am";
+        let calls = (0..32).map(|_| {
+            let embedder = Arc::clone(&embedder);
+            tokio::spawn(async move { embedder.embed(text, soon()).await })
+        });
+        let results =
+            tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(calls))
+                .await
+                .expect("every call is answered");
+        let results: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
+        let overloaded = results
+            .iter()
+            .filter(|r| matches!(r, Err(EmbedError::Overloaded)))
+            .count();
+        let embedded = results.iter().filter(|r| r.is_ok()).count();
+        assert!(overloaded > 0, "no call was refused");
+        assert!(embedded > 0, "no call was embedded");
+        assert_eq!(overloaded + embedded, results.len(), "{results:?}");
+    }
+
+    #[tokio::test]
+    async fn past_deadline_is_refused_before_queueing() {
+        let embedder = embedder(LocalEmbedderConfig::default());
+        let result = embedder.embed("anything", Instant::now()).await;
+        assert!(matches!(result, Err(EmbedError::DeadlineExceeded)));
+    }
+
+    #[tokio::test]
+    async fn worker_skips_a_request_whose_deadline_passed_in_the_queue() {
+        let embedder = embedder(LocalEmbedderConfig::default());
+        let expired = std::time::Instant::now() - Duration::from_millis(1);
+        let answer = embedder.enqueue("anything", expired).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .expect("the worker answers")
+            .expect("the worker is alive");
+        assert!(matches!(result, Err(EmbedError::DeadlineExceeded)));
+    }
+
+    #[tokio::test]
+    async fn tight_deadline_never_answers_late() {
+        let embedder = embedder(LocalEmbedderConfig::default());
+        let long = "word ".repeat(400);
+        let start = Instant::now();
+        let deadline = start + Duration::from_micros(200);
+        let result = embedder.embed(&long, deadline).await;
+        assert!(
+            matches!(result, Err(EmbedError::DeadlineExceeded)),
+            "{result:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,479 @@
+//! CheckAndRecord: validate, canonicalise, run the funnel under the scope lock, then turn the
+//! finding into a verdict and (for NEW) a durable reservation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{CheckOutcome, CheckRequest, Engine, RetryIntent, Verdict, validate};
+use crate::canonical::{CanonError, CanonicalCall};
+use crate::config::{BorderlinePolicy, ScopeMode, SessionSettings, ToolMode, canon_policy};
+use crate::error::IdemError;
+use crate::funnel::{
+    CheckContext, Finding, Found, FunnelResult, StageKind, StageReport, StopReason,
+};
+use crate::record::{CallStatus, Record, RepeatOutcome, match_scope};
+use crate::store::StatsDelta;
+
+/// A call ready for the funnel.
+struct Prepared {
+    req: CheckRequest,
+    call: CanonicalCall,
+    scope: String,
+    settings: Arc<SessionSettings>,
+    mode: ToolMode,
+    deadline: Instant,
+}
+
+impl Engine {
+    /// Decides whether a call repeats an earlier one, and records it when it is new.
+    pub async fn check(&self, req: CheckRequest) -> Result<CheckOutcome, IdemError> {
+        let started = std::time::Instant::now();
+        let _permit = self.admission.clone().try_acquire_owned().map_err(|_| {
+            IdemError::ResourceExhausted(format!(
+                "server is at its limit of {} concurrent checks; retry with backoff",
+                self.config.max_concurrent_checks
+            ))
+        })?;
+        let p = match self.prepare(req).await? {
+            Ok(p) => p,
+            Err(off) => return Ok(off),
+        };
+        let mut out = if p.req.retry == RetryIntent::Resample {
+            self.resample(&p).await?
+        } else {
+            self.run_funnel(&p).await?
+        };
+        out.total_micros = started.elapsed().as_micros() as u64;
+        tracing::debug!(verdict = out.verdict.name(), tool = %p.call.tool, micros = out.total_micros, "check");
+        Ok(out)
+    }
+
+    /// Validates and canonicalises; `Ok(Err(outcome))` for tools whose mode is `off`.
+    async fn prepare(
+        &self,
+        req: CheckRequest,
+    ) -> Result<Result<Prepared, CheckOutcome>, IdemError> {
+        validate::name("tenant", &req.tenant)?;
+        validate::name("session", &req.session)?;
+        validate::name("tool", &req.tool)?;
+        if let Some(k) = &req.idempotency_key {
+            validate::name("idempotency_key", k)?;
+        }
+        validate::payload(
+            "arguments_json",
+            &req.arguments_json,
+            self.config.max_payload_bytes,
+        )?;
+        let args = validate::json("arguments_json", &req.arguments_json)?;
+        let settings = self.settings(&req.tenant, &req.session).await?;
+        let deadline_ms = req.deadline_ms.unwrap_or(settings.deadline_ms);
+        if deadline_ms == 0 {
+            return Err(IdemError::DeadlineExceeded(
+                "the request's deadline (deadline_ms = 0) has already passed".into(),
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_millis(u64::from(deadline_ms));
+        let policy = settings.tool_policy(&req.tool);
+        let call = CanonicalCall::build(
+            &req.tool,
+            &args,
+            &canon_policy(&policy, &self.config.ignored_metadata_fields),
+        )
+        .map_err(|e| match e {
+            CanonError::NotAnObject(_) => {
+                IdemError::InvalidArgument(format!("arguments_json: {e}"))
+            }
+        })?;
+        if policy.mode == ToolMode::Off {
+            return Ok(Err(CheckOutcome {
+                verdict: Verdict::New,
+                call_id: String::new(),
+                matched: None,
+                status: CallStatus::InProgress,
+                result_json: None,
+                replayed: false,
+                stages: Vec::new(),
+                stop: StopReason::Mode,
+                previous_attempt_unknown: false,
+                supersedes: None,
+                reason: format!(
+                    "tool {:?} has mode off: never deduplicated, not recorded",
+                    call.tool
+                ),
+                total_micros: 0,
+                replayed_cost: None,
+            }));
+        }
+        let scope = match_scope(
+            &req.tenant,
+            &req.session,
+            settings.scope == ScopeMode::Tenant,
+        );
+        Ok(Ok(Prepared {
+            mode: policy.mode,
+            req,
+            call,
+            scope,
+            settings,
+            deadline,
+        }))
+    }
+
+    async fn run_funnel(&self, p: &Prepared) -> Result<CheckOutcome, IdemError> {
+        // The embedding needs no lock: compute it first, unless a certain stage will settle.
+        let mut embedding = None;
+        let mut embed_report = None;
+        if let Some(sim) = &self.semantic {
+            let text = p.call.free_text_joined();
+            if p.mode == ToolMode::Semantic && !text.is_empty() && !self.certain_hit(p).await? {
+                let t = std::time::Instant::now();
+                match sim.embed(&text, p.deadline).await {
+                    Ok(v) => embedding = Some(v),
+                    Err(IdemError::DeadlineExceeded(_)) => {
+                        embed_report = Some(StageReport {
+                            stage: StageKind::Semantic,
+                            micros: t.elapsed().as_micros() as u64,
+                            outcome: "deadline".into(),
+                            best_score: None,
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let lock = self.lock_for(&p.scope);
+        let _guard = match tokio::time::timeout_at(
+            p.deadline.max(Instant::now() + LOCK_GRACE),
+            lock.lock(),
+        )
+        .await
+        {
+            Ok(g) => g,
+            Err(_) => {
+                return Err(IdemError::DeadlineExceeded(
+                    "too many concurrent checks in this scope: no verdict before the deadline; retry".into(),
+                ));
+            }
+        };
+        let now = self.clock.now_ms();
+        let mut ctx = CheckContext {
+            call: p.call.clone(),
+            idempotency_key: p.req.idempotency_key.clone(),
+            match_scope: p.scope.clone(),
+            settings: p.settings.clone(),
+            mode: p.mode,
+            now,
+            deadline: p.deadline,
+            store: self.store.clone(),
+            candidates: None,
+            embedding,
+            borderline: None,
+            best_score: None,
+            note: None,
+        };
+        let mut result = self.funnel.run(&mut ctx).await?;
+        if let Some(r) = embed_report {
+            if !result
+                .reports
+                .iter()
+                .any(|x| x.stage == StageKind::Semantic)
+            {
+                result.reports.push(r);
+                if matches!(result.finding, Finding::Pass) {
+                    result.stop = StopReason::Deadline;
+                }
+            }
+        }
+        self.conclude(p, ctx, result).await
+    }
+
+    /// A lock-free look at the key and exact indexes: true when a live original exists that
+    /// would settle the check (so no embedding is needed).
+    async fn certain_hit(&self, p: &Prepared) -> Result<bool, IdemError> {
+        let now = self.clock.now_ms();
+        let blocking = |r: &Record| {
+            matches!(
+                r.repeat_outcome(now),
+                RepeatOutcome::Duplicate | RepeatOutcome::InFlight
+            )
+        };
+        if let Some(k) = &p.req.idempotency_key {
+            if let Some(r) = self.store.latest_by_key(&p.scope, k).await? {
+                if blocking(&r) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(self
+            .store
+            .latest_by_exact(&p.scope, &p.call.exact_hash)
+            .await?
+            .is_some_and(|r| blocking(&r)))
+    }
+
+    /// Turns the funnel's finding into a verdict; reserves a record for NEW.
+    async fn conclude(
+        &self,
+        p: &Prepared,
+        ctx: CheckContext,
+        result: FunnelResult,
+    ) -> Result<CheckOutcome, IdemError> {
+        let FunnelResult {
+            finding,
+            stop,
+            reports,
+        } = result;
+        let mut out = match finding {
+            Finding::Pass => {
+                let why = match stop {
+                    StopReason::Deadline => {
+                        "no earlier call matched in the stages run before the deadline"
+                    }
+                    _ => "no earlier call matched",
+                };
+                self.reserve(p, &ctx, None, false, why).await?
+            }
+            Finding::Found(f) => self.repeat_of(p, &ctx, f).await?,
+            Finding::Borderline(f) => match p.settings.borderline_policy {
+                BorderlinePolicy::Proceed => {
+                    let why = format!(
+                        "borderline {} match (score {:.3}) with call {}; policy proceed: treated as new",
+                        f.stage.name(),
+                        f.score,
+                        f.record.id
+                    );
+                    self.reserve(p, &ctx, None, false, &why).await?
+                }
+                BorderlinePolicy::Block => {
+                    let mut o = self.repeat_of(p, &ctx, f).await?;
+                    o.reason = format!("borderline match; policy block: {}", o.reason);
+                    o
+                }
+                BorderlinePolicy::Ask => CheckOutcome {
+                    verdict: Verdict::Borderline,
+                    call_id: f.record.id.clone(),
+                    matched: Some((f.stage, f.score)),
+                    status: f.record.status,
+                    result_json: None,
+                    replayed: false,
+                    stages: Vec::new(),
+                    stop,
+                    previous_attempt_unknown: false,
+                    supersedes: None,
+                    reason: format!(
+                        "possible repeat of call {} ({} score {:.3}); policy ask: the caller decides. \
+                         To run it anyway, check again with retry=RESAMPLE and retry_of={}",
+                        f.record.id,
+                        f.stage.name(),
+                        f.score,
+                        f.record.id
+                    ),
+                    total_micros: 0,
+                    replayed_cost: None,
+                },
+            },
+        };
+        out.stages = reports;
+        if out.stop == StopReason::Settled {
+            out.stop = stop;
+        }
+        self.count(p, &out);
+        Ok(out)
+    }
+
+    /// The verdict for a call whose original is `f.record`.
+    async fn repeat_of(
+        &self,
+        p: &Prepared,
+        ctx: &CheckContext,
+        f: Found,
+    ) -> Result<CheckOutcome, IdemError> {
+        let r = &f.record;
+        let matched = Some((f.stage, f.score));
+        let base = |verdict, reason: String| CheckOutcome {
+            verdict,
+            call_id: r.id.clone(),
+            matched,
+            status: r.status,
+            result_json: None,
+            replayed: false,
+            stages: Vec::new(),
+            stop: StopReason::Settled,
+            previous_attempt_unknown: false,
+            supersedes: None,
+            reason,
+            total_micros: 0,
+            replayed_cost: None,
+        };
+        match r.repeat_outcome(ctx.now) {
+            RepeatOutcome::Duplicate => {
+                let mut o = base(
+                    Verdict::Duplicate,
+                    format!(
+                        "repeats call {} ({} match, score {:.3}); its result is replayed",
+                        r.id,
+                        f.stage.name(),
+                        f.score
+                    ),
+                );
+                o.result_json = r.result_json.clone();
+                o.replayed = true;
+                o.replayed_cost = r.cost;
+                Ok(o)
+            }
+            RepeatOutcome::InFlight => Ok(base(
+                Verdict::InFlight,
+                format!(
+                    "repeats call {} ({} match), which is still running (lease until {} ms); wait for it, do not run again",
+                    r.id,
+                    f.stage.name(),
+                    r.lease_until_ms
+                ),
+            )),
+            RepeatOutcome::TakeOver => {
+                let why = format!(
+                    "repeats call {} whose lease expired without Complete: it may or may not have run; taking over",
+                    r.id
+                );
+                let mut o = self.reserve(p, ctx, None, true, &why).await?;
+                o.matched = matched;
+                Ok(o)
+            }
+            RepeatOutcome::Retry => {
+                let why = format!("repeats call {} which failed; a repeat may run again", r.id);
+                let mut o = self.reserve(p, ctx, None, false, &why).await?;
+                o.matched = matched;
+                Ok(o)
+            }
+            RepeatOutcome::Absent => {
+                self.reserve(p, ctx, None, false, "no live earlier call matched")
+                    .await
+            }
+        }
+    }
+
+    /// Records a new in-progress call (durably) and answers NEW.
+    async fn reserve(
+        &self,
+        p: &Prepared,
+        ctx: &CheckContext,
+        supersedes: Option<String>,
+        previous_attempt_unknown: bool,
+        reason: &str,
+    ) -> Result<CheckOutcome, IdemError> {
+        let now = ctx.now;
+        let record = Record {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant: p.req.tenant.clone(),
+            session: p.req.session.clone(),
+            match_scope: p.scope.clone(),
+            tool: p.call.tool.clone(),
+            arguments_json: p.req.arguments_json.clone(),
+            canonical_json: p.call.canonical_json.clone(),
+            exact_hash: p.call.exact_hash.clone(),
+            identity_fingerprint: p.call.identity_fingerprint.clone(),
+            free_text: p.call.free_text_joined(),
+            idempotency_key: p.req.idempotency_key.clone(),
+            status: CallStatus::InProgress,
+            result_json: None,
+            error: None,
+            cost: None,
+            supersedes: supersedes.clone(),
+            previous_attempt_unknown,
+            created_at_ms: now,
+            updated_at_ms: now,
+            lease_until_ms: now + (p.settings.lease_secs as i64).saturating_mul(1000),
+            expires_at_ms: now.saturating_add(p.settings.ttl_ms_for(&p.call.tool)),
+            embedding: ctx.embedding.clone(),
+        };
+        self.store.insert(&record).await?;
+        if let Some(sim) = &self.semantic {
+            if p.mode == ToolMode::Semantic && !record.free_text.is_empty() {
+                sim.index_new(&record, self.store.clone());
+            }
+        }
+        Ok(CheckOutcome {
+            verdict: Verdict::New,
+            call_id: record.id,
+            matched: None,
+            status: CallStatus::InProgress,
+            result_json: None,
+            replayed: false,
+            stages: Vec::new(),
+            stop: StopReason::Settled,
+            previous_attempt_unknown,
+            supersedes,
+            reason: reason.to_string(),
+            total_micros: 0,
+            replayed_cost: None,
+        })
+    }
+
+    /// RESAMPLE: always NEW, linked to the call it re-does.
+    async fn resample(&self, p: &Prepared) -> Result<CheckOutcome, IdemError> {
+        let Some(of) = p.req.retry_of.as_deref().filter(|s| !s.is_empty()) else {
+            return Err(IdemError::InvalidArgument(
+                "retry=RESAMPLE needs retry_of: the call_id whose result is being re-done".into(),
+            ));
+        };
+        let original = self
+            .store
+            .get(of)
+            .await?
+            .filter(|r| r.tenant == p.req.tenant);
+        let Some(original) = original else {
+            return Err(IdemError::NotFound(format!(
+                "retry_of names no call of this tenant: {of:?}"
+            )));
+        };
+        let _guard = self.lock_for(&p.scope).lock().await;
+        let ctx = CheckContext {
+            call: p.call.clone(),
+            idempotency_key: p.req.idempotency_key.clone(),
+            match_scope: p.scope.clone(),
+            settings: p.settings.clone(),
+            mode: p.mode,
+            now: self.clock.now_ms(),
+            deadline: p.deadline,
+            store: self.store.clone(),
+            candidates: None,
+            embedding: None,
+            borderline: None,
+            best_score: None,
+            note: None,
+        };
+        let why = format!(
+            "resample of call {}: a new execution, never a replay",
+            original.id
+        );
+        let out = self
+            .reserve(p, &ctx, Some(original.id.clone()), false, &why)
+            .await?;
+        self.count(p, &out);
+        Ok(out)
+    }
+
+    /// Adds the check to its session's counters.
+    fn count(&self, p: &Prepared, out: &CheckOutcome) {
+        let delta = StatsDelta {
+            verdict: out.verdict.name(),
+            stage: out.matched.map(|(s, _)| match s {
+                StageKind::Verify => "verified",
+                other => other.name(),
+            }),
+            replayed: out.replayed,
+            duplicate_prevented: matches!(out.verdict, Verdict::Duplicate | Verdict::InFlight),
+            cost_avoided: if out.replayed {
+                out.replayed_cost.unwrap_or(0.0)
+            } else {
+                0.0
+            },
+        };
+        self.record_stats(&p.req.tenant, &p.req.session, &delta);
+    }
+}
+
+/// How long a check may wait for its scope's lock even when its deadline is shorter.
+const LOCK_GRACE: Duration = Duration::from_millis(5);

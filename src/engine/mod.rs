@@ -1,0 +1,150 @@
+//! The engine: funnel + store + lifecycle. Everything the service does, without the wire.
+//!
+//! A check runs the funnel under its match scope's lock (one of a fixed set of stripes), so N
+//! concurrent identical checks produce exactly one NEW. Expensive work that needs no lock (the
+//! embedding) is done before the lock is taken.
+
+mod calls;
+mod check;
+mod sessions;
+mod types;
+mod validate;
+
+pub use types::*;
+pub use validate::name as validate_name;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ServerConfig, SessionSettings};
+use crate::funnel::{ExactStage, Funnel, KeyStage, Stage};
+use crate::semantic::Semantic;
+use crate::store::{StatsSnapshot, Store, StoreError};
+
+/// Lock stripes: scopes hash onto these, so memory does not grow with the number of scopes.
+const LOCK_STRIPES: usize = 1024;
+/// Cached session settings kept at most; the cache is cleared when it grows past this.
+const SESSION_CACHE_MAX: usize = 10_000;
+
+/// The dedup engine.
+pub struct Engine {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) funnel: Funnel,
+    pub(crate) semantic: Option<Arc<Semantic>>,
+    locks: Vec<Mutex<()>>,
+    sessions: DashMap<String, Arc<SessionSettings>>,
+    stats: DashMap<String, StatsSnapshot>,
+    admission: Arc<Semaphore>,
+}
+
+impl Engine {
+    /// An engine over `store` with the certain stages only (key, exact).
+    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
+        Self::with_parts(store, config, Arc::new(SystemClock), None)
+    }
+
+    /// An engine with an explicit clock and optional semantic stages (fuzzy, semantic, verify).
+    pub fn with_parts(
+        store: Arc<dyn Store>,
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+        semantic: Option<Arc<Semantic>>,
+    ) -> Self {
+        let mut stages: Vec<Arc<dyn Stage>> = vec![Arc::new(KeyStage), Arc::new(ExactStage)];
+        if let Some(s) = &semantic {
+            stages.extend(s.stages());
+        }
+        let admission = Arc::new(Semaphore::new(config.max_concurrent_checks));
+        Self {
+            store,
+            config: Arc::new(config),
+            clock,
+            funnel: Funnel::new(stages),
+            semantic,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            sessions: DashMap::new(),
+            stats: DashMap::new(),
+            admission,
+        }
+    }
+
+    /// The server configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn lock_for(&self, scope: &str) -> &Mutex<()> {
+        let h = blake3::hash(scope.as_bytes());
+        let idx = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8])) as usize
+            % LOCK_STRIPES;
+        &self.locks[idx]
+    }
+
+    /// Rebuilds vector indexes from the store (at start).
+    pub async fn rebuild_indexes(&self) -> Result<usize, StoreError> {
+        match &self.semantic {
+            Some(s) => s.rebuild(self.store.as_ref(), self.clock.now_ms()).await,
+            None => Ok(0),
+        }
+    }
+
+    /// Deletes expired records and drops them from the vector indexes.
+    pub async fn sweep(&self) -> Result<usize, StoreError> {
+        let swept = self.store.sweep(self.clock.now_ms()).await?;
+        if let Some(s) = &self.semantic {
+            s.forget(&swept);
+        }
+        Ok(swept.len())
+    }
+
+    /// Writes buffered counters to the store.
+    pub async fn flush_stats(&self) -> Result<(), StoreError> {
+        let keys: Vec<String> = self.stats.iter().map(|e| e.key().clone()).collect();
+        for k in keys {
+            if let Some((k, snap)) = self.stats.remove(&k) {
+                let (tenant, session) = k.split_once(crate::store::SEP).unwrap_or((&k, ""));
+                self.store.add_stats(tenant, session, &snap).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Spawns the background sweeper and stats flusher; they stop when the engine is dropped.
+    pub fn spawn_maintenance(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let every = Duration::from_secs(self.config.sweep_interval_secs);
+        tokio::spawn(async move {
+            let mut sweep = tokio::time::interval(every);
+            let mut flush = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = sweep.tick() => {
+                        let Some(e) = weak.upgrade() else { return };
+                        match e.sweep().await {
+                            Ok(n) if n > 0 => tracing::info!(swept = n, "expired records swept"),
+                            Ok(_) => {}
+                            Err(err) => tracing::warn!(%err, "sweep failed"),
+                        }
+                    }
+                    _ = flush.tick() => {
+                        let Some(e) = weak.upgrade() else { return };
+                        if let Err(err) = e.flush_stats().await {
+                            tracing::warn!(%err, "stats flush failed");
+                        }
+                    }
+                }
+            }
+        });
+    }
+}

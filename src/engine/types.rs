@@ -1,0 +1,93 @@
+//! The engine's request and answer types (the wire types live in `proto`).
+
+use crate::funnel::{StageKind, StageReport, StopReason};
+use crate::record::CallStatus;
+
+/// The kind of retry a check is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetryIntent {
+    /// The caller lost an answer it is owed: dedup applies.
+    #[default]
+    Transient,
+    /// The earlier result failed validation: a genuinely new execution.
+    Resample,
+}
+
+/// A check of one tool call.
+#[derive(Debug, Clone, Default)]
+pub struct CheckRequest {
+    pub tenant: String,
+    pub session: String,
+    pub tool: String,
+    pub arguments_json: String,
+    pub idempotency_key: Option<String>,
+    /// Per-request deadline (overrides the session's).
+    pub deadline_ms: Option<u32>,
+    pub retry: RetryIntent,
+    /// With `Resample`: the call being re-done.
+    pub retry_of: Option<String>,
+}
+
+/// The verdict of a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Recorded as in progress: run the tool, then Complete.
+    New,
+    /// Repeats an earlier call; its result is replayed when it succeeded.
+    Duplicate,
+    /// The original is still running: do not run it again.
+    InFlight,
+    /// Possibly a repeat; the caller decides (borderline policy `ask`).
+    Borderline,
+}
+
+impl Verdict {
+    /// Upper-case name, as on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::New => "NEW",
+            Verdict::Duplicate => "DUPLICATE",
+            Verdict::InFlight => "IN_FLIGHT",
+            Verdict::Borderline => "BORDERLINE",
+        }
+    }
+}
+
+/// The answer to a check.
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    pub verdict: Verdict,
+    /// The new record (NEW) or the matched original. Empty when the tool's mode is `off`.
+    pub call_id: String,
+    /// Stage and score of the match.
+    pub matched: Option<(StageKind, f64)>,
+    /// Status of the record `call_id` names.
+    pub status: CallStatus,
+    pub result_json: Option<String>,
+    pub replayed: bool,
+    pub stages: Vec<StageReport>,
+    pub stop: StopReason,
+    pub previous_attempt_unknown: bool,
+    pub supersedes: Option<String>,
+    pub reason: String,
+    pub total_micros: u64,
+    /// Cost recorded on the replayed original (what the replay saved).
+    pub replayed_cost: Option<f64>,
+}
+
+/// How a call ended, reported by the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Ran and succeeded, with its result (JSON text).
+    Succeeded { result_json: String },
+    /// Ran and did not succeed.
+    Failed { error: String },
+}
+
+/// A completion report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompleteRequest {
+    pub call_id: String,
+    pub outcome: Outcome,
+    pub cost: Option<f64>,
+}

@@ -1,0 +1,36 @@
+//! EXACT stage: the hash of tool + canonical form, matched in the scope.
+
+use async_trait::async_trait;
+
+use super::{CheckContext, Finding, Found, Stage, StageKind};
+use crate::error::IdemError;
+
+/// Matches calls whose canonical form is identical: a repeat, whatever key order, whitespace,
+/// number form or metadata fields it was sent with.
+pub struct ExactStage;
+
+#[async_trait]
+impl Stage for ExactStage {
+    fn kind(&self) -> StageKind {
+        StageKind::Exact
+    }
+
+    async fn run(&self, ctx: &mut CheckContext) -> Result<Finding, IdemError> {
+        let Some(record) = ctx
+            .store
+            .latest_by_exact(&ctx.match_scope, &ctx.call.exact_hash)
+            .await?
+        else {
+            return Ok(Finding::Pass);
+        };
+        if record.is_expired(ctx.now) || record.tool != ctx.call.tool {
+            return Ok(Finding::Pass);
+        }
+        ctx.best_score = Some(1.0);
+        Ok(Finding::Found(Found {
+            record,
+            stage: StageKind::Exact,
+            score: 1.0,
+        }))
+    }
+}

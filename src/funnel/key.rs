@@ -1,0 +1,43 @@
+//! KEY stage: the client's idempotency key, matched exactly in the scope.
+
+use async_trait::async_trait;
+
+use super::{CheckContext, Finding, Found, Stage, StageKind};
+use crate::error::IdemError;
+
+/// Matches a client idempotency key. The same key with a different canonical payload is an
+/// error (FAILED_PRECONDITION), never a silent replay: the client reused a key by mistake.
+pub struct KeyStage;
+
+#[async_trait]
+impl Stage for KeyStage {
+    fn kind(&self) -> StageKind {
+        StageKind::Key
+    }
+
+    async fn run(&self, ctx: &mut CheckContext) -> Result<Finding, IdemError> {
+        let Some(key) = ctx.idempotency_key.clone() else {
+            ctx.note = Some("skipped".into());
+            return Ok(Finding::Pass);
+        };
+        let Some(record) = ctx.store.latest_by_key(&ctx.match_scope, &key).await? else {
+            return Ok(Finding::Pass);
+        };
+        if record.is_expired(ctx.now) {
+            return Ok(Finding::Pass);
+        }
+        if record.exact_hash != ctx.call.exact_hash {
+            return Err(IdemError::FailedPrecondition(format!(
+                "idempotency key {key:?} was already used for a different call (call {}, tool {:?}, arguments {}); \
+                 use a new key for a different call",
+                record.id, record.tool, record.canonical_json
+            )));
+        }
+        ctx.best_score = Some(1.0);
+        Ok(Finding::Found(Found {
+            record,
+            stage: StageKind::Key,
+            score: 1.0,
+        }))
+    }
+}

@@ -1,0 +1,109 @@
+//! What idem stores about a call, and the lifecycle rules every backend shares.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
+
+/// Status of a recorded call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    /// Reserved; the caller is executing it under a lease.
+    InProgress,
+    /// Ran and succeeded; repeats get the result replayed.
+    Succeeded,
+    /// Ran and did not succeed; a repeat may execute again.
+    Failed,
+}
+
+/// Everything idem keeps about one call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Call id (UUID v7: time-ordered).
+    pub id: String,
+    pub tenant: String,
+    pub session: String,
+    /// The scope records are matched in: tenant + session, or tenant alone for tenant-wide sessions.
+    pub match_scope: String,
+    pub tool: String,
+    /// Arguments as the caller sent them.
+    pub arguments_json: String,
+    /// Canonical arguments (exact-match form).
+    pub canonical_json: String,
+    pub exact_hash: String,
+    pub identity_fingerprint: String,
+    /// Free text the fuzzy and semantic stages compare (joined).
+    pub free_text: String,
+    pub idempotency_key: Option<String>,
+    pub status: CallStatus,
+    pub result_json: Option<String>,
+    pub error: Option<String>,
+    pub cost: Option<f64>,
+    pub supersedes: Option<String>,
+    pub previous_attempt_unknown: bool,
+    pub created_at_ms: Millis,
+    pub updated_at_ms: Millis,
+    pub lease_until_ms: Millis,
+    pub expires_at_ms: Millis,
+    /// Embedding of `free_text`, when the semantic stage computed one (stored apart by backends).
+    #[serde(skip)]
+    pub embedding: Option<Vec<f32>>,
+}
+
+impl Record {
+    /// True once the TTL has passed: the record no longer matches and will be swept.
+    pub fn is_expired(&self, now: Millis) -> bool {
+        now >= self.expires_at_ms
+    }
+
+    /// What a repeat of this record should get, at `now`.
+    pub fn repeat_outcome(&self, now: Millis) -> RepeatOutcome {
+        if self.is_expired(now) {
+            return RepeatOutcome::Absent;
+        }
+        match self.status {
+            CallStatus::Succeeded => RepeatOutcome::Duplicate,
+            CallStatus::InProgress if now < self.lease_until_ms => RepeatOutcome::InFlight,
+            CallStatus::InProgress => RepeatOutcome::TakeOver,
+            CallStatus::Failed => RepeatOutcome::Retry,
+        }
+    }
+
+    /// A stable 64-bit id for vector indexes.
+    pub fn vector_id(&self) -> u64 {
+        vector_id(&self.id)
+    }
+}
+
+/// A stable 64-bit id derived from a call id (for vector indexes).
+pub fn vector_id(call_id: &str) -> u64 {
+    let h = blake3::hash(call_id.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// The lifecycle rule: what a repeat of an existing record gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepeatOutcome {
+    /// Expired: as if it never happened.
+    Absent,
+    /// Succeeded: DUPLICATE, result replayed.
+    Duplicate,
+    /// Running under a live lease: IN_FLIGHT.
+    InFlight,
+    /// Lease expired without Complete: the repeat takes over as NEW, previous attempt unknown.
+    TakeOver,
+    /// Failed: the repeat is NEW.
+    Retry,
+}
+
+/// Builds the match scope of a session. Separators are control characters, which names may
+/// not contain, so no tenant/session pair can collide with another tenant's scope.
+pub fn match_scope(tenant: &str, session: &str, tenant_wide: bool) -> String {
+    if tenant_wide {
+        format!("{tenant}\u{1e}")
+    } else {
+        format!("{tenant}\u{1f}{session}")
+    }
+}

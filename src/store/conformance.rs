@@ -1,0 +1,265 @@
+//! One conformance suite, run against every backend.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::record::{CallStatus, Record, match_scope};
+
+fn rec(session: &str, n: u32, created: Millis) -> Record {
+    Record {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: "t".into(),
+        session: session.into(),
+        match_scope: match_scope("t", session, false),
+        tool: "send".into(),
+        arguments_json: format!("{{\"n\":{n}}}"),
+        canonical_json: format!("{{\"n\":{n}}}"),
+        exact_hash: format!("hash{n}"),
+        identity_fingerprint: "fp".into(),
+        free_text: String::new(),
+        idempotency_key: Some(format!("key{n}")),
+        status: CallStatus::InProgress,
+        result_json: None,
+        error: None,
+        cost: None,
+        supersedes: None,
+        previous_attempt_unknown: false,
+        created_at_ms: created,
+        updated_at_ms: created,
+        lease_until_ms: created + 1000,
+        expires_at_ms: created + 10_000,
+        embedding: None,
+    }
+}
+
+async fn insert_get_update(s: Arc<dyn Store>) {
+    let mut r = rec("s1", 1, 1000);
+    s.insert(&r).await.unwrap();
+    assert_eq!(s.get(&r.id).await.unwrap().as_ref(), Some(&r));
+    assert!(s.get("missing").await.unwrap().is_none());
+    r.status = CallStatus::Succeeded;
+    r.result_json = Some("{\"ok\":true}".into());
+    s.update(&r).await.unwrap();
+    assert_eq!(
+        s.get(&r.id).await.unwrap().unwrap().status,
+        CallStatus::Succeeded
+    );
+    let ghost = rec("s1", 2, 1000);
+    assert!(matches!(
+        s.update(&ghost).await,
+        Err(StoreError::Missing(_))
+    ));
+}
+
+async fn lookups_by_key_and_exact_return_the_newest(s: Arc<dyn Store>) {
+    let a = rec("s1", 1, 1000);
+    let mut b = rec("s1", 1, 2000);
+    b.id = uuid::Uuid::now_v7().to_string();
+    s.insert(&a).await.unwrap();
+    s.insert(&b).await.unwrap();
+    let scope = &a.match_scope;
+    assert_eq!(
+        s.latest_by_key(scope, "key1").await.unwrap().unwrap().id,
+        b.id
+    );
+    assert_eq!(
+        s.latest_by_exact(scope, "hash1").await.unwrap().unwrap().id,
+        b.id
+    );
+    assert!(s.latest_by_key(scope, "key9").await.unwrap().is_none());
+    // Other scopes never see it.
+    let other = match_scope("t", "s2", false);
+    assert!(s.latest_by_exact(&other, "hash1").await.unwrap().is_none());
+    let other_tenant = match_scope("u", "s1", false);
+    assert!(
+        s.latest_by_key(&other_tenant, "key1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn candidates_are_windowed_and_newest_first(s: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let r = rec("s1", n, 1000 + i64::from(n) * 100);
+        ids.push(r.id.clone());
+        s.insert(&r).await.unwrap();
+    }
+    let scope = match_scope("t", "s1", false);
+    let c = s.candidates(&scope, "send", "fp", 0, 10).await.unwrap();
+    assert_eq!(
+        c.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        ids.iter().rev().cloned().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        s.candidates(&scope, "send", "fp", 0, 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        s.candidates(&scope, "send", "fp", 1250, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        s.candidates(&scope, "send", "other", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.candidates(&scope, "other_tool", "fp", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn list_pages_newest_first_with_status_filter(s: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        let mut r = rec("s1", n, 1000);
+        if n % 2 == 0 {
+            r.status = CallStatus::Succeeded;
+        }
+        ids.push(r.id.clone());
+        s.insert(&r).await.unwrap();
+    }
+    s.insert(&rec("s2", 99, 1000)).await.unwrap();
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let q = ListQuery {
+            tenant: "t".into(),
+            session: "s1".into(),
+            status: None,
+            page_size: 3,
+            page_token: token,
+        };
+        let p = s.list(&q).await.unwrap();
+        assert!(p.records.len() <= 3);
+        seen.extend(p.records.iter().map(|r| r.id.clone()));
+        token = p.next;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, ids.iter().rev().cloned().collect::<Vec<_>>());
+    let q = ListQuery {
+        tenant: "t".into(),
+        session: "s1".into(),
+        status: Some(CallStatus::InProgress),
+        page_size: 100,
+        page_token: None,
+    };
+    let p = s.list(&q).await.unwrap();
+    assert_eq!(p.records.len(), 3);
+    assert!(p.records.iter().all(|r| r.status == CallStatus::InProgress));
+    assert!(p.next.is_none());
+}
+
+async fn sweep_removes_expired_records_and_their_indexes(s: Arc<dyn Store>) {
+    let old = rec("s1", 1, 0); // expires at 10_000
+    let mut young = rec("s1", 2, 0);
+    young.expires_at_ms = 50_000;
+    young.embedding = Some(vec![0.5; 4]);
+    s.insert(&old).await.unwrap();
+    s.insert(&young).await.unwrap();
+    let swept = s.sweep(20_000).await.unwrap();
+    assert_eq!(swept, vec![(old.id.clone(), old.match_scope.clone())]);
+    assert!(s.get(&old.id).await.unwrap().is_none());
+    assert!(
+        s.latest_by_exact(&old.match_scope, "hash1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.latest_by_key(&old.match_scope, "key1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.candidates(&old.match_scope, "send", "fp", 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let v = s.vectors(20_000).await.unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].vector, vec![0.5; 4]);
+    assert!(s.vectors(60_000).await.unwrap().is_empty());
+    assert_eq!(s.sweep(20_000).await.unwrap().len(), 0);
+}
+
+async fn sessions_and_stats_round_trip(s: Arc<dyn Store>) {
+    assert!(s.get_session("t", "s1").await.unwrap().is_none());
+    let o = SessionOverrides {
+        ttl_secs: Some(60),
+        ..Default::default()
+    };
+    s.put_session("t", "s1", &o).await.unwrap();
+    assert_eq!(s.get_session("t", "s1").await.unwrap(), Some(o));
+    let mut d = StatsSnapshot::default();
+    d.apply(&StatsDelta {
+        verdict: "DUPLICATE",
+        stage: Some("exact"),
+        replayed: true,
+        duplicate_prevented: true,
+        cost_avoided: 2.5,
+    });
+    s.add_stats("t", "s1", &d).await.unwrap();
+    s.add_stats("t", "s2", &d).await.unwrap();
+    s.add_stats("u", "s1", &d).await.unwrap();
+    let one = s.stats("t", Some("s1")).await.unwrap();
+    assert_eq!(one.checks, 1);
+    assert_eq!(one.cost_avoided, 2.5);
+    let all = s.stats("t", None).await.unwrap();
+    assert_eq!(all.checks, 2);
+    assert_eq!(all.by_stage.get("exact"), Some(&2));
+}
+
+async fn run_all(make: impl Fn() -> Arc<dyn Store>) {
+    insert_get_update(make()).await;
+    lookups_by_key_and_exact_return_the_newest(make()).await;
+    candidates_are_windowed_and_newest_first(make()).await;
+    list_pages_newest_first_with_status_filter(make()).await;
+    sweep_removes_expired_records_and_their_indexes(make()).await;
+    sessions_and_stats_round_trip(make()).await;
+}
+
+#[tokio::test]
+async fn memory_store_conforms() {
+    run_all(|| Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn embedded_store_conforms() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    run_all(|| {
+        let d = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(d.path()).unwrap();
+        dirs.lock().unwrap().push(d);
+        Arc::new(s)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn embedded_store_survives_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rec("s1", 1, 1000);
+    {
+        let s = EmbeddedStore::open(d.path()).unwrap();
+        s.insert(&r).await.unwrap();
+    }
+    let s = EmbeddedStore::open(d.path()).unwrap();
+    assert_eq!(s.get(&r.id).await.unwrap(), Some(r));
+}

@@ -1,0 +1,486 @@
+//! Embedded durable store: one redb file under the data directory.
+//!
+//! Every acknowledged insert or update is committed with immediate durability (fsync) before
+//! the call returns, so a `NEW` the client saw survives `kill -9`. Counters are committed
+//! without fsync (they ride along with the next durable commit): they are advisory. redb is
+//! blocking, so every operation runs on tokio's blocking pool, never on a worker thread.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{ListQuery, Page, SEP, StatsSnapshot, Store, StoreError, StoredVector, key};
+use crate::clock::Millis;
+use crate::config::SessionOverrides;
+use crate::record::Record;
+
+const RECORDS: TableDefinition<&str, &str> = TableDefinition::new("records");
+const EMBEDDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("embeddings");
+const BY_KEY: TableDefinition<&str, &str> = TableDefinition::new("by_key");
+const BY_EXACT: TableDefinition<&str, &str> = TableDefinition::new("by_exact");
+const CANDIDATES: TableDefinition<&str, ()> = TableDefinition::new("candidates");
+const BY_SESSION: TableDefinition<&str, ()> = TableDefinition::new("by_session");
+const EXPIRY: TableDefinition<&str, ()> = TableDefinition::new("expiry");
+const SESSIONS: TableDefinition<&str, &str> = TableDefinition::new("sessions");
+const STATS: TableDefinition<&str, &str> = TableDefinition::new("stats");
+
+/// The redb-backed store.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+fn be<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// The character after `SEP`: `[prefix SEP, prefix END)` is every key under `prefix`.
+const END: char = '\u{20}';
+
+fn prefix_range(prefix: &str) -> (String, String) {
+    (format!("{prefix}{SEP}"), format!("{prefix}{END}"))
+}
+
+fn expiry_key(at: Millis, id: &str) -> String {
+    format!("{:020}{SEP}{id}", at.max(0))
+}
+
+fn decode(id: &str, json: &str) -> Result<Record, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        id: id.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode(r: &Record) -> Result<String, StoreError> {
+    serde_json::to_string(r).map_err(be)
+}
+
+fn vec_to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+fn bytes_to_vec(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) `dir/idem.redb`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Backend(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        let path = dir.join("idem.redb");
+        let db = Database::create(&path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let tx = db.begin_write().map_err(be)?;
+        {
+            tx.open_table(RECORDS).map_err(be)?;
+            tx.open_table(EMBEDDINGS).map_err(be)?;
+            tx.open_table(BY_KEY).map_err(be)?;
+            tx.open_table(BY_EXACT).map_err(be)?;
+            tx.open_table(CANDIDATES).map_err(be)?;
+            tx.open_table(BY_SESSION).map_err(be)?;
+            tx.open_table(EXPIRY).map_err(be)?;
+            tx.open_table(SESSIONS).map_err(be)?;
+            tx.open_table(STATS).map_err(be)?;
+        }
+        tx.commit().map_err(be)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(be)?
+    }
+}
+
+fn read_record(db: &Database, id: &str) -> Result<Option<Record>, StoreError> {
+    let tx = db.begin_read().map_err(be)?;
+    let t = tx.open_table(RECORDS).map_err(be)?;
+    let Some(v) = t.get(id).map_err(be)? else {
+        return Ok(None);
+    };
+    decode(id, v.value()).map(Some)
+}
+
+fn read_pointer(
+    db: &Database,
+    table: TableDefinition<&str, &str>,
+    k: &str,
+) -> Result<Option<Record>, StoreError> {
+    let id = {
+        let tx = db.begin_read().map_err(be)?;
+        let t = tx.open_table(table).map_err(be)?;
+        match t.get(k).map_err(be)? {
+            Some(v) => v.value().to_string(),
+            None => return Ok(None),
+        }
+    };
+    read_record(db, &id)
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn insert(&self, r: &Record) -> Result<(), StoreError> {
+        let r = r.clone();
+        self.blocking(move |db| {
+            let json = encode(&r)?;
+            let tx = db.begin_write().map_err(be)?;
+            {
+                tx.open_table(RECORDS)
+                    .map_err(be)?
+                    .insert(r.id.as_str(), json.as_str())
+                    .map_err(be)?;
+                if let Some(v) = &r.embedding {
+                    tx.open_table(EMBEDDINGS)
+                        .map_err(be)?
+                        .insert(r.id.as_str(), vec_to_bytes(v).as_slice())
+                        .map_err(be)?;
+                }
+                if let Some(k) = &r.idempotency_key {
+                    tx.open_table(BY_KEY)
+                        .map_err(be)?
+                        .insert(key(&[&r.match_scope, k]).as_str(), r.id.as_str())
+                        .map_err(be)?;
+                }
+                tx.open_table(BY_EXACT)
+                    .map_err(be)?
+                    .insert(
+                        key(&[&r.match_scope, &r.exact_hash]).as_str(),
+                        r.id.as_str(),
+                    )
+                    .map_err(be)?;
+                let ck = key(&[&r.match_scope, &r.tool, &r.identity_fingerprint, &r.id]);
+                tx.open_table(CANDIDATES)
+                    .map_err(be)?
+                    .insert(ck.as_str(), ())
+                    .map_err(be)?;
+                let sk = key(&[&r.tenant, &r.session, &r.id]);
+                tx.open_table(BY_SESSION)
+                    .map_err(be)?
+                    .insert(sk.as_str(), ())
+                    .map_err(be)?;
+                tx.open_table(EXPIRY)
+                    .map_err(be)?
+                    .insert(expiry_key(r.expires_at_ms, &r.id).as_str(), ())
+                    .map_err(be)?;
+            }
+            tx.commit().map_err(be)
+        })
+        .await
+    }
+
+    async fn update(&self, r: &Record) -> Result<(), StoreError> {
+        let r = r.clone();
+        self.blocking(move |db| {
+            let json = encode(&r)?;
+            let tx = db.begin_write().map_err(be)?;
+            {
+                let mut t = tx.open_table(RECORDS).map_err(be)?;
+                let old_expiry = match t.get(r.id.as_str()).map_err(be)? {
+                    Some(v) => decode(&r.id, v.value())?.expires_at_ms,
+                    None => return Err(StoreError::Missing(r.id.clone())),
+                };
+                t.insert(r.id.as_str(), json.as_str()).map_err(be)?;
+                if old_expiry != r.expires_at_ms {
+                    let mut e = tx.open_table(EXPIRY).map_err(be)?;
+                    e.remove(expiry_key(old_expiry, &r.id).as_str())
+                        .map_err(be)?;
+                    e.insert(expiry_key(r.expires_at_ms, &r.id).as_str(), ())
+                        .map_err(be)?;
+                }
+                if let Some(v) = &r.embedding {
+                    tx.open_table(EMBEDDINGS)
+                        .map_err(be)?
+                        .insert(r.id.as_str(), vec_to_bytes(v).as_slice())
+                        .map_err(be)?;
+                }
+            }
+            tx.commit().map_err(be)
+        })
+        .await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        let id = id.to_string();
+        self.blocking(move |db| read_record(db, &id)).await
+    }
+
+    async fn latest_by_key(&self, scope: &str, k: &str) -> Result<Option<Record>, StoreError> {
+        let k = key(&[scope, k]);
+        self.blocking(move |db| read_pointer(db, BY_KEY, &k)).await
+    }
+
+    async fn latest_by_exact(&self, scope: &str, h: &str) -> Result<Option<Record>, StoreError> {
+        let k = key(&[scope, h]);
+        self.blocking(move |db| read_pointer(db, BY_EXACT, &k))
+            .await
+    }
+
+    async fn candidates(
+        &self,
+        scope: &str,
+        tool: &str,
+        fingerprint: &str,
+        since: Millis,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let prefix = key(&[scope, tool, fingerprint]);
+        self.blocking(move |db| {
+            let (lo, hi) = prefix_range(&prefix);
+            let tx = db.begin_read().map_err(be)?;
+            let idx = tx.open_table(CANDIDATES).map_err(be)?;
+            let recs = tx.open_table(RECORDS).map_err(be)?;
+            let mut out = Vec::new();
+            for entry in idx.range(lo.as_str()..hi.as_str()).map_err(be)?.rev() {
+                let (k, _) = entry.map_err(be)?;
+                let id = k.value().rsplit(SEP).next().unwrap_or_default().to_string();
+                let Some(v) = recs.get(id.as_str()).map_err(be)? else {
+                    continue;
+                };
+                let r = decode(&id, v.value())?;
+                if r.created_at_ms < since || out.len() >= limit {
+                    break;
+                }
+                out.push(r);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list(&self, q: &ListQuery) -> Result<Page, StoreError> {
+        let q = q.clone();
+        self.blocking(move |db| {
+            let prefix = key(&[&q.tenant, &q.session]);
+            let (lo, hi) = prefix_range(&prefix);
+            let hi = match &q.page_token {
+                Some(t) => key(&[&q.tenant, &q.session, t]),
+                None => hi,
+            };
+            let tx = db.begin_read().map_err(be)?;
+            let idx = tx.open_table(BY_SESSION).map_err(be)?;
+            let recs = tx.open_table(RECORDS).map_err(be)?;
+            let mut out: Vec<Record> = Vec::new();
+            for entry in idx.range(lo.as_str()..hi.as_str()).map_err(be)?.rev() {
+                let (k, _) = entry.map_err(be)?;
+                let id = k.value().rsplit(SEP).next().unwrap_or_default().to_string();
+                let Some(v) = recs.get(id.as_str()).map_err(be)? else {
+                    continue;
+                };
+                let r = decode(&id, v.value())?;
+                if q.status.is_some_and(|s| s != r.status) {
+                    continue;
+                }
+                if out.len() == q.page_size {
+                    let next = out.last().map(|r| r.id.clone());
+                    return Ok(Page { records: out, next });
+                }
+                out.push(r);
+            }
+            Ok(Page {
+                records: out,
+                next: None,
+            })
+        })
+        .await
+    }
+
+    async fn sweep(&self, now: Millis) -> Result<Vec<(String, String)>, StoreError> {
+        self.blocking(move |db| {
+            let hi = expiry_key(now.saturating_add(1), "");
+            let tx = db.begin_write().map_err(be)?;
+            let mut swept = Vec::new();
+            {
+                let mut exp = tx.open_table(EXPIRY).map_err(be)?;
+                let mut recs = tx.open_table(RECORDS).map_err(be)?;
+                let mut embs = tx.open_table(EMBEDDINGS).map_err(be)?;
+                let mut by_key = tx.open_table(BY_KEY).map_err(be)?;
+                let mut by_exact = tx.open_table(BY_EXACT).map_err(be)?;
+                let mut cands = tx.open_table(CANDIDATES).map_err(be)?;
+                let mut by_session = tx.open_table(BY_SESSION).map_err(be)?;
+                let expired: Vec<String> = exp
+                    .range(..hi.as_str())
+                    .map_err(be)?
+                    .map(|e| e.map(|(k, _)| k.value().to_string()))
+                    .collect::<Result<_, _>>()
+                    .map_err(be)?;
+                for ek in expired {
+                    exp.remove(ek.as_str()).map_err(be)?;
+                    let id = ek.rsplit(SEP).next().unwrap_or_default().to_string();
+                    let r = match recs.remove(id.as_str()).map_err(be)? {
+                        Some(v) => decode(&id, v.value())?,
+                        None => continue,
+                    };
+                    embs.remove(id.as_str()).map_err(be)?;
+                    if let Some(k) = &r.idempotency_key {
+                        let kk = key(&[&r.match_scope, k]);
+                        if by_key
+                            .get(kk.as_str())
+                            .map_err(be)?
+                            .is_some_and(|v| v.value() == id)
+                        {
+                            by_key.remove(kk.as_str()).map_err(be)?;
+                        }
+                    }
+                    let xk = key(&[&r.match_scope, &r.exact_hash]);
+                    if by_exact
+                        .get(xk.as_str())
+                        .map_err(be)?
+                        .is_some_and(|v| v.value() == id)
+                    {
+                        by_exact.remove(xk.as_str()).map_err(be)?;
+                    }
+                    cands
+                        .remove(
+                            key(&[&r.match_scope, &r.tool, &r.identity_fingerprint, &id]).as_str(),
+                        )
+                        .map_err(be)?;
+                    by_session
+                        .remove(key(&[&r.tenant, &r.session, &id]).as_str())
+                        .map_err(be)?;
+                    swept.push((id, r.match_scope));
+                }
+            }
+            tx.commit().map_err(be)?;
+            Ok(swept)
+        })
+        .await
+    }
+
+    async fn vectors(&self, now: Millis) -> Result<Vec<StoredVector>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(be)?;
+            let embs = tx.open_table(EMBEDDINGS).map_err(be)?;
+            let recs = tx.open_table(RECORDS).map_err(be)?;
+            let mut out = Vec::new();
+            for entry in embs.iter().map_err(be)? {
+                let (k, v) = entry.map_err(be)?;
+                let id = k.value();
+                let Some(rv) = recs.get(id).map_err(be)? else {
+                    continue;
+                };
+                let r = decode(id, rv.value())?;
+                if r.is_expired(now) {
+                    continue;
+                }
+                out.push(StoredVector {
+                    id: id.to_string(),
+                    match_scope: r.match_scope,
+                    vector: bytes_to_vec(v.value()),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_session(
+        &self,
+        tenant: &str,
+        session: &str,
+        o: &SessionOverrides,
+    ) -> Result<(), StoreError> {
+        let k = key(&[tenant, session]);
+        let json = serde_json::to_string(o).map_err(be)?;
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(be)?;
+            tx.open_table(SESSIONS)
+                .map_err(be)?
+                .insert(k.as_str(), json.as_str())
+                .map_err(be)?;
+            tx.commit().map_err(be)
+        })
+        .await
+    }
+
+    async fn get_session(
+        &self,
+        tenant: &str,
+        session: &str,
+    ) -> Result<Option<SessionOverrides>, StoreError> {
+        let k = key(&[tenant, session]);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(be)?;
+            let t = tx.open_table(SESSIONS).map_err(be)?;
+            match t.get(k.as_str()).map_err(be)? {
+                Some(v) => {
+                    serde_json::from_str(v.value())
+                        .map(Some)
+                        .map_err(|e| StoreError::Corrupt {
+                            id: k.clone(),
+                            reason: e.to_string(),
+                        })
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn add_stats(
+        &self,
+        tenant: &str,
+        session: &str,
+        d: &StatsSnapshot,
+    ) -> Result<(), StoreError> {
+        let k = key(&[tenant, session]);
+        let d = d.clone();
+        self.blocking(move |db| {
+            let mut tx = db.begin_write().map_err(be)?;
+            tx.set_durability(Durability::None).map_err(be)?;
+            {
+                let mut t = tx.open_table(STATS).map_err(be)?;
+                let mut s: StatsSnapshot = match t.get(k.as_str()).map_err(be)? {
+                    Some(v) => serde_json::from_str(v.value()).unwrap_or_default(),
+                    None => StatsSnapshot::default(),
+                };
+                s.merge(&d);
+                let json = serde_json::to_string(&s).map_err(be)?;
+                t.insert(k.as_str(), json.as_str()).map_err(be)?;
+            }
+            tx.commit().map_err(be)
+        })
+        .await
+    }
+
+    async fn stats(
+        &self,
+        tenant: &str,
+        session: Option<&str>,
+    ) -> Result<StatsSnapshot, StoreError> {
+        let tenant = tenant.to_string();
+        let session = session.map(str::to_string);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(be)?;
+            let t = tx.open_table(STATS).map_err(be)?;
+            let parse = |s: &str| serde_json::from_str::<StatsSnapshot>(s).unwrap_or_default();
+            if let Some(s) = session {
+                return Ok(t
+                    .get(key(&[&tenant, &s]).as_str())
+                    .map_err(be)?
+                    .map(|v| parse(v.value()))
+                    .unwrap_or_default());
+            }
+            let (lo, hi) = prefix_range(&tenant);
+            let mut total = StatsSnapshot::default();
+            for entry in t.range(lo.as_str()..hi.as_str()).map_err(be)? {
+                let (_, v) = entry.map_err(be)?;
+                total.merge(&parse(v.value()));
+            }
+            Ok(total)
+        })
+        .await
+    }
+}

@@ -1,0 +1,139 @@
+//! Record storage: one async trait, several backends, one conformance suite.
+//!
+//! Stores know nothing of stages: they keep records, look them up by idempotency key, exact
+//! hash and identity fingerprint, page the intent log, sweep expired records and keep
+//! per-session settings and counters. Atomicity of a check across lookups and insert is the
+//! engine's job (it serialises checks per match scope); every write a store acknowledges is
+//! durable where the backend is.
+
+mod embedded;
+mod memory;
+mod stats;
+
+#[cfg(test)]
+mod conformance;
+
+pub use embedded::EmbeddedStore;
+pub use memory::MemoryStore;
+pub use stats::{StatsDelta, StatsSnapshot};
+
+use async_trait::async_trait;
+
+use crate::clock::Millis;
+use crate::config::SessionOverrides;
+use crate::record::{CallStatus, Record};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend's I/O or database failed.
+    #[error("backend: {0}")]
+    Backend(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt record {id}: {reason}")]
+    Corrupt { id: String, reason: String },
+    /// A record to update does not exist.
+    #[error("no record {0}")]
+    Missing(String),
+}
+
+/// A page of the intent log.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Records, newest first.
+    pub records: Vec<Record>,
+    /// Token of the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// Which records `list` returns.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub tenant: String,
+    pub session: String,
+    pub status: Option<CallStatus>,
+    pub page_size: usize,
+    /// Opaque token from a previous page.
+    pub page_token: Option<String>,
+}
+
+/// A stored embedding, for rebuilding vector indexes at start.
+#[derive(Debug, Clone)]
+pub struct StoredVector {
+    pub id: String,
+    pub match_scope: String,
+    pub vector: Vec<f32>,
+}
+
+/// A record store.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Adds a new record (and its embedding, if any); durable when this returns.
+    async fn insert(&self, record: &Record) -> Result<(), StoreError>;
+    /// Replaces an existing record by id; durable when this returns.
+    async fn update(&self, record: &Record) -> Result<(), StoreError>;
+    /// One record by id (expired records are returned until swept).
+    async fn get(&self, id: &str) -> Result<Option<Record>, StoreError>;
+    /// The newest record of `scope` that carried idempotency key `key`.
+    async fn latest_by_key(&self, scope: &str, key: &str) -> Result<Option<Record>, StoreError>;
+    /// The newest record of `scope` with canonical hash `exact_hash`.
+    async fn latest_by_exact(
+        &self,
+        scope: &str,
+        exact_hash: &str,
+    ) -> Result<Option<Record>, StoreError>;
+    /// Records of `scope` and `tool` with identity `fingerprint` created at or after `since`,
+    /// newest first, at most `limit`.
+    async fn candidates(
+        &self,
+        scope: &str,
+        tool: &str,
+        fingerprint: &str,
+        since: Millis,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+    /// The intent log of a session, newest first.
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
+    /// Deletes records expired at `now`; returns each one's (id, match scope).
+    async fn sweep(&self, now: Millis) -> Result<Vec<(String, String)>, StoreError>;
+    /// Every stored embedding of a record not expired at `now`.
+    async fn vectors(&self, now: Millis) -> Result<Vec<StoredVector>, StoreError>;
+    /// Stores a session's overrides.
+    async fn put_session(
+        &self,
+        tenant: &str,
+        session: &str,
+        o: &SessionOverrides,
+    ) -> Result<(), StoreError>;
+    /// A session's overrides, if it set any.
+    async fn get_session(
+        &self,
+        tenant: &str,
+        session: &str,
+    ) -> Result<Option<SessionOverrides>, StoreError>;
+    /// Adds to a session's counters (not necessarily durable: counters are advisory).
+    async fn add_stats(
+        &self,
+        tenant: &str,
+        session: &str,
+        delta: &StatsSnapshot,
+    ) -> Result<(), StoreError>;
+    /// Counters of one session, or of the whole tenant.
+    async fn stats(&self, tenant: &str, session: Option<&str>)
+    -> Result<StatsSnapshot, StoreError>;
+}
+
+/// Key separator in composite keys; names may not contain control characters.
+pub(crate) const SEP: char = '\u{1f}';
+
+/// `a SEP b SEP c ...`
+pub(crate) fn key(parts: &[&str]) -> String {
+    let mut s = String::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            s.push(SEP);
+        }
+        s.push_str(p);
+    }
+    s
+}
