@@ -485,6 +485,17 @@ mod tests {
     }
 
     #[test]
+    fn example_config_parses_and_matches_defaults() {
+        let cfg: ServerConfig =
+            toml::from_str(include_str!("../config/idem.example.toml")).unwrap();
+        cfg.validate().unwrap();
+        let d = ServerConfig::default();
+        assert_eq!(cfg.ignored_metadata_fields, d.ignored_metadata_fields);
+        assert_eq!(cfg.defaults.ttl_secs, d.defaults.ttl_secs);
+        assert_eq!(cfg.listen, d.listen);
+    }
+
+    #[test]
     fn config_file_parses_from_toml() {
         let cfg: ServerConfig = toml::from_str(
             r#"

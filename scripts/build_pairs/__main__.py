@@ -31,7 +31,8 @@ QUOTAS = {
     "key_order": 300, "whitespace": 300, "case_insensitive": 200, "number_form": 300,
     "schema_default": 300, "metadata": 300, "paraphrase": 400, "value_alias": 250,
     "identity_changed": 700, "swapped": 250, "different_tool": 350, "prose_different": 400,
-    "prose_swap_derived": 200, "prose_unrelated": 150,
+    "prose_swap_derived": 200, "prose_unrelated": 150, "prose_edit_derived": 250,
+    "prose_value_changed_derived": 300,
 }
 PER_TOOL_CAP = 12       # at most this many pairs of one kind about one tool (relaxed if short)
 SIDE_EFFECT_SHARE = 0.6  # prefer tools that read like actions with side effects
@@ -148,6 +149,7 @@ def check(p, ctx):
     if not p.duplicate:
         assert a["tool"] != b["tool"] or not text.same_folded(a["args"], b["args"]), p.source
     if p.kind in ("paraphrase", "prose_different", "prose_unrelated", "prose_swap_derived",
+                  "prose_edit_derived", "prose_value_changed_derived",
                   "value_alias", "identity_changed", "swapped"):
         assert a["tool"] == b["tool"], p.source
         ka, kb = a["args"], b["args"]

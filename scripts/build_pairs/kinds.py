@@ -17,11 +17,11 @@ from calls import canon
 
 DUPLICATE_KINDS = [
     "key_order", "whitespace", "case_insensitive", "number_form", "schema_default", "metadata",
-    "paraphrase", "value_alias",
+    "paraphrase", "value_alias", "prose_edit_derived",
 ]
 DISTINCT_KINDS = [
-    "identity_changed", "swapped", "different_tool", "prose_different", "prose_swap_derived",
-    "prose_unrelated",
+    "identity_changed", "swapped", "different_tool", "prose_different", "prose_value_changed_derived",
+    "prose_swap_derived", "prose_unrelated",
 ]
 
 
@@ -113,7 +113,12 @@ def jtype(v):
     return "null"
 
 
+CREDENTIAL = re.compile(r"(token|password|passwd|secret|api_?key|credential|auth|session)", re.I)
+
+
 def is_identity_param(name, value):
+    if CREDENTIAL.search(name):
+        return False   # a refreshed credential is the same action, not another one
     if isinstance(value, bool) or isinstance(value, (int, float)):
         return True
     if isinstance(value, str):
@@ -235,7 +240,9 @@ def gen_number_form(calls, ctx, rng):
         spots = []
         for path, v in leaves(c.args):
             node = schema_at(c.schema, path)
-            numeric_schema = node.get("type") in NUMERIC_TYPES
+            # a number written as a string only where the schema says number, and not as an
+            # array element (a string among numbers would sort and compare differently)
+            numeric_schema = node.get("type") in NUMERIC_TYPES and not any(isinstance(x, int) for x in path)
             if isinstance(v, bool):
                 continue
             if isinstance(v, int):
@@ -385,10 +392,6 @@ HOSTS = {
     "create_ticket": "description",
     "handover_to_agent": "statement",
     "answer_question": "statement",
-    "search_engine.query": "prompt",
-    "duck_duck_go": "query",
-    "duck_duck_go.search": "query",
-    "search_web_tool": "query",
     "send_email": "body",
 }
 
@@ -398,36 +401,67 @@ def embed(host, param, textv):
     return set_path(c.args, (param,), textv)
 
 
+def standalone(src):
+    """Single-turn requests only: a multi-turn turn ("cancel that order") leans on its context."""
+    return not src.startswith("multi_turn")
+
+
 def questions(calls):
-    """(call, entry src, clean question) for every BFCL request that maps to a single call."""
+    """(call, entry src, clean question) for every single-turn BFCL request of one call."""
     out = []
     for c in calls:
         for src, q in c.questions:
+            if not standalone(src):
+                continue
             cq = clean_question(q)
             if cq:
                 out.append((c, src, cq))
     return out
 
 
-def gen_paraphrase_questions(calls, ctx, rng):
-    """Two different BFCL requests whose ground truth is the same call: the same intent in two
-    human phrasings. Embedded as the free text of one real host call (identity args equal)."""
-    hosts = ctx["hosts"]
-    for c in calls:
-        qs = []
-        for src, q in c.questions:
-            cq = clean_question(q)
-            if cq and all(cq.casefold() != x.casefold() for _, x in qs):
-                qs.append((src, cq))
-        if len(qs) < 2:
+def same_call(c1, c2, defaults):
+    """Two ground-truth calls that are one action: same tool and, parameter by parameter, equal
+    values up to case/spacing/number form or a conservative equivalence (equiv.py); a parameter
+    only one of them sets must be at its schema default."""
+    if c1.tool != c2.tool:
+        return False
+    d = defaults.get(c1.tool, {})
+    for k in set(c1.args) | set(c2.args):
+        if k not in c1.args or k not in c2.args:
+            v = c1.args.get(k, c2.args.get(k))
+            if not (k in d and text.same(v, d[k])):
+                return False
             continue
-        pairs = [(i, j) for i in range(len(qs)) for j in range(i + 1, len(qs))]
+        v1, v2 = c1.args[k], c2.args[k]
+        if text.same_folded(v1, v2) or equiv.equivalent_reason(v1, v2):
+            continue
+        return False
+    return True
+
+
+def gen_paraphrase_questions(calls, ctx, rng):
+    """Two different single-turn BFCL requests whose ground truth is the same call: the same
+    intent in two human phrasings. Embedded as the free text of one real host call."""
+    hosts, defaults = ctx["hosts"], ctx["defaults"]
+    by_tool = {}
+    for c, src, q in questions(calls):
+        by_tool.setdefault(c.tool, []).append((c, src, q))
+    for tool in sorted(by_tool):
+        items = by_tool[tool]
+        pairs = []
+        for i in range(len(items)):
+            for j in range(i + 1, len(items)):
+                (c1, s1, q1), (c2, s2, q2) = items[i], items[j]
+                if q1.casefold() == q2.casefold():
+                    continue
+                if c1 is c2 or same_call(c1, c2, defaults):
+                    pairs.append((s1, s2, q1, q2, c1 is c2))
         rng.shuffle(pairs)
-        for i, j in pairs[:4]:
-            (s1, q1), (s2, q2) = qs[i], qs[j]
+        for s1, s2, q1, q2, identical in pairs[:8]:
             h, p = rng.choice(hosts)
+            how = "same ground-truth call" if identical else "equivalent ground-truth calls"
             yield mk("paraphrase", True, h.tool, embed(h, p, q1), h.tool, embed(h, p, q2),
-                     f"{bfcl(s1)} ~ {bfcl(s2)} (same ground-truth call {c.tool}) as {p} of {bfcl(h.src)}")
+                     f"{bfcl(s1)} ~ {bfcl(s2)} ({how} of {tool}) as {p} of {bfcl(h.src)}")
 
 
 def differs_surely(c1, c2, rel):
@@ -475,7 +509,7 @@ def gen_prose_different(calls, ctx, rng):
                     continue
                 scored.append((-jac, s1, s2, q1, q2))
         scored.sort()
-        for _, s1, s2, q1, q2 in scored[:6]:
+        for _, s1, s2, q1, q2 in scored[:10]:
             cands.append((tool, s1, s2, q1, q2))
     for tool, s1, s2, q1, q2 in cands:
         h, p = rng.choice(hosts)
@@ -501,7 +535,7 @@ _DIRECTIONAL = [
     ("from", "to"), ("source", "destination"), ("origin", "destination"), ("start", "end"),
     ("departure", "arrival"), ("departure", "destination"), ("sender", "recipient"),
     ("sender", "receiver"), ("src", "dst"), ("base", "target"), ("in", "out"), ("buy", "sell"),
-    ("home", "away"), ("first", "last"), ("min", "max"), ("lower", "upper"), ("pickup", "dropoff"),
+    ("home", "away"), ("pickup", "dropoff"),
     ("check_in", "check_out"), ("checkin", "checkout"), ("old", "new"), ("numerator", "denominator"),
     ("dividend", "divisor"), ("part", "whole"),
 ]
@@ -564,6 +598,18 @@ def gen_swapped(calls, ctx, rng):
             yield mk("swapped", False, c.tool, c.args, c.tool, b, f"{bfcl(c.src)} ({p} <-> {q})")
 
 
+def from_to_cue(q, v1, v2):
+    """The two values stand in a "from X to Y" (or "X to Y") order in the text, not "between X
+    and Y" or a list, so swapping them reverses a direction."""
+    first, second = sorted([v1, v2], key=lambda v: q.find(v))
+    i, j = q.find(first), q.find(second)
+    before, middle = q[max(0, i - 25):i].lower(), q[i + len(first):j].lower()
+    if "between" in before or " and " in middle or len(middle) > 40:
+        return False
+    return bool(re.search(r"\b(from|departing|leaving|convert|base)\b", before + " ") and
+                re.search(r"\b(to|into|for|->)\b", middle))
+
+
 def gen_prose_swap_derived(calls, ctx, rng):
     """A real request whose two directional argument values both occur once in its text, and
     the same text with the two swapped ("from A to B" / "from B to A"). Derived, not corpus."""
@@ -577,6 +623,8 @@ def gen_prose_swap_derived(calls, ctx, rng):
             pat2 = re.compile(r"(?<![\w.])" + re.escape(v2) + r"(?![\w])")
             if len(pat1.findall(q)) != 1 or len(pat2.findall(q)) != 1:
                 continue
+            if not from_to_cue(q, v1, v2):
+                continue
             swapped = pat1.sub("\x00", q)
             swapped = pat2.sub(lambda m: v1, swapped)
             swapped = swapped.replace("\x00", v2)
@@ -585,6 +633,91 @@ def gen_prose_swap_derived(calls, ctx, rng):
             h, hp = rng.choice(hosts)
             yield mk("prose_swap_derived", False, h.tool, embed(h, hp, q), h.tool, embed(h, hp, swapped),
                      f"{bfcl(src)} with '{v1}' and '{v2}' ({p}/{r}) swapped in the text, as {hp} of {bfcl(h.src)}")
+            break
+
+
+CONTRACTIONS = [
+    ("I'm", "I am"), ("it's", "it is"), ("don't", "do not"), ("can't", "cannot"),
+    ("you're", "you are"), ("we're", "we are"), ("they're", "they are"), ("isn't", "is not"),
+    ("won't", "will not"), ("I'd like", "I would like"), ("what's", "what is"),
+    ("doesn't", "does not"), ("I've", "I have"), ("there's", "there is"), ("aren't", "are not"),
+]
+
+
+def minor_edits(s):
+    """Meaning-preserving edits of a sentence, of the sort BFCL's own accepted alternatives show
+    ("... tomorrow" / "... tomorrow.", "they're" / "they are")."""
+    out = []
+    if s[-1:] in ".!?":
+        out.append((s[:-1], "final punctuation dropped"))
+    elif s[-1:].isalnum():
+        out.append((s + ".", "final period added"))
+    for short, long in CONTRACTIONS:
+        for a, b in ((short, long), (long, short)):
+            m = re.search(r"(?<![\w'])" + re.escape(a) + r"(?![\w'])", s, flags=re.I)
+            if m:
+                rep = b if m.group(0)[0].islower() or a[0] == "I" else b[0].upper() + b[1:]
+                out.append((s[:m.start()] + rep + s[m.end():], f"'{m.group(0)}' -> '{rep}'"))
+    return out
+
+
+def gen_prose_edit_derived(calls, ctx, rng):
+    """Duplicates: a free-text argument (a real one, or a BFCL request in a host call) and the
+    same text with one meaning-preserving edit. Derived, labelled by construction."""
+    hosts = ctx["hosts"]
+    for c in calls:
+        for k, v in c.args.items():
+            if text.is_prose_field(k, v):
+                edits = minor_edits(text.norm_str(v))
+                if edits and text.norm_str(v) == v:
+                    new, how = rng.choice(edits)
+                    yield mk("prose_edit_derived", True, c.tool, c.args, c.tool, set_path(c.args, (k,), new),
+                             f"{bfcl(c.src)} ({k}: {how})")
+    for c, src, q in questions(calls):
+        edits = minor_edits(q)
+        if not edits:
+            continue
+        new, how = rng.choice(edits)
+        h, p = rng.choice(hosts)
+        yield mk("prose_edit_derived", True, h.tool, embed(h, p, q), h.tool, embed(h, p, new),
+                 f"{bfcl(src)} request ({how}) as {p} of {bfcl(h.src)}")
+
+
+def gen_prose_value_changed_derived(calls, ctx, rng):
+    """Distinct: a single-turn BFCL request that spells out one of its call's identity values
+    (a city, an amount, a name, an id) once, and the same request with that value replaced by
+    another value the parameter takes elsewhere in BFCL: nearly the same words, another action."""
+    hosts, rel, pools = ctx["hosts"], ctx["rel"], ctx["pools"]
+    for c, src, q in questions(calls):
+        spots = []
+        for k, v in c.args.items():
+            if not is_identity_param(k, v) or isinstance(v, bool):
+                continue
+            sv = str(v) if not isinstance(v, float) or not v.is_integer() else str(int(v))
+            if len(sv) < 2:
+                continue
+            pat = re.compile(r"(?<![\w.])" + re.escape(sv) + r"(?![\w]|\.\d)")
+            if len(pat.findall(q)) == 1:
+                spots.append((k, v, sv, pat))
+        if not spots:
+            continue
+        k, v, sv, pat = rng.choice(spots)
+        alts = [v] + c.alts.get(k, [])
+        pool = pools.get((c.tool, k), []) + pools.get(k.lower(), [])
+        order = list(range(len(pool)))
+        rng.shuffle(order)
+        for idx in order:
+            x = pool[idx]
+            if jtype(x) != jtype(v) or any(rel.related(x, a) for a in alts):
+                continue
+            sx = str(x) if not isinstance(x, float) or not x.is_integer() else str(int(x))
+            if not sx.strip() or sx in q or len(sx) > 60:
+                continue
+            new_q = pat.sub(lambda m: sx, q)
+            h, p = rng.choice(hosts)
+            yield mk("prose_value_changed_derived", False, h.tool, embed(h, p, q), h.tool, embed(h, p, new_q),
+                     f"{bfcl(src)} request with its {k} '{sv}' replaced by '{sx}' (another BFCL value), "
+                     f"as {p} of {bfcl(h.src)}")
             break
 
 
@@ -646,16 +779,18 @@ def gen_identity_changed(calls, ctx, rng):
         k = rng.choice(params)
         v = c.args[k]
         alts = [v] + c.alts.get(k, [])
-        pool = [x for x in pools.get((c.tool, k), []) + pools.get(k.lower(), [])
-                if jtype(x) == jtype(v) and not any(rel.related(x, a) for a in alts)]
-        uniq = []
-        for x in pool:
-            if all(canon(x) != canon(u) for u in uniq):
-                uniq.append(x)
-        if uniq and not isinstance(v, bool):
-            new = rng.choice(uniq)
-            how = "value seen for this parameter elsewhere in BFCL"
-        else:
+        pool = pools.get((c.tool, k), []) + pools.get(k.lower(), [])
+        order = list(range(len(pool)))
+        rng.shuffle(order)
+        new = None
+        if not isinstance(v, bool):
+            for idx in order:
+                x = pool[idx]
+                if jtype(x) == jtype(v) and not any(rel.related(x, a) for a in alts):
+                    new = x
+                    how = "value seen for this parameter elsewhere in BFCL"
+                    break
+        if new is None:
             new, how = _perturb(v, schema_at(c.schema, (k,)), rng)
             if new is None or any(rel.related(new, a) for a in alts):
                 continue
@@ -691,6 +826,9 @@ def fits(args, schema):
     return True
 
 
+GENERIC_TOKENS = text.READ_VERBS | {"info", "details", "data", "by", "of", "for", "the", "api", "tool"}
+
+
 def gen_different_tool(calls, ctx, rng):
     catalog = ctx["catalog"]   # tool name -> schema (first variant)
     names = sorted(catalog)
@@ -708,9 +846,9 @@ def gen_different_tool(calls, ctx, rng):
             tn = set(text.name_tokens(n))
             if tn == tc:
                 continue   # same words, other spelling: too close to call another action
-            shared = len(tn & tc)
+            shared = len((tn & tc) - GENERIC_TOKENS)
             ratio = difflib.SequenceMatcher(None, c.tool.lower(), n.lower()).ratio()
-            if shared == 0 and ratio < 0.5:
+            if shared == 0 and ratio < 0.6:
                 continue
             best.append((-(shared + ratio), n))
         if not best:
@@ -737,4 +875,6 @@ GENERATORS = [
     ("prose_different", gen_prose_different),
     ("prose_swap_derived", gen_prose_swap_derived),
     ("prose_unrelated", gen_prose_unrelated),
+    ("prose_edit_derived", gen_prose_edit_derived),
+    ("prose_value_changed_derived", gen_prose_value_changed_derived),
 ]
