@@ -10,8 +10,10 @@ use std::sync::Arc;
 use tonic::Code;
 
 async fn status_of(req: proto::CheckRequest) -> tonic::Status {
-    let mut cfg = ServerConfig::default();
-    cfg.max_payload_bytes = 1024;
+    let cfg = ServerConfig {
+        max_payload_bytes: 1024,
+        ..Default::default()
+    };
     let srv = TestServer::start_with(Arc::new(MemoryStore::new()), cfg).await;
     let mut c = srv.client().await;
     c.check_and_record(req).await.unwrap_err()

@@ -10,7 +10,6 @@ import collections
 import hashlib
 import json
 import os
-import platform
 import random
 import re
 import sys
@@ -38,7 +37,14 @@ PER_TOOL_CAP = 12       # at most this many pairs of one kind about one tool (re
 SIDE_EFFECT_SHARE = 0.6  # prefer tools that read like actions with side effects
 
 # Handpicked pairs for benches/data/sample_pairs.jsonl (ids of pairs.jsonl).
-SAMPLE_IDS = []
+SAMPLE_IDS = [
+    "key_order-0003", "whitespace-0001", "case_insensitive-0001", "number_form-0001",
+    "schema_default-0009", "metadata-0008", "paraphrase-0003", "value_alias-0004",
+    "prose_edit_derived-0003", "identity_changed-0010", "identity_changed-0003", "swapped-0002",
+    "swapped-0003", "different_tool-0008", "different_tool-0005", "prose_different-0006",
+    "prose_value_changed_derived-0006", "prose_value_changed_derived-0002", "prose_swap_derived-0003",
+    "prose_unrelated-0001",
+]
 
 
 def rng_for(seed, name):
@@ -241,7 +247,9 @@ def main(argv=None):
     tools_used = sorted({r["a"]["tool"] for r in records} | {r["b"]["tool"] for r in records})
     with open(os.path.join(args.out, "tools.jsonl"), "w", encoding="utf-8", newline="\n") as f:
         for t in tools_used:
-            f.write(dumps({"tool": t, "parameters": to_json_schema(ctx["catalog"][t])}) + "\n")
+            n = len({calls_mod.canon(s) for _, s in ctx["catalog_variants"][t]})
+            f.write(dumps({"tool": t, "parameters": to_json_schema(ctx["catalog"][t]),
+                           "defaults": ctx["defaults"].get(t, {}), "bfcl_schema_variants": n}) + "\n")
 
     by_id = {r["id"]: r for r in records}
     missing = [i for i in SAMPLE_IDS if i not in by_id]
@@ -265,7 +273,6 @@ def main(argv=None):
 
     info = {
         "script": "scripts/build_pairs", "script_version": SCRIPT_VERSION, "seed": args.seed,
-        "python_used": platform.python_version(),
         "sources": [{"package": source.BFCL_PACKAGE, "version": source.BFCL_VERSION,
                      "file": source.BFCL_WHEEL, "sha256": source.BFCL_SHA256,
                      "license": data.license}],

@@ -616,9 +616,13 @@ def gen_prose_swap_derived(calls, ctx, rng):
     hosts = ctx["hosts"]
     for c, src, q in questions(calls):
         for p, r in directional_pairs(c):
-            v1, v2 = str(c.args[p]), str(c.args[r])
+            if not (isinstance(c.args[p], str) and isinstance(c.args[r], str)):
+                continue
+            v1, v2 = c.args[p], c.args[r]
             if len(v1) < 2 or len(v2) < 2 or v1 in v2 or v2 in v1:
                 continue
+            if equiv.parse_date(v1) or equiv.parse_date(v2) or re.fullmatch(r"[\d\s:.-]+", v1 + v2):
+                continue   # "from 2010 to 2015" read backwards is still the same span
             pat1 = re.compile(r"(?<![\w.])" + re.escape(v1) + r"(?![\w])")
             pat2 = re.compile(r"(?<![\w.])" + re.escape(v2) + r"(?![\w])")
             if len(pat1.findall(q)) != 1 or len(pat2.findall(q)) != 1:
@@ -644,21 +648,43 @@ CONTRACTIONS = [
 ]
 
 
+IMPERATIVE = re.compile(r"(Find|Get|Book|Send|Create|Show|List|Search|Retrieve|Tell|Give|Add|Calculate|"
+                        r"Check|Set|Play|Order|Fetch|Provide|Schedule|Cancel|Update|Remove|Delete|Buy)\b")
+
+
 def minor_edits(s):
     """Meaning-preserving edits of a sentence, of the sort BFCL's own accepted alternatives show
-    ("... tomorrow" / "... tomorrow.", "they're" / "they are")."""
-    out = []
+    ("... tomorrow" / "... tomorrow.", "they're" / "they are"). Returns (punctuation edits,
+    wording edits)."""
+    punct, out = [], []
     if s[-1:] in ".!?":
-        out.append((s[:-1], "final punctuation dropped"))
+        punct.append((s[:-1], "final punctuation dropped"))
     elif s[-1:].isalnum():
-        out.append((s + ".", "final period added"))
+        punct.append((s + ".", "final period added"))
+    m = re.match(r"(Can|Could) you\b", s)
+    if m:
+        other = "Could" if m[1] == "Can" else "Can"
+        out.append((other + s[len(m[1]):], f"'{m[1]} you' -> '{other} you'"))
+    if IMPERATIVE.match(s):
+        out.append(("Please " + s[0].lower() + s[1:], "'Please' added"))
+    m = re.match(r"Please,? (\w)", s)
+    if m and IMPERATIVE.match(s[m.start(1):][0].upper() + s[m.start(1) + 1:]):
+        rest = s[m.start(1):]
+        out.append((rest[0].upper() + rest[1:], "'Please' dropped"))
     for short, long in CONTRACTIONS:
         for a, b in ((short, long), (long, short)):
             m = re.search(r"(?<![\w'])" + re.escape(a) + r"(?![\w'])", s, flags=re.I)
             if m:
                 rep = b if m.group(0)[0].islower() or a[0] == "I" else b[0].upper() + b[1:]
                 out.append((s[:m.start()] + rep + s[m.end():], f"'{m.group(0)}' -> '{rep}'"))
-    return out
+    return punct, out
+
+
+def pick_edit(s, rng):
+    punct, wording = minor_edits(s)
+    if wording and (not punct or rng.random() < 0.75):
+        return rng.choice(wording)
+    return rng.choice(punct) if punct else (None, None)
 
 
 def gen_prose_edit_derived(calls, ctx, rng):
@@ -668,16 +694,14 @@ def gen_prose_edit_derived(calls, ctx, rng):
     for c in calls:
         for k, v in c.args.items():
             if text.is_prose_field(k, v):
-                edits = minor_edits(text.norm_str(v))
-                if edits and text.norm_str(v) == v:
-                    new, how = rng.choice(edits)
+                new, how = pick_edit(text.norm_str(v), rng)
+                if new and text.norm_str(v) == v:
                     yield mk("prose_edit_derived", True, c.tool, c.args, c.tool, set_path(c.args, (k,), new),
                              f"{bfcl(c.src)} ({k}: {how})")
     for c, src, q in questions(calls):
-        edits = minor_edits(q)
-        if not edits:
+        new, how = pick_edit(q, rng)
+        if not new:
             continue
-        new, how = rng.choice(edits)
         h, p = rng.choice(hosts)
         yield mk("prose_edit_derived", True, h.tool, embed(h, p, q), h.tool, embed(h, p, new),
                  f"{bfcl(src)} request ({how}) as {p} of {bfcl(h.src)}")
@@ -703,7 +727,15 @@ def gen_prose_value_changed_derived(calls, ctx, rng):
             continue
         k, v, sv, pat = rng.choice(spots)
         alts = [v] + c.alts.get(k, [])
-        pool = pools.get((c.tool, k), []) + pools.get(k.lower(), [])
+        # values of this very parameter first; other tools' values only for short names/places
+        pool = list(pools.get((c.tool, k), []))
+        if isinstance(v, str) and not text.PROSE_NAME.search(k):
+            pool += [x for x in pools.get(k.lower(), []) if isinstance(x, str) and len(text.words(x)) <= 4
+                     and not text.is_prose_value(x)]
+        if isinstance(v, (int, float)):
+            new, _ = _perturb(v, {}, rng)
+            if new is not None:
+                pool = pool + [new]
         order = list(range(len(pool)))
         rng.shuffle(order)
         for idx in order:
@@ -722,6 +754,48 @@ def gen_prose_value_changed_derived(calls, ctx, rng):
 
 
 # ------------------------------------------------------------------------- identity_changed
+
+SENTINELS = {"dontcare", "any", "all", "none", "null", "n/a", "", "unknown", "default"}
+
+
+def shape(v):
+    """Coarse look of a value, so a replacement from another tool looks like the original."""
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "num"
+    if not isinstance(v, str):
+        return jtype(v)
+    if equiv.parse_date(v):
+        return "date"
+    if EMAIL.fullmatch(v):
+        return "email"
+    if "://" in v:
+        return "url"
+    if re.fullmatch(r"[^\s]+\.[A-Za-z0-9]{2,4}", v):
+        return "file"
+    if " " not in v and re.search(r"[\d_]", v):
+        return "code"
+    return "words" if " " in v.strip() else "word"
+
+
+def replacement(v, alts, same_tool_pool, name_pool, rel, rng):
+    """A value of the same parameter elsewhere in BFCL that nothing relates to v (same tool
+    first; another tool's value only if it looks alike)."""
+    for pool, need_shape in ((same_tool_pool, False), (name_pool, True)):
+        order = list(range(len(pool)))
+        rng.shuffle(order)
+        for idx in order:
+            x = pool[idx]
+            if jtype(x) != jtype(v) or (isinstance(x, str) and x.strip().lower() in SENTINELS):
+                continue
+            if need_shape and shape(x) != shape(v):
+                continue
+            if any(rel.related(x, a) for a in alts):
+                continue
+            return x
+    return None
+
 
 def _perturb(v, node, rng):
     """A realistic different value for a scalar with no usable pool value."""
@@ -779,17 +853,10 @@ def gen_identity_changed(calls, ctx, rng):
         k = rng.choice(params)
         v = c.args[k]
         alts = [v] + c.alts.get(k, [])
-        pool = pools.get((c.tool, k), []) + pools.get(k.lower(), [])
-        order = list(range(len(pool)))
-        rng.shuffle(order)
         new = None
         if not isinstance(v, bool):
-            for idx in order:
-                x = pool[idx]
-                if jtype(x) == jtype(v) and not any(rel.related(x, a) for a in alts):
-                    new = x
-                    how = "value seen for this parameter elsewhere in BFCL"
-                    break
+            new = replacement(v, alts, pools.get((c.tool, k), []), pools.get(k.lower(), []), rel, rng)
+            how = "value seen for this parameter elsewhere in BFCL"
         if new is None:
             new, how = _perturb(v, schema_at(c.schema, (k,)), rng)
             if new is None or any(rel.related(new, a) for a in alts):

@@ -81,7 +81,7 @@ impl CanonicalCall {
         let mut identity = BTreeMap::new();
         let mut free_text = BTreeMap::new();
         split_leaves(&args, String::new(), policy, &mut identity, &mut free_text);
-        let identity_fingerprint = fingerprint(&tool, &identity);
+        let identity_fingerprint = fingerprint(&tool, &identity, &free_text);
         let exact_hash = hash_parts(&["exact", &tool, &canonical_json]);
         Ok(Self {
             tool,
@@ -216,9 +216,20 @@ fn split_leaves(
     }
 }
 
-fn fingerprint(tool: &str, identity: &BTreeMap<String, Value>) -> String {
+/// Hash of the tool, the identity leaves and the *names* of the free-text fields (a call with a
+/// message body and one without are different actions, whatever the body says).
+fn fingerprint(
+    tool: &str,
+    identity: &BTreeMap<String, Value>,
+    free_text: &BTreeMap<String, String>,
+) -> String {
     let body = serde_json::to_string(identity).unwrap_or_default();
-    hash_parts(&["identity", tool, &body])
+    let text_fields = free_text
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("\u{1f}");
+    hash_parts(&["identity", tool, &body, &text_fields])
 }
 
 /// Hex blake3 of length-prefixed parts (unambiguous concatenation).

@@ -47,19 +47,19 @@ pub fn parse_numeric_string(s: &str) -> Option<Value> {
     if int.len() > 1 && int.starts_with('0') {
         return None;
     }
-    if let Some(f) = frac {
-        if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
+    if let Some(f) = frac
+        && (f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
     }
     let significant = int.trim_start_matches('0').len() + frac.map_or(0, str::len);
     if significant > 15 {
         return None;
     }
-    if frac.is_none() {
-        if let Ok(i) = s.parse::<i64>() {
-            return Some(Value::Number(i.into()));
-        }
+    if frac.is_none()
+        && let Ok(i) = s.parse::<i64>()
+    {
+        return Some(Value::Number(i.into()));
     }
     s.parse::<f64>()
         .ok()

@@ -175,6 +175,15 @@ fn fingerprint_ignores_prose_but_not_identity() {
 }
 
 #[test]
+fn a_missing_free_text_field_changes_the_fingerprint() {
+    let a = canon(
+        json!({"to": "alice@example.com", "body": "Please send me the quarterly numbers today"}),
+    );
+    let b = canon(json!({"to": "alice@example.com"}));
+    assert_ne!(a.identity_fingerprint, b.identity_fingerprint);
+}
+
+#[test]
 fn swapped_identity_values_change_the_fingerprint() {
     let a = canon(json!({"from": "NYC", "to": "LAX"}));
     let b = canon(json!({"from": "LAX", "to": "NYC"}));

@@ -15,12 +15,12 @@ impl Engine {
     /// outcome after the first is refused.
     pub async fn complete(&self, req: CompleteRequest) -> Result<Record, IdemError> {
         validate::name("call_id", &req.call_id)?;
-        if let Some(c) = req.cost {
-            if !c.is_finite() || c < 0.0 {
-                return Err(IdemError::InvalidArgument(format!(
-                    "cost must be a finite number >= 0, got {c}"
-                )));
-            }
+        if let Some(c) = req.cost
+            && (!c.is_finite() || c < 0.0)
+        {
+            return Err(IdemError::InvalidArgument(format!(
+                "cost must be a finite number >= 0, got {c}"
+            )));
         }
         let (status, result_json, error) = match &req.outcome {
             Outcome::Succeeded { result_json } => {
@@ -83,12 +83,12 @@ impl Engine {
     ) -> Result<Page, IdemError> {
         validate::name("tenant", tenant)?;
         validate::name("session", session)?;
-        if let Some(t) = &page_token {
-            if uuid::Uuid::parse_str(t).is_err() {
-                return Err(IdemError::InvalidArgument(format!(
-                    "page_token {t:?} is not a token this server issued; pass next_page_token from the previous page"
-                )));
-            }
+        if let Some(t) = &page_token
+            && uuid::Uuid::parse_str(t).is_err()
+        {
+            return Err(IdemError::InvalidArgument(format!(
+                "page_token {t:?} is not a token this server issued; pass next_page_token from the previous page"
+            )));
         }
         let page_size = match page_size {
             0 => DEFAULT_PAGE_SIZE,

@@ -174,16 +174,15 @@ impl Engine {
             note: None,
         };
         let mut result = self.funnel.run(&mut ctx).await?;
-        if let Some(r) = embed_report {
-            if !result
+        if let Some(r) = embed_report
+            && !result
                 .reports
                 .iter()
                 .any(|x| x.stage == StageKind::Semantic)
-            {
-                result.reports.push(r);
-                if matches!(result.finding, Finding::Pass) {
-                    result.stop = StopReason::Deadline;
-                }
+        {
+            result.reports.push(r);
+            if matches!(result.finding, Finding::Pass) {
+                result.stop = StopReason::Deadline;
             }
         }
         self.conclude(p, ctx, result).await
@@ -199,12 +198,11 @@ impl Engine {
                 RepeatOutcome::Duplicate | RepeatOutcome::InFlight
             )
         };
-        if let Some(k) = &p.req.idempotency_key {
-            if let Some(r) = self.store.latest_by_key(&p.scope, k).await? {
-                if blocking(&r) {
-                    return Ok(true);
-                }
-            }
+        if let Some(k) = &p.req.idempotency_key
+            && let Some(r) = self.store.latest_by_key(&p.scope, k).await?
+            && blocking(&r)
+        {
+            return Ok(true);
         }
         Ok(self
             .store
@@ -389,10 +387,11 @@ impl Engine {
             embedding: ctx.embedding.clone(),
         };
         self.store.insert(&record).await?;
-        if let Some(sim) = &self.semantic {
-            if p.mode == ToolMode::Semantic && !record.free_text.is_empty() {
-                sim.index_new(&record, self.store.clone());
-            }
+        if let Some(sim) = &self.semantic
+            && p.mode == ToolMode::Semantic
+            && !record.free_text.is_empty()
+        {
+            sim.index_new(&record, self.store.clone());
         }
         Ok(CheckOutcome {
             verdict: Verdict::New,

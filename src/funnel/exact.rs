@@ -15,6 +15,10 @@ impl Stage for ExactStage {
         StageKind::Exact
     }
 
+    fn always_runs(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &mut CheckContext) -> Result<Finding, IdemError> {
         let Some(record) = ctx
             .store

@@ -15,6 +15,10 @@ impl Stage for KeyStage {
         StageKind::Key
     }
 
+    fn always_runs(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &mut CheckContext) -> Result<Finding, IdemError> {
         let Some(key) = ctx.idempotency_key.clone() else {
             ctx.note = Some("skipped".into());

@@ -7,10 +7,17 @@
 //! finding into a verdict and a reservation.
 
 mod exact;
+mod fuzzy;
 mod key;
+mod semantic;
+pub mod text;
+mod verify;
 
 pub use exact::ExactStage;
+pub use fuzzy::FuzzyStage;
 pub use key::KeyStage;
+pub use semantic::SemanticStage;
+pub use verify::{Verifier, VerifyStage};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,7 +124,7 @@ pub struct CheckContext {
     pub deadline: Instant,
     pub store: Arc<dyn Store>,
     /// Identity-equal earlier calls inside the window (loaded once, by the first stage that needs them).
-    pub candidates: Option<Vec<Record>>,
+    pub candidates: Option<Arc<Vec<Record>>>,
     /// Embedding of the call's free text, when computed.
     pub embedding: Option<Vec<f32>>,
     /// A borderline finding a later stage (verify) may settle.
@@ -135,7 +142,7 @@ impl CheckContext {
     }
 
     /// Identity-equal candidates inside the window, newest first, loaded once.
-    pub async fn candidates(&mut self) -> Result<&[Record], IdemError> {
+    pub async fn candidates(&mut self) -> Result<Arc<Vec<Record>>, IdemError> {
         if self.candidates.is_none() {
             let since = self.now - (self.settings.window_secs as i64).saturating_mul(1000);
             let mut c = self
@@ -150,9 +157,9 @@ impl CheckContext {
                 .await?;
             let now = self.now;
             c.retain(|r| !r.is_expired(now));
-            self.candidates = Some(c);
+            self.candidates = Some(Arc::new(c));
         }
-        Ok(self.candidates.as_deref().unwrap_or_default())
+        Ok(self.candidates.clone().unwrap_or_default())
     }
 }
 
@@ -164,6 +171,11 @@ pub trait Stage: Send + Sync {
     /// Least time the stage needs to be worth starting.
     fn min_budget(&self) -> Duration {
         Duration::ZERO
+    }
+    /// Certain stages (key, exact) run whatever the time left: they cost microseconds, and
+    /// skipping them would let an exact repeat through as NEW.
+    fn always_runs(&self) -> bool {
+        false
     }
     /// Looks for the call's original.
     async fn run(&self, ctx: &mut CheckContext) -> Result<Finding, IdemError>;
@@ -211,7 +223,7 @@ impl Funnel {
                 continue;
             }
             let remaining = ctx.remaining();
-            if remaining.is_zero() || remaining < stage.min_budget() {
+            if !stage.always_runs() && (remaining.is_zero() || remaining < stage.min_budget()) {
                 reports.push(StageReport {
                     stage: kind,
                     micros: 0,

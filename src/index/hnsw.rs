@@ -250,3 +250,91 @@ impl VectorIndex for HnswIndex {
         self.slots.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::FlatIndex;
+    use crate::index::testdata::unit_vectors;
+
+    #[test]
+    fn distance_of_a_vector_to_itself_is_zero_never_negative() {
+        for v in unit_vectors(200, 384, 11) {
+            let d = DotDistance.eval(&v, &v);
+            assert!((0.0..1e-5).contains(&d), "{d}");
+        }
+        assert_eq!(DotDistance.eval(&[f32::NAN], &[1.0]), 0.0);
+    }
+
+    #[test]
+    fn recall_at_10_against_exact_search_is_at_least_0_9() {
+        let dim = 384;
+        let vectors = unit_vectors(5_000, dim, 21);
+        let items = || {
+            vectors
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as u64, v.as_slice()))
+        };
+        let hnsw = HnswIndex::build(dim, HnswParams::default(), items());
+        let mut flat = FlatIndex::new(dim);
+        items().for_each(|(id, v)| flat.insert(id, v));
+
+        let queries = unit_vectors(50, dim, 22);
+        let mut found = 0;
+        for q in &queries {
+            let truth: Vec<u64> = flat.search(q, 10, &|_| true).iter().map(|h| h.0).collect();
+            let hits = hnsw.search(q, 10, &|_| true);
+            found += hits.iter().filter(|h| truth.contains(&h.0)).count();
+        }
+        let recall = found as f64 / (10 * queries.len()) as f64;
+        assert!(recall >= 0.9, "recall@10 = {recall}");
+    }
+
+    #[test]
+    fn search_widens_past_many_tombstones_and_rebuild_drops_them() {
+        let dim = 32;
+        let vectors = unit_vectors(1_000, dim, 31);
+        let mut hnsw = HnswIndex::build(
+            dim,
+            HnswParams::default(),
+            vectors
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as u64, v.as_slice())),
+        );
+        for id in 0..950u64 {
+            hnsw.remove(id);
+        }
+        assert_eq!(
+            (hnsw.len(), hnsw.stored(), hnsw.tombstones()),
+            (50, 1_000, 950)
+        );
+        let hits = hnsw.search(&vectors[0], 10, &|_| true);
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|h| h.0 >= 950), "{hits:?}");
+        // A filter that keeps 5 of the 50 live ids still finds all 5.
+        let hits = hnsw.search(&vectors[0], 10, &|id| id % 10 == 0);
+        assert_eq!(hits.len(), 5, "{hits:?}");
+
+        let rebuilt = hnsw.rebuilt();
+        assert_eq!(
+            (rebuilt.len(), rebuilt.stored(), rebuilt.tombstones()),
+            (50, 50, 0)
+        );
+        assert_eq!(rebuilt.search(&vectors[999], 1, &|_| true)[0], (999, 1.0));
+        let mut seen = 0;
+        rebuilt.for_each_live(|id, v| {
+            assert_eq!(v, vectors[id as usize].as_slice());
+            seen += 1;
+        });
+        assert_eq!(seen, 50);
+    }
+
+    #[test]
+    fn empty_graph_rebuilds_and_iterates_without_panicking() {
+        let hnsw = HnswIndex::new(8, HnswParams::default(), 0);
+        assert!(hnsw.rebuilt().is_empty());
+        hnsw.for_each_live(|_, _| panic!("nothing is live"));
+    }
+}

@@ -419,18 +419,16 @@ mod tests {
             Inner::Hnsw(hnsw) => assert_eq!((hnsw.tombstones(), hnsw.len()), (0, 299)),
             Inner::Flat(_) => panic!("299 live vectors should stay HNSW"),
         }
-        // Down to 99 live: the next rebuild goes flat.
-        for id in 101..301u64 {
+        // Each later rebuild happens at about 3/4 of the previous size; the first one below
+        // 100 live (half the threshold) goes flat, well before 20 live are left.
+        for id in 101..380u64 {
             index.remove(id);
         }
         assert!(!index.is_hnsw());
-        assert_eq!(index.len(), 99);
-        assert_eq!(index.search(&vectors[350], 1, &|_| true)[0].0, 350);
-        assert!(
-            index
-                .search(&vectors[5], 5, &|_| true)
-                .iter()
-                .all(|h| h.0 >= 301)
-        );
+        assert_eq!(index.len(), 20);
+        assert_eq!(index.search(&vectors[390], 1, &|_| true)[0].0, 390);
+        let hits = index.search(&vectors[5], 50, &|_| true);
+        assert_eq!(hits.len(), 20);
+        assert!(hits.iter().all(|h| h.0 >= 380));
     }
 }

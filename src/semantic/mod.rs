@@ -1,47 +1,271 @@
-//! Shared state of the similarity stages (fuzzy, semantic, verify): the embedder, the
-//! per-scope vector indexes and the verifier client.
+//! Shared state of the similarity stages: the embedder, the per-scope vector indexes and the
+//! verifier client. The stages themselves live in `funnel`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
+use dashmap::DashMap;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::clock::Millis;
+use crate::config::{EmbedderKind, ServerConfig};
+use crate::embed::{
+    EmbedError, Embedder, LocalEmbedder, LocalEmbedderConfig, RemoteEmbedder, RemoteEmbedderConfig,
+};
 use crate::error::IdemError;
-use crate::funnel::Stage;
-use crate::record::Record;
+use crate::funnel::{FuzzyStage, SemanticStage, Stage, Verifier, VerifyStage};
+use crate::index::{AdaptiveIndex, IndexConfig, VectorIndex};
+use crate::record::{Record, vector_id};
 use crate::store::{Store, StoreError};
 
-/// Embedder, indexes and verifier, shared by the stages that use them.
-pub struct Semantic {}
+/// Background embeddings (of records recorded before their embedding was ready) allowed at once.
+const BACKGROUND_EMBEDS: usize = 8;
+/// How long a background embedding may take.
+const BACKGROUND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
-impl Semantic {
-    /// The similarity stages, in funnel order.
-    pub fn stages(self: &Arc<Self>) -> Vec<Arc<dyn Stage>> {
-        Vec::new()
-    }
+/// One scope's vectors and the call ids behind them.
+struct ScopeIndex {
+    index: AdaptiveIndex,
+    ids: HashMap<u64, String>,
+}
 
-    /// Embeds a call's free text before `deadline`.
-    pub async fn embed(&self, _text: &str, _deadline: Instant) -> Result<Vec<f32>, IdemError> {
-        Err(IdemError::DeadlineExceeded("no embedder".into()))
-    }
-
-    /// Adds a newly recorded call to its scope's index (embedding it later if needed).
-    pub fn index_new(&self, _record: &Record, _store: Arc<dyn Store>) {}
-
-    /// Rebuilds every scope's index from the stored embeddings.
-    pub async fn rebuild(&self, store: &dyn Store, now: Millis) -> Result<usize, StoreError> {
-        Ok(store.vectors(now).await?.len())
-    }
-
-    /// Drops swept records from the indexes.
-    pub fn forget(&self, _swept: &[(String, String)]) {}
+/// Embedder, indexes and verifier, shared by the similarity stages.
+pub struct Semantic {
+    embedder: Option<Arc<dyn Embedder>>,
+    indexes: DashMap<String, Arc<RwLock<ScopeIndex>>>,
+    index_config: IndexConfig,
+    dim: usize,
+    verifier: Option<Arc<Verifier>>,
+    background: Arc<Semaphore>,
 }
 
 impl Semantic {
-    /// Builds the similarity stages' state from the server config; `None` when disabled.
-    pub fn from_config(
-        _config: &crate::config::ServerConfig,
-    ) -> Result<Option<Arc<Semantic>>, IdemError> {
-        Ok(None)
+    /// Shared state over `embedder` (None: fuzzy only) and an optional verifier.
+    pub fn new(
+        embedder: Option<Arc<dyn Embedder>>,
+        index_config: IndexConfig,
+        verifier: Option<Verifier>,
+    ) -> Self {
+        let dim = embedder
+            .as_ref()
+            .map_or(crate::embed::EMBEDDING_DIM, |e| e.dim());
+        Self {
+            embedder,
+            indexes: DashMap::new(),
+            index_config,
+            dim,
+            verifier: verifier.map(Arc::new),
+            background: Arc::new(Semaphore::new(BACKGROUND_EMBEDS)),
+        }
+    }
+
+    /// Builds the similarity stages' state from the server config. Fails (no panic) when the
+    /// local model files are missing, naming the file and the command that fetches it.
+    pub fn from_config(config: &ServerConfig) -> Result<Option<Arc<Semantic>>, IdemError> {
+        let s = &config.semantic;
+        let embedder: Option<Arc<dyn Embedder>> = match s.embedder {
+            EmbedderKind::None => None,
+            EmbedderKind::Local => {
+                let c = LocalEmbedderConfig {
+                    models_dir: s.models_dir.clone(),
+                    workers: s.embed_workers.max(1),
+                    queue_capacity: s.embed_queue.max(1),
+                    ..LocalEmbedderConfig::default()
+                };
+                Some(Arc::new(LocalEmbedder::new(c).map_err(IdemError::Embed)?))
+            }
+            EmbedderKind::Remote => {
+                let Some(url) = s.remote_url.clone() else {
+                    return Err(IdemError::InvalidArgument(
+                        "semantic.embedder = remote needs semantic.remote_url (or --remote-embed-url)".into(),
+                    ));
+                };
+                let mut c = RemoteEmbedderConfig {
+                    base_url: url,
+                    ..RemoteEmbedderConfig::default()
+                };
+                if let Some(m) = &s.remote_model {
+                    c.model = m.clone();
+                }
+                if let Some(var) = &s.remote_api_key_env {
+                    c.api_key = std::env::var(var).ok();
+                }
+                Some(Arc::new(RemoteEmbedder::new(c).map_err(IdemError::Embed)?))
+            }
+        };
+        let verifier = match &config.verifier.base_url {
+            Some(url) => Some(
+                Verifier::new(
+                    url,
+                    &config.verifier.model,
+                    std::env::var(&config.verifier.api_key_env).ok(),
+                )
+                .map_err(|e| IdemError::InvalidArgument(format!("verifier: {e}")))?,
+            ),
+            None => None,
+        };
+        let index_config = IndexConfig {
+            hnsw_threshold: s.hnsw_threshold,
+            ..IndexConfig::default()
+        };
+        Ok(Some(Arc::new(Semantic::new(
+            embedder,
+            index_config,
+            verifier,
+        ))))
+    }
+
+    /// The similarity stages, in funnel order.
+    pub fn stages(self: &Arc<Self>) -> Vec<Arc<dyn Stage>> {
+        vec![
+            Arc::new(FuzzyStage),
+            Arc::new(SemanticStage::new(self.clone())),
+            Arc::new(VerifyStage::new(self.verifier.clone())),
+        ]
+    }
+
+    /// Whether an embedder is configured.
+    pub fn has_embedder(&self) -> bool {
+        self.embedder.is_some()
+    }
+
+    /// Embeds a call's free text before `deadline`.
+    pub async fn embed(&self, text: &str, deadline: Instant) -> Result<Vec<f32>, IdemError> {
+        match &self.embedder {
+            Some(e) => Ok(e.embed(text, deadline).await?),
+            None => Err(IdemError::Embed(EmbedError::Backend(
+                "no embedder configured".into(),
+            ))),
+        }
+    }
+
+    /// Nearest vectors of `scope` to `query`, restricted to `keep`, as (vector id, cosine).
+    pub fn search(
+        &self,
+        scope: &str,
+        query: &[f32],
+        k: usize,
+        keep: &dyn Fn(u64) -> bool,
+    ) -> Vec<(u64, f32)> {
+        let Some(idx) = self.indexes.get(scope).map(|e| e.clone()) else {
+            return Vec::new();
+        };
+        let Ok(g) = idx.read() else { return Vec::new() };
+        g.index.search(query, k, keep)
+    }
+
+    fn scope_index(&self, scope: &str) -> Arc<RwLock<ScopeIndex>> {
+        self.indexes
+            .entry(scope.to_string())
+            .or_insert_with(|| {
+                Arc::new(RwLock::new(ScopeIndex {
+                    index: AdaptiveIndex::new(self.dim, self.index_config.clone()),
+                    ids: HashMap::new(),
+                }))
+            })
+            .clone()
+    }
+
+    fn insert_vector(&self, scope: &str, call_id: &str, vector: &[f32]) {
+        let idx = self.scope_index(scope);
+        let Ok(mut g) = idx.write() else { return };
+        let vid = vector_id(call_id);
+        g.index.insert(vid, vector);
+        g.ids.insert(vid, call_id.to_string());
+    }
+
+    /// Adds a newly recorded call to its scope's index; embeds it in the background when the
+    /// check could not (deadline), so later paraphrases can still find it.
+    pub fn index_new(self: &Arc<Self>, record: &Record, store: Arc<dyn Store>) {
+        if let Some(v) = &record.embedding {
+            let (this, scope, id, v) = (
+                self.clone(),
+                record.match_scope.clone(),
+                record.id.clone(),
+                v.clone(),
+            );
+            // Inserting may migrate the index to HNSW: keep it off the tokio workers.
+            tokio::task::spawn_blocking(move || this.insert_vector(&scope, &id, &v));
+            return;
+        }
+        if self.embedder.is_none() || record.free_text.is_empty() {
+            return;
+        }
+        let Ok(permit) = self.background.clone().try_acquire_owned() else {
+            tracing::warn!(call = %record.id, "background embedding queue full; call not indexed for semantic match");
+            return;
+        };
+        let this = self.clone();
+        let record = record.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match this
+                .embed(&record.free_text, Instant::now() + BACKGROUND_DEADLINE)
+                .await
+            {
+                Ok(v) => {
+                    if let Ok(Some(mut current)) = store.get(&record.id).await {
+                        current.embedding = Some(v.clone());
+                        if let Err(e) = store.update(&current).await {
+                            tracing::warn!(%e, "could not store a background embedding");
+                        }
+                    }
+                    let (scope, id) = (record.match_scope.clone(), record.id.clone());
+                    let _ =
+                        tokio::task::spawn_blocking(move || this.insert_vector(&scope, &id, &v))
+                            .await;
+                }
+                Err(e) => tracing::warn!(%e, call = %record.id, "background embedding failed"),
+            }
+        });
+    }
+
+    /// Rebuilds every scope's index from the stored embeddings.
+    pub async fn rebuild(&self, store: &dyn Store, now: Millis) -> Result<usize, StoreError> {
+        let vectors = store.vectors(now).await?;
+        let n = vectors.len();
+        let mut by_scope: HashMap<String, Vec<(String, Vec<f32>)>> = HashMap::new();
+        for v in vectors {
+            by_scope
+                .entry(v.match_scope)
+                .or_default()
+                .push((v.id, v.vector));
+        }
+        for (scope, items) in by_scope {
+            let ids: HashMap<u64, String> = items
+                .iter()
+                .map(|(id, _)| (vector_id(id), id.clone()))
+                .collect();
+            let index = AdaptiveIndex::build(
+                self.dim,
+                self.index_config.clone(),
+                items.iter().map(|(id, v)| (vector_id(id), v.as_slice())),
+            );
+            self.indexes
+                .insert(scope, Arc::new(RwLock::new(ScopeIndex { index, ids })));
+        }
+        Ok(n)
+    }
+
+    /// Drops swept records from the indexes (and empty scopes altogether).
+    pub fn forget(&self, swept: &[(String, String)]) {
+        for (id, scope) in swept {
+            let Some(idx) = self.indexes.get(scope).map(|e| e.clone()) else {
+                continue;
+            };
+            let empty = match idx.write() {
+                Ok(mut g) => {
+                    let vid = vector_id(id);
+                    g.index.remove(vid);
+                    g.ids.remove(&vid);
+                    g.ids.is_empty()
+                }
+                Err(_) => false,
+            };
+            if empty {
+                self.indexes.remove(scope);
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@ pub struct TestServer {
     pub engine: Arc<Engine>,
     pub clock: ManualClock,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -41,7 +42,7 @@ impl TestServer {
             .unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let e = engine.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             idem::service::serve(e, listener, async {
                 let _ = rx.await;
             })
@@ -53,6 +54,17 @@ impl TestServer {
             engine,
             clock,
             stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server and waits until it has let go of the engine.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
         }
     }
 
@@ -122,4 +134,35 @@ pub async fn fail(c: &mut IdemClient<Channel>, call_id: &str, error: &str) {
     })
     .await
     .expect("complete");
+}
+
+/// The model directory of this checkout (`make models` fills it).
+pub fn models_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// Server config with the local embedder over this checkout's models.
+pub fn semantic_config() -> ServerConfig {
+    let mut c = ServerConfig::default();
+    c.semantic.models_dir = models_dir();
+    c.semantic.embedder = idem::config::EmbedderKind::Local;
+    c
+}
+
+/// An engine with the whole funnel over `store`, a manual clock and `config`.
+pub fn semantic_engine(store: Arc<dyn Store>, config: ServerConfig) -> (Arc<Engine>, ManualClock) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let semantic = idem::semantic::Semantic::from_config(&config)
+        .unwrap_or_else(|e| panic!("model files missing? run `make models`: {e}"));
+    let c: Arc<dyn Clock> = Arc::new(clock.clone());
+    (
+        Arc::new(Engine::with_parts(store, config, c, semantic)),
+        clock,
+    )
+}
+
+/// Starts a server with the whole funnel on the memory store.
+pub async fn start_semantic(config: ServerConfig) -> TestServer {
+    let (engine, clock) = semantic_engine(Arc::new(MemoryStore::new()), config);
+    TestServer::start_engine(engine, clock).await
 }

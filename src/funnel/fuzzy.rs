@@ -1,0 +1,71 @@
+//! FUZZY stage: string similarity of free text among identity-equal candidates.
+
+use async_trait::async_trait;
+
+use super::text::{compare, fuzzy_form, similarity, similarity_bound};
+use super::{CheckContext, Finding, Found, Stage, StageKind};
+use crate::error::IdemError;
+
+/// Settles near-verbatim repeats (typo fixes, punctuation, casing, a word added) without an
+/// embedding. Normalized Levenshtein over lower-cased words: order-aware, so a swap scores low;
+/// see `text` for why this measure and for the conflict checks that run before any match.
+pub struct FuzzyStage;
+
+/// Newest candidates always scored (for the best-score report); older ones only when they can match.
+const ALWAYS_SCORED: usize = 100;
+
+#[async_trait]
+impl Stage for FuzzyStage {
+    fn kind(&self) -> StageKind {
+        StageKind::Fuzzy
+    }
+
+    async fn run(&self, ctx: &mut CheckContext) -> Result<Finding, IdemError> {
+        let text = ctx.call.free_text_joined();
+        if text.is_empty() {
+            ctx.note = Some("skipped_no_free_text".into());
+            return Ok(Finding::Pass);
+        }
+        let threshold = ctx.settings.fuzzy_threshold;
+        let query = fuzzy_form(&text);
+        let candidates = ctx.candidates().await?;
+        let mut best: Option<(f64, usize)> = None;
+        let mut best_any = 0.0f64;
+        for (i, c) in candidates.iter().enumerate() {
+            if c.free_text.is_empty() {
+                continue;
+            }
+            let other = fuzzy_form(&c.free_text);
+            // Past the newest few, skip pairs whose lengths alone rule a match out.
+            if i >= ALWAYS_SCORED && similarity_bound(&query, &other) < threshold {
+                continue;
+            }
+            let s = similarity(&query, &other);
+            best_any = best_any.max(s);
+            if s >= threshold && best.is_none_or(|(b, _)| s > b) {
+                let rel = compare(&text, &c.free_text);
+                if rel.conflict.is_none() && !rel.reordered {
+                    best = Some((s, i));
+                }
+            }
+        }
+        let n = candidates.len();
+        ctx.best_score = (n > 0).then_some(best_any);
+        match best {
+            Some((score, i)) => {
+                let record = candidates[i].clone();
+                Ok(Finding::Found(Found {
+                    record,
+                    stage: StageKind::Fuzzy,
+                    score,
+                }))
+            }
+            None => {
+                if n == 0 {
+                    ctx.note = Some("no_candidates".into());
+                }
+                Ok(Finding::Pass)
+            }
+        }
+    }
+}

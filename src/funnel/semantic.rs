@@ -1,0 +1,102 @@
+//! SEMANTIC stage: cosine of free-text embeddings among identity-equal candidates.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::text::compare;
+use super::{CheckContext, Finding, Found, Stage, StageKind};
+use crate::error::IdemError;
+use crate::record::vector_id;
+use crate::semantic::Semantic;
+
+/// Nearest neighbours examined per check.
+const TOP_K: usize = 8;
+
+/// Catches the repeat that says the same thing in other words. Only identity-equal candidates
+/// are searched, and a candidate whose text names other values (see `text::Conflict`) is
+/// never a match; a reordering of the same words is at most borderline.
+pub struct SemanticStage {
+    state: Arc<Semantic>,
+}
+
+impl SemanticStage {
+    /// The stage over the shared embedder and indexes.
+    pub fn new(state: Arc<Semantic>) -> Self {
+        Self { state }
+    }
+}
+
+#[async_trait]
+impl Stage for SemanticStage {
+    fn kind(&self) -> StageKind {
+        StageKind::Semantic
+    }
+
+    async fn run(&self, ctx: &mut CheckContext) -> Result<Finding, IdemError> {
+        let text = ctx.call.free_text_joined();
+        if text.is_empty() {
+            ctx.note = Some("skipped_no_free_text".into());
+            return Ok(Finding::Pass);
+        }
+        if !self.state.has_embedder() {
+            ctx.note = Some("skipped_no_embedder".into());
+            return Ok(Finding::Pass);
+        }
+        let candidates = ctx.candidates().await?;
+        if candidates.is_empty() {
+            ctx.note = Some("no_candidates".into());
+            return Ok(Finding::Pass);
+        }
+        let Some(query) = ctx.embedding.clone() else {
+            ctx.note = Some("deadline".into());
+            return Ok(Finding::Pass);
+        };
+        let by_vid: HashMap<u64, usize> = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (vector_id(&r.id), i))
+            .collect();
+        let hits = self
+            .state
+            .search(&ctx.match_scope, &query, TOP_K.min(by_vid.len()), &|vid| {
+                by_vid.contains_key(&vid)
+            });
+        let (dup, border) = (
+            ctx.settings.semantic_duplicate,
+            ctx.settings.semantic_borderline,
+        );
+        ctx.best_score = hits.first().map(|(_, c)| f64::from(*c));
+        let mut borderline: Option<Found> = None;
+        let mut conflicts = 0;
+        for (vid, cos) in hits {
+            let Some(&i) = by_vid.get(&vid) else { continue };
+            let cos = f64::from(cos).clamp(-1.0, 1.0);
+            if cos < border {
+                break;
+            }
+            let record = &candidates[i];
+            let rel = compare(&text, &record.free_text);
+            if rel.conflict.is_some() {
+                conflicts += 1;
+                continue;
+            }
+            let found = Found {
+                record: record.clone(),
+                stage: StageKind::Semantic,
+                score: cos,
+            };
+            if cos >= dup && !rel.reordered {
+                return Ok(Finding::Found(found));
+            }
+            if borderline.is_none() {
+                borderline = Some(found);
+            }
+        }
+        if borderline.is_none() && conflicts > 0 {
+            ctx.note = Some("no_match_values_differ".into());
+        }
+        Ok(borderline.map_or(Finding::Pass, Finding::Borderline))
+    }
+}

@@ -1,0 +1,448 @@
+//! Comparing two free texts: how similar, and whether they name different things.
+//!
+//! Similarity of prose is only evidence of a repeat when nothing in the prose says the two
+//! calls act on different things. Before any score can settle a duplicate, `compare` looks for:
+//! - **value conflicts** (hard): the numbers, amounts, emails, URLs or dates written in the two
+//!   texts differ; a proper name in one is absent from the other; the word filling a slot
+//!   after a role word ("to Alice" vs "to Bob", "my order" vs "my subscription") differs;
+//!   two values swap roles ("from NYC to LA" vs "from LA to NYC");
+//! - **reordering** (soft): the same words in another order. Word order changes meaning as often
+//!   as not ("the dog bit the man"), so such a pair can be at most borderline.
+//!
+//! The similarity itself is normalized Levenshtein over the normalised text: order-aware (unlike
+//! a token-set measure, which scores a swap as identical), and not biased toward long shared
+//! prefixes (unlike Jaro-Winkler, which scores two prompts that start alike as near-equal).
+
+use std::collections::HashMap;
+
+/// Tokens compared at most (the model reads about 256 word pieces; diffs are O(n·m)).
+const MAX_TOKENS: usize = 200;
+
+/// Words after which the next word fills a slot whose value matters.
+const ROLE_WORDS: &[&str] = &[
+    "from", "to", "into", "onto", "towards", "toward", "via", "for", "with", "at", "on", "in",
+    "by", "about", "of", "between", "and", "my", "your", "our", "their", "his", "her", "its",
+    "named", "called", "titled", "id", "number",
+];
+
+/// Directional prepositions: the value after them is a role (source, destination).
+const DIRECTIONAL: &[&str] = &["from", "to", "into", "onto", "towards", "toward", "via"];
+
+/// Words that carry no slot value.
+const STOPWORDS: &[&str] = &[
+    "a", "an", "the", "please", "kindly", "can", "could", "would", "you", "me", "i", "we", "us",
+    "it", "this", "that", "is", "are", "be", "do", "and", "or", "so", "just", "now", "also",
+    "then", "up", "out", "some", "all",
+];
+
+/// Why two texts cannot be the same action, whatever their similarity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conflict {
+    /// Numbers, amounts, emails, URLs or dates differ.
+    Values,
+    /// A proper name appears in one text only.
+    Names,
+    /// A slot after a role word holds a different value.
+    Slot,
+    /// Two values swap roles.
+    Swap,
+}
+
+impl Conflict {
+    /// Short name for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Conflict::Values => "values_differ",
+            Conflict::Names => "names_differ",
+            Conflict::Slot => "slot_differs",
+            Conflict::Swap => "roles_swapped",
+        }
+    }
+}
+
+/// How two free texts relate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Relation {
+    /// Normalized Levenshtein similarity of the normalised texts, in [0, 1].
+    pub similarity: f64,
+    /// A reason the texts name different things, if any.
+    pub conflict: Option<Conflict>,
+    /// Mostly the same words in another order.
+    pub reordered: bool,
+}
+
+/// A token with its original casing kept for name detection.
+#[derive(Debug, Clone)]
+struct Token {
+    lower: String,
+    /// Capitalised (or all-caps) word not at the start of a sentence.
+    name_like: bool,
+    /// Carries a value: digits, `@`, `://`, a currency sign.
+    value_like: bool,
+}
+
+fn tokenize(text: &str) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut sentence_start = true;
+    for raw in text.split_whitespace() {
+        let ends_sentence = raw.ends_with(['.', '!', '?', ':', ';']);
+        let word = raw.trim_matches(|c: char| !c.is_alphanumeric() && !"@$€£%+#".contains(c));
+        if word.is_empty() {
+            sentence_start |= ends_sentence;
+            continue;
+        }
+        let lower = word.to_lowercase();
+        let value_like = word.chars().any(|c| c.is_ascii_digit())
+            || word.contains('@')
+            || raw.contains("://")
+            || word.contains(['$', '€', '£']);
+        let first_upper = word.chars().next().is_some_and(char::is_uppercase);
+        let all_caps = word.chars().filter(|c| c.is_alphabetic()).count() >= 2
+            && word
+                .chars()
+                .filter(|c| c.is_alphabetic())
+                .all(char::is_uppercase);
+        let name_like =
+            !value_like && (all_caps || (first_upper && !sentence_start)) && lower != "i";
+        out.push(Token {
+            lower,
+            name_like,
+            value_like,
+        });
+        sentence_start = ends_sentence;
+        if out.len() >= MAX_TOKENS {
+            break;
+        }
+    }
+    out
+}
+
+/// The text the fuzzy stage scores: lower-case words joined by single spaces.
+pub fn fuzzy_form(text: &str) -> String {
+    tokenize(text)
+        .into_iter()
+        .map(|t| t.lower)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Normalized Levenshtein similarity of two fuzzy forms, with a cheap upper bound first: the
+/// length ratio bounds the score, so most non-matches cost nothing.
+pub fn similarity(a: &str, b: &str) -> f64 {
+    let (la, lb) = (a.chars().count(), b.chars().count());
+    if la == 0 && lb == 0 {
+        return 1.0;
+    }
+    strsim::normalized_levenshtein(a, b)
+}
+
+/// Upper bound of `similarity(a, b)` from the lengths alone.
+pub fn similarity_bound(a: &str, b: &str) -> f64 {
+    let (la, lb) = (a.chars().count() as f64, b.chars().count() as f64);
+    if la.max(lb) == 0.0 {
+        1.0
+    } else {
+        la.min(lb) / la.max(lb)
+    }
+}
+
+/// Compares two free texts.
+pub fn compare(a: &str, b: &str) -> Relation {
+    let ta = tokenize(a);
+    let tb = tokenize(b);
+    let fa = ta
+        .iter()
+        .map(|t| t.lower.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let fb = tb
+        .iter()
+        .map(|t| t.lower.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let similarity = similarity(&fa, &fb);
+    let conflict = conflict(&ta, &tb);
+    let reordered = conflict.is_none() && reordered(&ta, &tb);
+    Relation {
+        similarity,
+        conflict,
+        reordered,
+    }
+}
+
+fn conflict(a: &[Token], b: &[Token]) -> Option<Conflict> {
+    if multiset(a.iter().filter(|t| t.value_like)) != multiset(b.iter().filter(|t| t.value_like)) {
+        return Some(Conflict::Values);
+    }
+    let words_a: HashMap<&str, usize> = multiset(a.iter());
+    let words_b: HashMap<&str, usize> = multiset(b.iter());
+    let name_missing = |x: &[Token], other: &HashMap<&str, usize>| {
+        x.iter()
+            .any(|t| t.name_like && !other.contains_key(t.lower.as_str()))
+    };
+    if name_missing(a, &words_b) || name_missing(b, &words_a) {
+        return Some(Conflict::Names);
+    }
+    if swapped_roles(a, b) {
+        return Some(Conflict::Swap);
+    }
+    if slot_differs(a, b) {
+        return Some(Conflict::Slot);
+    }
+    None
+}
+
+fn multiset<'a>(tokens: impl Iterator<Item = &'a Token>) -> HashMap<&'a str, usize> {
+    let mut m = HashMap::new();
+    for t in tokens {
+        *m.entry(t.lower.as_str()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The value after each directional preposition, in order.
+fn roles(t: &[Token]) -> Vec<(&str, &str)> {
+    t.windows(2)
+        .filter(|w| {
+            DIRECTIONAL.contains(&w[0].lower.as_str()) && !STOPWORDS.contains(&w[1].lower.as_str())
+        })
+        .map(|w| (w[0].lower.as_str(), w[1].lower.as_str()))
+        .collect()
+}
+
+/// Some directional role holds, in `b`, a value that fills another role in `a`.
+fn swapped_roles(a: &[Token], b: &[Token]) -> bool {
+    let ra = roles(a);
+    let rb = roles(b);
+    for (prep, va) in &ra {
+        for (prep_b, vb) in &rb {
+            if prep == prep_b && va != vb {
+                let vb_elsewhere_in_a = ra.iter().any(|(p, v)| v == vb && p != prep);
+                let va_elsewhere_in_b = rb.iter().any(|(p, v)| v == va && p != prep);
+                if vb_elsewhere_in_a || va_elsewhere_in_b {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// After aligning the two token sequences, some replaced span follows a role word that both
+/// texts share: the same slot, a different value.
+fn slot_differs(a: &[Token], b: &[Token]) -> bool {
+    let xa: Vec<&str> = a.iter().map(|t| t.lower.as_str()).collect();
+    let xb: Vec<&str> = b.iter().map(|t| t.lower.as_str()).collect();
+    for (prev, del, ins) in replacements(&xa, &xb) {
+        let Some(prev) = prev else { continue };
+        if !ROLE_WORDS.contains(&prev) {
+            continue;
+        }
+        let content = |span: &[&str]| span.iter().any(|w| !STOPWORDS.contains(w));
+        if content(&del) && content(&ins) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Replaced spans of an LCS alignment: (word before the span, span in a, span in b), for spans
+/// where both sides have words.
+fn replacements<'a>(
+    a: &[&'a str],
+    b: &[&'a str],
+) -> Vec<(Option<&'a str>, Vec<&'a str>, Vec<&'a str>)> {
+    let (n, m) = (a.len(), b.len());
+    let mut lcs = vec![vec![0u16; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    let mut prev: Option<&str> = None;
+    let (mut del, mut ins): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+    let mut flush = |prev: Option<&'a str>, del: &mut Vec<&'a str>, ins: &mut Vec<&'a str>| {
+        if !del.is_empty() && !ins.is_empty() {
+            out.push((prev, std::mem::take(del), std::mem::take(ins)));
+        }
+        del.clear();
+        ins.clear();
+    };
+    while i < n && j < m {
+        if a[i] == b[j] {
+            flush(prev, &mut del, &mut ins);
+            prev = Some(a[i]);
+            i += 1;
+            j += 1;
+        } else if lcs[i + 1][j] >= lcs[i][j + 1] {
+            del.push(a[i]);
+            i += 1;
+        } else {
+            ins.push(b[j]);
+            j += 1;
+        }
+    }
+    del.extend_from_slice(&a[i..]);
+    ins.extend_from_slice(&b[j..]);
+    flush(prev, &mut del, &mut ins);
+    out
+}
+
+/// Mostly the same words, with some pair of them in the opposite order.
+fn reordered(a: &[Token], b: &[Token]) -> bool {
+    let ma = multiset(a.iter());
+    let mb = multiset(b.iter());
+    let shared: usize = ma
+        .iter()
+        .map(|(w, c)| (*c).min(*mb.get(w).unwrap_or(&0)))
+        .sum();
+    let total = a.len().max(b.len());
+    if total == 0 || (shared as f64) < 0.8 * total as f64 {
+        return false;
+    }
+    // Content words occurring once in each text, in a's order; an inversion in b is a reorder.
+    let pos_b: HashMap<&str, usize> = b
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| mb.get(t.lower.as_str()) == Some(&1))
+        .map(|(i, t)| (t.lower.as_str(), i))
+        .collect();
+    let seq: Vec<usize> = a
+        .iter()
+        .filter(|t| ma.get(t.lower.as_str()) == Some(&1) && !STOPWORDS.contains(&t.lower.as_str()))
+        .filter_map(|t| pos_b.get(t.lower.as_str()).copied())
+        .collect();
+    seq.windows(2).any(|w| w[0] > w[1]) || {
+        // Non-adjacent inversions too.
+        let mut max_seen = 0;
+        let mut inverted = false;
+        for &p in &seq {
+            if p < max_seen {
+                inverted = true;
+                break;
+            }
+            max_seen = p;
+        }
+        inverted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dup_ok(a: &str, b: &str) -> bool {
+        let r = compare(a, b);
+        r.conflict.is_none() && !r.reordered
+    }
+
+    #[test]
+    fn identical_and_lightly_edited_texts_are_similar() {
+        let r = compare(
+            "Please send the quarterly report to the finance team.",
+            "please send the quarterly report to the finance team",
+        );
+        assert!(r.similarity > 0.99, "{r:?}");
+        assert!(dup_ok(
+            "Please send the quarterly report to the finance team.",
+            "Please send the quarterly report to the finance team!"
+        ));
+    }
+
+    #[test]
+    fn paraphrases_without_value_changes_pass() {
+        assert!(
+            dup_ok(
+                "Send the quarterly report to the finance team",
+                "Please email the finance team the quarterly report"
+            ) || compare(
+                "Send the quarterly report to the finance team",
+                "Please email the finance team the quarterly report"
+            )
+            .reordered
+        );
+        assert!(dup_ok(
+            "Remind Alice about the meeting",
+            "Send Alice a reminder about the meeting"
+        ));
+    }
+
+    #[test]
+    fn different_numbers_or_amounts_conflict() {
+        assert_eq!(
+            compare(
+                "Transfer $100 to the savings account",
+                "Transfer $200 to the savings account"
+            )
+            .conflict,
+            Some(Conflict::Values)
+        );
+        assert_eq!(
+            compare("refund order 1234", "refund order 1235").conflict,
+            Some(Conflict::Values)
+        );
+        assert_eq!(
+            compare("email a@x.io the notes", "email b@x.io the notes").conflict,
+            Some(Conflict::Values)
+        );
+    }
+
+    #[test]
+    fn different_names_conflict() {
+        assert_eq!(
+            compare("Transfer $100 to Alice today", "Transfer $100 to Bob today").conflict,
+            Some(Conflict::Names)
+        );
+    }
+
+    #[test]
+    fn lower_case_slot_values_conflict() {
+        assert_eq!(
+            compare("send the invoice to alice", "send the invoice to bob").conflict,
+            Some(Conflict::Slot)
+        );
+        assert_eq!(
+            compare("cancel my order please", "cancel my subscription please").conflict,
+            Some(Conflict::Slot)
+        );
+    }
+
+    #[test]
+    fn swapped_directions_conflict() {
+        assert_eq!(
+            compare("find flights from NYC to LA", "find flights from LA to NYC").conflict,
+            Some(Conflict::Swap)
+        );
+        assert_eq!(
+            compare(
+                "move 5 units from checking to savings",
+                "move 5 units from savings to checking"
+            )
+            .conflict,
+            Some(Conflict::Swap)
+        );
+    }
+
+    #[test]
+    fn same_words_other_order_is_a_reorder() {
+        let r = compare("the dog bit the man", "the man bit the dog");
+        assert!(r.reordered || r.conflict.is_some(), "{r:?}");
+    }
+
+    #[test]
+    fn levenshtein_is_order_aware() {
+        assert!(
+            similarity(
+                &fuzzy_form("find flights from nyc to la"),
+                &fuzzy_form("find flights from la to nyc")
+            ) < 0.9
+        );
+        assert!(similarity_bound("abcd", "ab") >= similarity("abcd", "ab"));
+    }
+}

@@ -1,0 +1,270 @@
+//! The semantic funnel end to end: paraphrases caught, different actions never merged.
+
+mod common;
+
+use common::*;
+use idem::proto::{self, Verdict};
+
+fn describe(r: &proto::CheckResponse) -> String {
+    format!(
+        "{:?} {:?} stages={:?} reason={}",
+        verdict(r),
+        r.matched,
+        r.stages,
+        r.reason
+    )
+}
+
+async fn configure(
+    c: &mut idem::proto::idem_client::IdemClient<tonic::transport::Channel>,
+    cfg: proto::SessionConfig,
+) {
+    c.configure_session(proto::ConfigureSessionRequest { config: Some(cfg) })
+        .await
+        .unwrap();
+}
+
+fn session(deadline_ms: u32) -> proto::SessionConfig {
+    proto::SessionConfig {
+        tenant: "t".into(),
+        session: "s".into(),
+        deadline_ms: Some(deadline_ms),
+        ..Default::default()
+    }
+}
+
+/// Records `first`, completes it, then checks `second` (generous deadline: CI machines are busy).
+async fn pair(tool: &str, first: &str, second: &str) -> proto::CheckResponse {
+    let srv = start_semantic(semantic_config()).await;
+    let mut c = srv.client().await;
+    configure(&mut c, session(5_000)).await;
+    let a = run(&mut c, check(tool, first)).await;
+    assert_eq!(verdict(&a), Verdict::New, "{}", describe(&a));
+    succeed(&mut c, &a.call_id, r#"{"ok": true}"#, None).await;
+    run(&mut c, check(tool, second)).await
+}
+
+#[tokio::test]
+async fn paraphrased_email_body_to_the_same_recipient_is_a_duplicate() {
+    let r = pair(
+        "send_email",
+        r#"{"to": "alice@example.com", "body": "Please send me the signed contract for the Berlin office lease by Friday."}"#,
+        r#"{"to": "alice@example.com", "body": "Could you send me the signed contract for the Berlin office lease by Friday?"}"#,
+    )
+    .await;
+    assert_eq!(verdict(&r), Verdict::Duplicate, "{}", describe(&r));
+    let stage = r.matched.unwrap().stage;
+    assert!(stage == proto::Stage::Fuzzy as i32 || stage == proto::Stage::Semantic as i32);
+    assert!(r.replayed);
+}
+
+#[tokio::test]
+async fn reworded_email_body_is_caught_by_the_semantic_stage() {
+    let r = pair(
+        "send_email",
+        r#"{"to": "bob@example.com", "body": "Reminder: the quarterly budget review meeting is tomorrow at the main office."}"#,
+        r#"{"to": "bob@example.com", "body": "Just a reminder that the quarterly budget review meeting takes place tomorrow at the main office."}"#,
+    )
+    .await;
+    assert_eq!(verdict(&r), Verdict::Duplicate, "{}", describe(&r));
+}
+
+#[tokio::test]
+async fn same_body_to_another_recipient_is_new() {
+    let r = pair(
+        "send_email",
+        r#"{"to": "alice@example.com", "body": "Please send me the signed contract for the Berlin office lease by Friday."}"#,
+        r#"{"to": "carol@example.com", "body": "Please send me the signed contract for the Berlin office lease by Friday."}"#,
+    )
+    .await;
+    assert_eq!(verdict(&r), Verdict::New, "{}", describe(&r));
+}
+
+#[tokio::test]
+async fn transfer_to_alice_and_to_bob_are_different_actions() {
+    let r = pair(
+        "transfer",
+        r#"{"to": "Alice", "amount": 100, "currency": "USD"}"#,
+        r#"{"to": "Bob", "amount": 100, "currency": "USD"}"#,
+    )
+    .await;
+    assert_eq!(verdict(&r), Verdict::New, "{}", describe(&r));
+    // The same intent written as prose.
+    let r = pair(
+        "run_instruction",
+        r#"{"instruction": "Transfer $100 from my checking account to Alice right away"}"#,
+        r#"{"instruction": "Transfer $100 from my checking account to Bob right away"}"#,
+    )
+    .await;
+    assert_eq!(verdict(&r), Verdict::New, "{}", describe(&r));
+}
+
+#[tokio::test]
+async fn swapped_direction_in_free_text_is_not_a_duplicate() {
+    let r = pair(
+        "search_flights",
+        r#"{"query": "find me the cheapest flights from NYC to LA next week"}"#,
+        r#"{"query": "find me the cheapest flights from LA to NYC next week"}"#,
+    )
+    .await;
+    assert_ne!(verdict(&r), Verdict::Duplicate, "{}", describe(&r));
+    let r = pair(
+        "search_flights",
+        r#"{"query": "find me the cheapest flights from nyc to la next week"}"#,
+        r#"{"query": "find me the cheapest flights from la to nyc next week"}"#,
+    )
+    .await;
+    assert_ne!(verdict(&r), Verdict::Duplicate, "{}", describe(&r));
+}
+
+#[tokio::test]
+async fn a_tool_with_mode_off_is_never_recorded() {
+    let srv = start_semantic(semantic_config()).await;
+    let mut c = srv.client().await;
+    let mut cfg = session(5_000);
+    cfg.tools.insert(
+        "web_search".into(),
+        proto::ToolPolicy {
+            mode: "off".into(),
+            ..Default::default()
+        },
+    );
+    configure(&mut c, cfg).await;
+    for _ in 0..3 {
+        let r = run(&mut c, check("web_search", r#"{"q": "weather in Paris"}"#)).await;
+        assert_eq!(verdict(&r), Verdict::New);
+        assert!(r.call_id.is_empty());
+    }
+    let list = c
+        .list_calls(proto::ListCallsRequest {
+            tenant: "t".into(),
+            session: "s".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.calls.is_empty());
+}
+
+#[tokio::test]
+async fn a_one_millisecond_deadline_returns_quickly_and_says_so() {
+    let srv = start_semantic(semantic_config()).await;
+    let mut c = srv.client().await;
+    configure(&mut c, session(5_000)).await;
+    let body = r#"{"to": "x@example.com", "body": "Please prepare a detailed summary of the findings from the audit last month."}"#;
+    run(&mut c, check("send_email", body)).await;
+    let other = r#"{"to": "x@example.com", "body": "Please prepare a detailed overview of what the audit found last month."}"#;
+    let mut req = check("send_email", other);
+    req.deadline_ms = Some(1);
+    let t = std::time::Instant::now();
+    let r = run(&mut c, req).await;
+    let took = t.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(500),
+        "took {took:?}"
+    );
+    assert_eq!(
+        r.stop_reason,
+        proto::StopReason::Deadline as i32,
+        "{}",
+        describe(&r)
+    );
+    assert!(
+        r.stages.iter().any(|s| s.outcome == "deadline"),
+        "{}",
+        describe(&r)
+    );
+    // The certain stages still ran.
+    assert!(
+        r.stages
+            .iter()
+            .any(|s| s.name == "exact" && s.outcome != "deadline"),
+        "{}",
+        describe(&r)
+    );
+}
+
+#[tokio::test]
+async fn semantic_duplicates_are_found_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let body1 = r#"{"to": "bob@example.com", "body": "Reminder: the quarterly budget review meeting is tomorrow at the main office."}"#;
+    let body2 = r#"{"to": "bob@example.com", "body": "Just a reminder that the quarterly budget review meeting takes place tomorrow at the main office."}"#;
+    let first_id = {
+        let store = std::sync::Arc::new(idem::store::EmbeddedStore::open(dir.path()).unwrap());
+        let (engine, clock) = semantic_engine(store, semantic_config());
+        let srv = TestServer::start_engine(engine, clock).await;
+        let mut c = srv.client().await;
+        configure(&mut c, session(5_000)).await;
+        let a = run(&mut c, check("send_email", body1)).await;
+        succeed(&mut c, &a.call_id, "{}", None).await;
+        drop(c);
+        srv.stop().await;
+        a.call_id
+    };
+    // Background tasks may hold the file a moment longer.
+    let mut store = None;
+    for _ in 0..100 {
+        match idem::store::EmbeddedStore::open(dir.path()) {
+            Ok(s) => {
+                store = Some(std::sync::Arc::new(s));
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    let store = store.expect("store reopened");
+    let (engine, clock) = semantic_engine(store, semantic_config());
+    assert!(engine.rebuild_indexes().await.unwrap() >= 1);
+    let srv = TestServer::start_engine(engine, clock).await;
+    let mut c = srv.client().await;
+    let r = run(&mut c, check("send_email", body2)).await;
+    assert_eq!(verdict(&r), Verdict::Duplicate, "{}", describe(&r));
+    assert_eq!(r.call_id, first_id);
+    assert_eq!(r.matched.unwrap().stage, proto::Stage::Semantic as i32);
+}
+
+#[tokio::test]
+async fn new_verdicts_carry_the_nearest_score() {
+    let r = pair(
+        "send_email",
+        r#"{"to": "a@example.com", "body": "Please book a table for four at the Italian place on Friday evening."}"#,
+        r#"{"to": "a@example.com", "body": "Cancel the gym membership renewal that is due at the end of the month."}"#,
+    )
+    .await;
+    assert_eq!(verdict(&r), Verdict::New, "{}", describe(&r));
+    let sem = r
+        .stages
+        .iter()
+        .find(|s| s.name == "semantic")
+        .expect("semantic stage ran");
+    assert!(sem.best_score.is_some_and(|s| s < 0.9), "{}", describe(&r));
+}
+
+#[test]
+fn missing_model_files_fail_at_start_with_a_clear_message() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_idem"))
+        .args([
+            "serve",
+            "--store",
+            "memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--models-dir",
+        ])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("model.onnx") || err.contains("libonnxruntime"),
+        "{err}"
+    );
+    assert!(
+        err.contains("make models") || err.contains("fetch-models"),
+        "{err}"
+    );
+}
