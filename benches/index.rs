@@ -14,6 +14,8 @@ use idem::index::{FlatIndex, HnswIndex, IndexConfig, VectorIndex};
 const DIM: usize = 384;
 const K: usize = 10;
 const QUERIES: usize = 64;
+/// Search candidate list sizes measured for HNSW (the default is 128).
+const EF_SEARCH: [usize; 3] = [64, 128, 256];
 
 /// `n` pseudo-random unit vectors, stored row after row.
 fn unit_vectors(n: usize, seed: u64) -> Vec<f32> {
@@ -102,26 +104,36 @@ fn search(c: &mut Criterion) {
     let params = IndexConfig::default().hnsw_params();
     for &n in &hnsw_sizes {
         let started = Instant::now();
-        let hnsw = HnswIndex::build(DIM, params, rows(n).map(|(i, row)| (i as u64, row)));
+        let mut hnsw = HnswIndex::build(DIM, params, rows(n).map(|(i, row)| (i as u64, row)));
         let build = started.elapsed();
         let mut exact = FlatIndex::new(DIM);
         for (i, row) in rows(n) {
             exact.insert(i as u64, row);
         }
         eprintln!(
-            "hnsw/{}: built in {:.1} s (M={}, ef_construction={}), recall@{K} at ef_search={} = {:.3}",
+            "hnsw/{}: built in {:.1} s on {} threads (M={}, ef_construction={})",
             label(n),
             build.as_secs_f64(),
+            std::thread::available_parallelism().map_or(1, |p| p.get()),
             params.max_nb_connection,
             params.ef_construction,
-            params.ef_search,
-            recall(&hnsw, &exact, &queries)
         );
+        for ef in EF_SEARCH {
+            hnsw.set_ef_search(ef);
+            eprintln!(
+                "hnsw/{}/ef{ef}: recall@{K} = {:.3}",
+                label(n),
+                recall(&hnsw, &exact, &queries)
+            );
+        }
         drop(exact);
-        let mut q = queries.chunks_exact(DIM).cycle();
-        group.bench_function(BenchmarkId::new("hnsw", label(n)), |b| {
-            b.iter(|| black_box(hnsw.search(q.next().unwrap_or_default(), K, &|_| true)))
-        });
+        for ef in EF_SEARCH {
+            hnsw.set_ef_search(ef);
+            let mut q = queries.chunks_exact(DIM).cycle();
+            group.bench_function(BenchmarkId::new(format!("hnsw_ef{ef}"), label(n)), |b| {
+                b.iter(|| black_box(hnsw.search(q.next().unwrap_or_default(), K, &|_| true)))
+            });
+        }
     }
     group.finish();
 }

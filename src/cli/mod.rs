@@ -1,7 +1,9 @@
 //! Command-line interface: `idem serve` and client commands that talk to a running server.
 
+mod bench;
 mod client;
 mod json;
+mod mcp_proxy;
 mod serve;
 
 use std::process::ExitCode;
@@ -9,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use client::{CheckArgs, CompleteArgs, GetArgs};
+pub use mcp_proxy::McpProxyArgs;
 pub use serve::ServeArgs;
 
 /// idem: semantic dedup for AI-agent tool calls.
@@ -30,6 +33,10 @@ pub enum Command {
     Complete(CompleteArgs),
     /// Show one recorded call.
     Get(GetArgs),
+    /// Load-test a running server: throughput and latency per verdict.
+    Bench(bench::BenchArgs),
+    /// Stdio MCP proxy: dedups `tools/call` of the MCP server it starts.
+    McpProxy(McpProxyArgs),
 }
 
 /// Runs a parsed command line; `anyhow` lives only at this edge.
@@ -43,6 +50,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Check(a) => client::check(a).await,
             Command::Complete(a) => client::complete(a).await,
             Command::Get(a) => client::get(a).await,
+            Command::Bench(a) => bench::run(a).await,
+            Command::McpProxy(a) => mcp_proxy::run(a).await,
         }
     })
 }

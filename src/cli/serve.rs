@@ -167,6 +167,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
     };
     let semantic = crate::semantic::Semantic::from_config(&config)?;
+    if let Some(s) = &semantic {
+        s.warm_up().await;
+    }
     let listen = config.listen;
     let engine = Arc::new(Engine::with_parts(
         store,

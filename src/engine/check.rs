@@ -125,12 +125,16 @@ impl Engine {
         // The embedding needs no lock: compute it first, unless a certain stage will settle.
         let mut embedding = None;
         let mut embed_report = None;
+        let mut embed_micros = 0u64;
         if let Some(sim) = &self.semantic {
             let text = p.call.free_text_joined();
             if p.mode == ToolMode::Semantic && !text.is_empty() && !self.certain_hit(p).await? {
                 let t = std::time::Instant::now();
                 match sim.embed(&text, p.deadline).await {
-                    Ok(v) => embedding = Some(v),
+                    Ok(v) => {
+                        embedding = Some(v);
+                        embed_micros = t.elapsed().as_micros() as u64;
+                    }
                     Err(IdemError::DeadlineExceeded(_)) => {
                         embed_report = Some(StageReport {
                             stage: StageKind::Semantic,
@@ -174,6 +178,10 @@ impl Engine {
             note: None,
         };
         let mut result = self.funnel.run(&mut ctx).await?;
+        // The embedding ran before the lock; charge it to the semantic stage that used it.
+        if let Some(r) = result.reports.iter_mut().find(|r| r.stage == StageKind::Semantic) {
+            r.micros += embed_micros;
+        }
         if let Some(r) = embed_report
             && !result
                 .reports

@@ -52,7 +52,7 @@ impl Default for IndexConfig {
             hnsw_threshold: 4096,
             max_nb_connection: 16,
             ef_construction: 200,
-            ef_search: 64,
+            ef_search: 128,
             tombstone_rebuild_ratio: 0.25,
         }
     }

@@ -125,6 +125,16 @@ impl Semantic {
         ]
     }
 
+    /// Runs a few embeddings so the first real checks do not pay the model's warm-up.
+    pub async fn warm_up(&self) {
+        for text in ["warm up", "a short sentence to warm up the model", "one more warm-up sentence of a few words"] {
+            if let Err(e) = self.embed(text, Instant::now() + std::time::Duration::from_secs(30)).await {
+                tracing::warn!(%e, "embedder warm-up failed");
+                return;
+            }
+        }
+    }
+
     /// Whether an embedder is configured.
     pub fn has_embedder(&self) -> bool {
         self.embedder.is_some()

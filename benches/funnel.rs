@@ -1,0 +1,123 @@
+//! Per-stage and whole-check benches: canonicalise, exact lookup, fuzzy over 1,000
+//! candidates, and whole checks (exact repeat; paraphrase needing an embedding).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use idem::canonical::{CanonPolicy, CanonicalCall};
+use idem::config::{EmbedderKind, ServerConfig};
+use idem::engine::{CheckRequest, Engine};
+use idem::funnel::text;
+use idem::store::{EmbeddedStore, MemoryStore, Store};
+use serde_json::json;
+
+fn email(body: &str) -> String {
+    json!({"to": "bob@example.com", "subject": "Budget", "request_id": "r-1", "body": body}).to_string()
+}
+
+fn req(args: String) -> CheckRequest {
+    CheckRequest {
+        tenant: "bench".into(),
+        session: "s".into(),
+        tool: "send_email".into(),
+        arguments_json: args,
+        deadline_ms: Some(5_000),
+        ..Default::default()
+    }
+}
+
+fn canonicalise(c: &mut Criterion) {
+    let v: serde_json::Value = serde_json::from_str(&email(
+        "Reminder: the quarterly budget review meeting is tomorrow at the main office.",
+    ))
+    .unwrap();
+    let p = CanonPolicy { ignored_names: ["request_id".to_string()].into(), ..Default::default() };
+    c.bench_function("canonicalise/email", |b| b.iter(|| CanonicalCall::build("send_email", &v, &p).unwrap()));
+}
+
+fn fuzzy_1000(c: &mut Criterion) {
+    let query = "Reminder: the quarterly budget review meeting is tomorrow at the main office.";
+    let cands: Vec<String> = (0..1000)
+        .map(|i| format!("Note {i}: the team offsite planning session moves to the north building next week."))
+        .collect();
+    let q = text::fuzzy_form(query);
+    c.bench_function("fuzzy/1000_candidates", |b| {
+        b.iter(|| {
+            let mut best = 0.0f64;
+            for cand in &cands {
+                let f = text::fuzzy_form(cand);
+                if text::similarity_bound(&q, &f) >= 0.9 {
+                    best = best.max(text::similarity(&q, &f));
+                }
+            }
+            best
+        })
+    });
+}
+
+fn exact_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stores: Vec<(&str, Arc<dyn Store>)> = vec![
+        ("memory", Arc::new(MemoryStore::new())),
+        ("embedded", Arc::new(EmbeddedStore::open(dir.path()).unwrap())),
+    ];
+    for (name, store) in stores {
+        let cfg = ServerConfig { semantic: idem::config::SemanticConfig { embedder: EmbedderKind::None, ..Default::default() }, ..Default::default() };
+        let engine = Engine::new(store, cfg);
+        let args = email("Reminder: the quarterly budget review meeting is tomorrow at the main office.");
+        rt.block_on(engine.check(req(args.clone()))).unwrap();
+        c.bench_function(&format!("check/exact_repeat/{name}"), |b| {
+            b.iter(|| rt.block_on(engine.check(req(args.clone()))).unwrap())
+        });
+    }
+}
+
+fn semantic_check(c: &mut Criterion) {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut cfg = ServerConfig::default();
+    cfg.semantic.models_dir = models;
+    let Ok(Some(sem)) = idem::semantic::Semantic::from_config(&cfg) else {
+        eprintln!("model files missing (run `make models`): skipping the semantic bench");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let engine = rt.block_on(async {
+        Engine::with_parts(Arc::new(MemoryStore::new()), cfg.clone(), Arc::new(idem::clock::SystemClock), Some(sem.clone()))
+    });
+    let original = "Reminder: the quarterly budget review meeting is tomorrow at the main office.";
+    let para = "Just a reminder that the quarterly budget review meeting takes place tomorrow at the main office.";
+    rt.block_on(async {
+        let r = engine.check(req(email(original))).await.unwrap();
+        engine
+            .complete(idem::engine::CompleteRequest {
+                call_id: r.call_id,
+                outcome: idem::engine::Outcome::Succeeded { result_json: "{}".into() },
+                cost: None,
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let mut g = c.benchmark_group("semantic");
+    g.sample_size(50);
+    g.bench_function("raw_embedding/paraphrase_text", |b| {
+        b.iter(|| rt.block_on(sem.embed(para, tokio::time::Instant::now() + Duration::from_secs(5))).unwrap())
+    });
+    g.bench_function("check/paraphrase_duplicate", |b| {
+        b.iter(|| {
+            let r = rt.block_on(engine.check(req(email(para)))).unwrap();
+            assert_eq!(r.verdict, idem::engine::Verdict::Duplicate);
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    targets = canonicalise, fuzzy_1000, exact_path, semantic_check
+}
+criterion_main!(benches);

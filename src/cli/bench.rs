@@ -1,0 +1,307 @@
+//! `idem bench`: a gRPC load generator reporting throughput and latency per verdict.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::proto;
+use crate::proto::idem_client::IdemClient;
+
+/// Arguments of `idem bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long, env = "IDEM_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// How long to run, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Request mix in percent: exact repeats, paraphrased repeats, new calls.
+    #[arg(long, default_value = "exact=40,paraphrase=30,new=30")]
+    pub mix: String,
+    /// Deadline per check in ms (server default when unset).
+    #[arg(long)]
+    pub deadline_ms: Option<u32>,
+    /// Also time raw local embeddings of the paraphrase texts (needs the model files).
+    #[arg(long)]
+    pub models_dir: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Exact,
+    Paraphrase,
+    New,
+}
+
+/// Originals and their paraphrases (same identity, other words).
+const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "Reminder: the {t} review meeting is tomorrow at the main office.",
+        "Just a reminder that the {t} review meeting takes place tomorrow at the main office.",
+    ),
+    (
+        "Please send me the signed contract for the {t} project by the end of the week.",
+        "Could you send me the signed contract for the {t} project before the week is over?",
+    ),
+    (
+        "Summarize the key findings of the {t} audit for the leadership team.",
+        "Give the leadership team a summary of the main findings of the {t} audit.",
+    ),
+    (
+        "Schedule a follow-up call with the vendor about the {t} delivery delays.",
+        "Set up a follow-up call with the vendor regarding delays in the {t} delivery.",
+    ),
+];
+const TOPICS: &[&str] = &["budget", "hiring", "security", "marketing", "logistics", "pricing", "compliance", "migration"];
+const WORDS: &[&str] = &[
+    "orchard", "lantern", "glacier", "velvet", "harbor", "meadow", "copper", "falcon", "prairie", "quartz", "saffron",
+    "tundra", "willow", "zephyr", "basalt", "cobalt", "ember", "fjord", "garnet", "heron",
+];
+
+fn parse_mix(s: &str) -> anyhow::Result<Vec<(Kind, u32)>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (k, v) = part.split_once('=').with_context(|| format!("mix entry {part:?} is not name=percent"))?;
+        let kind = match k.trim() {
+            "exact" => Kind::Exact,
+            "paraphrase" => Kind::Paraphrase,
+            "new" => Kind::New,
+            other => anyhow::bail!("unknown mix kind {other:?}; use exact, paraphrase, new"),
+        };
+        out.push((kind, v.trim().parse().with_context(|| format!("bad percent in {part:?}"))?));
+    }
+    anyhow::ensure!(out.iter().map(|(_, p)| p).sum::<u32>() > 0, "mix percentages sum to 0");
+    Ok(out)
+}
+
+fn body(template: &str, topic: &str) -> String {
+    json!({"to": "team@example.com", "body": template.replace("{t}", topic)}).to_string()
+}
+
+/// A small deterministic generator (xorshift), so runs are repeatable.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    by_verdict: BTreeMap<String, Vec<u64>>,
+    by_kind: BTreeMap<String, Vec<u64>>,
+    deadline_stops: u64,
+    shed: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+fn summary(v: &mut [u64]) -> serde_json::Value {
+    v.sort_unstable();
+    json!({
+        "count": v.len(),
+        "p50_ms": pct(v, 0.5), "p90_ms": pct(v, 0.9), "p99_ms": pct(v, 0.99),
+        "max_ms": v.last().map_or(0.0, |m| *m as f64 / 1000.0),
+    })
+}
+
+/// Runs the load and prints the report.
+pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    let mix = parse_mix(&a.mix)?;
+    let total: u32 = mix.iter().map(|(_, p)| p).sum();
+    let client = IdemClient::connect(a.server.clone())
+        .await
+        .with_context(|| format!("cannot connect to {}", a.server))?;
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    // Seed: every worker's session holds completed originals of every template and topic.
+    let mut seeders = Vec::new();
+    for w in 0..a.concurrency {
+        let mut c = client.clone();
+        let session = format!("bench-{run_id}-{w}");
+        seeders.push(tokio::spawn(async move {
+            for (orig, _) in TEMPLATES {
+                for topic in TOPICS {
+                    let r = c
+                        .check_and_record(proto::CheckRequest {
+                            tenant: "bench".into(),
+                            session: session.clone(),
+                            tool: "send_email".into(),
+                            arguments_json: body(orig, topic),
+                            deadline_ms: Some(5_000),
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    if r.verdict == proto::Verdict::New as i32 {
+                        c.complete(proto::CompleteRequest {
+                            call_id: r.call_id,
+                            outcome: proto::CallStatus::Succeeded as i32,
+                            result_json: Some("{\"sent\":true}".into()),
+                            ..Default::default()
+                        })
+                        .await?;
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(session)
+        }));
+    }
+    let mut sessions = Vec::new();
+    for s in seeders {
+        sessions.push(s.await??);
+    }
+    let raw_embed_ms = match &a.models_dir {
+        Some(dir) => Some(raw_embedding_median(dir).await?),
+        None => None,
+    };
+    let started = Instant::now();
+    let end = started + a.duration;
+    let mut workers = Vec::new();
+    for (w, session) in sessions.into_iter().enumerate() {
+        let mut c = client.clone();
+        let tally = tally.clone();
+        let mix = mix.clone();
+        let deadline_ms = a.deadline_ms;
+        workers.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1));
+            let mut n = 0u64;
+            while Instant::now() < end {
+                let mut roll = rng.below(total as usize) as u32;
+                let kind = mix
+                    .iter()
+                    .find(|(_, p)| {
+                        if roll < *p {
+                            true
+                        } else {
+                            roll -= p;
+                            false
+                        }
+                    })
+                    .map_or(Kind::New, |(k, _)| *k);
+                let (orig, para) = TEMPLATES[rng.below(TEMPLATES.len())];
+                let topic = TOPICS[rng.below(TOPICS.len())];
+                let args = match kind {
+                    Kind::Exact => body(orig, topic),
+                    Kind::Paraphrase => body(para, topic),
+                    Kind::New => {
+                        n += 1;
+                        let words: Vec<&str> = (0..4).map(|_| WORDS[rng.below(WORDS.len())]).collect();
+                        json!({"to": "team@example.com",
+                               "body": format!("Draft a short note about the {} {} initiative and the {} {} plan, item {w}-{n}.",
+                                               words[0], words[1], words[2], words[3])})
+                        .to_string()
+                    }
+                };
+                let t = Instant::now();
+                let res = c
+                    .check_and_record(proto::CheckRequest {
+                        tenant: "bench".into(),
+                        session: session.clone(),
+                        tool: "send_email".into(),
+                        arguments_json: args,
+                        deadline_ms,
+                        ..Default::default()
+                    })
+                    .await;
+                let micros = t.elapsed().as_micros() as u64;
+                let mut g = tally.lock().await;
+                let kind_name = format!("{kind:?}").to_lowercase();
+                g.by_kind.entry(kind_name).or_default().push(micros);
+                match res {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        let v = proto::Verdict::try_from(r.verdict).map_or("UNKNOWN", |v| v.as_str_name());
+                        g.by_verdict.entry(v.to_string()).or_default().push(micros);
+                        if r.stop_reason == proto::StopReason::Deadline as i32 {
+                            g.deadline_stops += 1;
+                        }
+                    }
+                    Err(s) if s.code() == tonic::Code::ResourceExhausted => g.shed += 1,
+                    Err(s) => *g.errors.entry(format!("{:?}", s.code())).or_default() += 1,
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut g = tally.lock().await;
+    let ok: usize = g.by_verdict.values().map(Vec::len).sum();
+    let total_requests = ok as u64 + g.shed + g.errors.values().sum::<u64>();
+    let by_verdict: BTreeMap<String, serde_json::Value> =
+        g.by_verdict.iter_mut().map(|(k, v)| (k.clone(), summary(v))).collect();
+    let by_kind: BTreeMap<String, serde_json::Value> =
+        g.by_kind.iter_mut().map(|(k, v)| (k.clone(), summary(v))).collect();
+    let para_p50 = by_kind.get("paraphrase").and_then(|v| v["p50_ms"].as_f64());
+    let report = json!({
+        "concurrency": a.concurrency,
+        "duration_s": elapsed,
+        "requests": total_requests,
+        "throughput_per_s": total_requests as f64 / elapsed,
+        "by_verdict": by_verdict,
+        "by_kind": by_kind,
+        "deadline_stops": g.deadline_stops,
+        "shed_resource_exhausted": g.shed,
+        "errors": g.errors,
+        "raw_embedding_p50_ms": raw_embed_ms,
+        "paraphrase_check_to_raw_embedding_ratio": match (para_p50, raw_embed_ms) {
+            (Some(p), Some(e)) if e > 0.0 => Some(p / e),
+            _ => None,
+        },
+    });
+    if a.json {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Median time of one local embedding of the paraphrase texts, in ms.
+async fn raw_embedding_median(dir: &std::path::Path) -> anyhow::Result<f64> {
+    use crate::embed::{Embedder, LocalEmbedder, LocalEmbedderConfig};
+    let e = LocalEmbedder::new(LocalEmbedderConfig { models_dir: dir.to_path_buf(), ..Default::default() })?;
+    let mut times = Vec::new();
+    for round in 0..5 {
+        for (_, para) in TEMPLATES {
+            for topic in TOPICS {
+                let text = para.replace("{t}", topic);
+                let t = Instant::now();
+                e.embed(&text, tokio::time::Instant::now() + Duration::from_secs(5)).await?;
+                if round > 0 {
+                    times.push(t.elapsed().as_micros() as u64);
+                }
+            }
+        }
+    }
+    times.sort_unstable();
+    Ok(pct(&times, 0.5))
+}

@@ -1,0 +1,200 @@
+//! [`IdemClient`]: a cheap-to-clone handle on one gRPC channel to an idem server.
+//! `connect` fails fast when the server is down; `connect_lazy` defers that to each call, which
+//! is what a long-lived adapter wants (the guard's failure policy then decides per call).
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tonic::transport::{Channel, Endpoint};
+
+use super::error::ClientError;
+use super::types::{CallInfo, Check, Outcome};
+use crate::config::ToolMode;
+use crate::proto;
+use crate::proto::idem_client::IdemClient as RawClient;
+
+/// How long to wait for a TCP connection to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upper bound on one RPC, including the server's own check deadline.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Per-check options beyond tenant, session, tool and arguments.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckOptions {
+    /// Client idempotency key, matched exactly in the scope.
+    pub idempotency_key: Option<String>,
+    /// Deadline of this check in milliseconds (overrides the session's).
+    pub deadline_ms: Option<u32>,
+    /// Ask for a genuinely new execution that supersedes this call id (retry intent RESAMPLE).
+    pub resample_of: Option<String>,
+}
+
+/// Typed client of the idem gRPC API. Clones share one channel.
+#[derive(Debug, Clone)]
+pub struct IdemClient {
+    raw: RawClient<Channel>,
+}
+
+fn endpoint(url: &str) -> Result<Endpoint, ClientError> {
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(|source| ClientError::InvalidUrl {
+            url: url.to_string(),
+            source,
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT))
+}
+
+impl IdemClient {
+    /// Connects to `url` (for example `http://127.0.0.1:50051`); fails when it is unreachable.
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        let channel = endpoint(url)?
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// A client that connects on first use and reconnects after failures; an unreachable
+    /// server shows up as an unavailable error on each call instead of here.
+    pub fn connect_lazy(url: &str) -> Result<Self, ClientError> {
+        Ok(Self::from_channel(endpoint(url)?.connect_lazy()))
+    }
+
+    /// A client over an existing channel.
+    pub fn from_channel(channel: Channel) -> Self {
+        Self {
+            raw: RawClient::new(channel),
+        }
+    }
+
+    /// Asks whether `tool(args)` repeats an earlier call in the scope; records it when NEW.
+    pub async fn check(
+        &self,
+        tenant: &str,
+        session: &str,
+        tool: &str,
+        args: &Value,
+        options: &CheckOptions,
+    ) -> Result<Check, ClientError> {
+        let arguments_json = serde_json::to_string(args).map_err(|source| ClientError::Encode {
+            what: "tool arguments",
+            source,
+        })?;
+        let req = proto::CheckRequest {
+            tenant: tenant.to_string(),
+            session: session.to_string(),
+            tool: tool.to_string(),
+            arguments_json,
+            idempotency_key: options.idempotency_key.clone(),
+            deadline_ms: options.deadline_ms,
+            retry: if options.resample_of.is_some() {
+                proto::RetryIntent::Resample as i32
+            } else {
+                proto::RetryIntent::Transient as i32
+            },
+            retry_of: options.resample_of.clone(),
+        };
+        let resp = self
+            .raw
+            .clone()
+            .check_and_record(req)
+            .await
+            .map_err(|s| ClientError::rpc("CheckAndRecord", s))?;
+        Check::try_from(resp.into_inner())
+    }
+
+    /// Reports the outcome of a call answered NEW. The same outcome twice is harmless.
+    pub async fn complete(&self, call_id: &str, outcome: Outcome) -> Result<CallInfo, ClientError> {
+        let req = match outcome {
+            Outcome::Succeeded { result, cost } => proto::CompleteRequest {
+                call_id: call_id.to_string(),
+                outcome: proto::CallStatus::Succeeded as i32,
+                result_json: Some(serde_json::to_string(&result).map_err(|source| {
+                    ClientError::Encode {
+                        what: "tool result",
+                        source,
+                    }
+                })?),
+                error: None,
+                cost,
+            },
+            Outcome::Failed { error } => proto::CompleteRequest {
+                call_id: call_id.to_string(),
+                outcome: proto::CallStatus::Failed as i32,
+                result_json: None,
+                error: Some(error),
+                cost: None,
+            },
+        };
+        let resp = self
+            .raw
+            .clone()
+            .complete(req)
+            .await
+            .map_err(|s| ClientError::rpc("Complete", s))?
+            .into_inner();
+        match resp.call {
+            Some(c) => CallInfo::try_from(c),
+            None => Err(ClientError::rpc(
+                "Complete",
+                tonic::Status::internal("response carries no call record"),
+            )),
+        }
+    }
+
+    /// Reads one recorded call.
+    pub async fn get_call(&self, call_id: &str) -> Result<CallInfo, ClientError> {
+        let resp = self
+            .raw
+            .clone()
+            .get_call(proto::GetCallRequest {
+                call_id: call_id.to_string(),
+            })
+            .await
+            .map_err(|s| ClientError::rpc("GetCall", s))?;
+        CallInfo::try_from(resp.into_inner())
+    }
+
+    /// Sets the mode of tools in a session (other settings and tools are left as they are).
+    pub async fn set_tool_modes(
+        &self,
+        tenant: &str,
+        session: &str,
+        modes: &std::collections::BTreeMap<String, ToolMode>,
+    ) -> Result<(), ClientError> {
+        let tools = modes
+            .iter()
+            .map(|(name, mode)| {
+                let mode = match mode {
+                    ToolMode::Off => "off",
+                    ToolMode::KeyOnly => "key_only",
+                    ToolMode::Exact => "exact",
+                    ToolMode::Semantic => "semantic",
+                };
+                let policy = proto::ToolPolicy {
+                    mode: mode.to_string(),
+                    ..Default::default()
+                };
+                (name.clone(), policy)
+            })
+            .collect();
+        let config = proto::SessionConfig {
+            tenant: tenant.to_string(),
+            session: session.to_string(),
+            tools,
+            ..Default::default()
+        };
+        self.raw
+            .clone()
+            .configure_session(proto::ConfigureSessionRequest {
+                config: Some(config),
+            })
+            .await
+            .map_err(|s| ClientError::rpc("ConfigureSession", s))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,411 @@
+//! [`Guard`]: the check, run, complete protocol around one tool call, written once for every
+//! adapter. The tool closure runs at most once per `run`, and only on NEW (or when idem is down
+//! and the policy is fail-open); a failed tool is recorded FAILED so a retry may run it again.
+//! If the `run` future is dropped while the tool runs, the call stays in progress until its
+//! lease expires, and the next repeat takes over with `previous_attempt_unknown`: the honest
+//! answer, since nobody knows whether the side effect happened.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::connection::{CheckOptions, IdemClient};
+use super::error::{ClientError, GuardError};
+use super::types::{CallStatus, Outcome, Verdict};
+
+/// What to do when idem cannot be reached (down, timed out, overloaded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Do not run the tool; return [`GuardError::Unavailable`]. The safe default for side effects.
+    #[default]
+    FailClosed,
+    /// Run the tool without dedup and log a warning: availability over at-most-once.
+    FailOpen,
+}
+
+/// Bounds of the wait for an in-flight original: exponential backoff between polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlightWait {
+    /// Longest total wait before giving up with [`GuardError::StillInFlight`].
+    pub max_wait: Duration,
+    /// First pause between polls.
+    pub initial_backoff: Duration,
+    /// Longest pause between polls.
+    pub max_backoff: Duration,
+}
+
+impl Default for InFlightWait {
+    fn default() -> Self {
+        Self {
+            max_wait: Duration::from_secs(30),
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A borderline match handed to the borderline callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BorderlineCase {
+    pub tool: String,
+    pub arguments: Value,
+    /// The earlier call this one may repeat.
+    pub original_call_id: String,
+    pub score: Option<f64>,
+    pub reason: String,
+}
+
+/// The borderline callback's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BorderlineDecision {
+    /// A different action: run it (checked again as a new execution superseding the original).
+    Run,
+    /// A repeat: replay the original's result (waiting for it if it is still running).
+    Duplicate,
+    /// Undecided: do not run; return [`GuardError::Borderline`].
+    Reject,
+}
+
+type BorderlineCallback = Arc<dyn Fn(&BorderlineCase) -> BorderlineDecision + Send + Sync>;
+
+/// How the value of a [`GuardOutcome`] came about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Execution {
+    /// The tool ran; its result is recorded under `call_id`.
+    Ran { call_id: String },
+    /// The tool ran and nothing is recorded: its mode is `off`.
+    Untracked,
+    /// The tool ran, but reporting the result to idem failed (logged); repeats will see the
+    /// call in flight until its lease expires.
+    RanUnrecorded { call_id: String },
+    /// idem was unreachable and the policy is fail-open: the tool ran without dedup.
+    FailedOpen,
+    /// The tool did not run: the result of `call_id` is replayed. `waited` when it was in
+    /// flight first.
+    Replayed { call_id: String, waited: bool },
+}
+
+/// The result of a guarded call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardOutcome {
+    /// The tool's result, fresh or replayed.
+    pub value: Value,
+    pub execution: Execution,
+}
+
+/// Wraps tool calls of one scope (tenant + session) in the idem protocol.
+#[derive(Clone)]
+pub struct Guard {
+    client: IdemClient,
+    tenant: String,
+    session: String,
+    wait: InFlightWait,
+    policy: FailurePolicy,
+    borderline: Option<BorderlineCallback>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("tenant", &self.tenant)
+            .field("session", &self.session)
+            .field("wait", &self.wait)
+            .field("policy", &self.policy)
+            .field("borderline_callback", &self.borderline.is_some())
+            .finish()
+    }
+}
+
+/// What the check loop decided before any tool runs.
+enum Step {
+    /// Run the tool; complete `call_id` when there is one.
+    Execute(Option<String>),
+    /// Run the tool without idem.
+    FailOpen,
+    /// Done without running.
+    Replay {
+        call_id: String,
+        value: Value,
+        waited: bool,
+    },
+}
+
+impl Guard {
+    /// A guard for `tenant`/`session`: fail-closed, default in-flight wait, borderline rejected.
+    pub fn new(client: IdemClient, tenant: impl Into<String>, session: impl Into<String>) -> Self {
+        Self {
+            client,
+            tenant: tenant.into(),
+            session: session.into(),
+            wait: InFlightWait::default(),
+            policy: FailurePolicy::default(),
+            borderline: None,
+        }
+    }
+
+    /// Sets what happens when idem is unreachable.
+    pub fn on_unavailable(mut self, policy: FailurePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets the bounds of the wait for an in-flight original.
+    pub fn in_flight_wait(mut self, wait: InFlightWait) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Sets the callback deciding BORDERLINE verdicts (without one they are rejected).
+    pub fn on_borderline(
+        mut self,
+        callback: impl Fn(&BorderlineCase) -> BorderlineDecision + Send + Sync + 'static,
+    ) -> Self {
+        self.borderline = Some(Arc::new(callback));
+        self
+    }
+
+    /// The client this guard talks through.
+    pub fn client(&self) -> &IdemClient {
+        &self.client
+    }
+
+    /// Runs `tool` through the protocol: the closure runs only when idem says NEW (or is down
+    /// and the policy is fail-open); otherwise the original's result is returned.
+    pub async fn run<F, Fut, E>(
+        &self,
+        tool: &str,
+        args: &Value,
+        tool_fn: F,
+    ) -> Result<GuardOutcome, GuardError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Value, E>>,
+        E: Display,
+    {
+        self.run_with(tool, args, CheckOptions::default(), tool_fn)
+            .await
+    }
+
+    /// [`Guard::run`] with check options (idempotency key, deadline, resample).
+    pub async fn run_with<F, Fut, E>(
+        &self,
+        tool: &str,
+        args: &Value,
+        options: CheckOptions,
+        tool_fn: F,
+    ) -> Result<GuardOutcome, GuardError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Value, E>>,
+        E: Display,
+    {
+        let step = self
+            .decide(tool, args, options)
+            .await
+            .map_err(|e| e.retype())?;
+        let call_id = match step {
+            Step::Replay {
+                call_id,
+                value,
+                waited,
+            } => {
+                return Ok(GuardOutcome {
+                    value,
+                    execution: Execution::Replayed { call_id, waited },
+                });
+            }
+            Step::FailOpen => {
+                let value = tool_fn().await.map_err(GuardError::Tool)?;
+                return Ok(GuardOutcome {
+                    value,
+                    execution: Execution::FailedOpen,
+                });
+            }
+            Step::Execute(call_id) => call_id,
+        };
+        let result = tool_fn().await;
+        let Some(call_id) = call_id else {
+            return result
+                .map(|value| GuardOutcome {
+                    value,
+                    execution: Execution::Untracked,
+                })
+                .map_err(GuardError::Tool);
+        };
+        let outcome = match &result {
+            Ok(v) => Outcome::Succeeded {
+                result: v.clone(),
+                cost: None,
+            },
+            Err(e) => Outcome::Failed {
+                error: e.to_string(),
+            },
+        };
+        let recorded = match self.client.complete(&call_id, outcome).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(
+                    %call_id, tool, error = %e,
+                    "the tool ran but idem did not record its outcome; repeats see it in flight \
+                     until the lease expires"
+                );
+                false
+            }
+        };
+        let value = result.map_err(GuardError::Tool)?;
+        let execution = if recorded {
+            Execution::Ran { call_id }
+        } else {
+            Execution::RanUnrecorded { call_id }
+        };
+        Ok(GuardOutcome { value, execution })
+    }
+
+    /// Checks (and re-checks after waits) until the call must run or has a result to replay.
+    async fn decide(
+        &self,
+        tool: &str,
+        args: &Value,
+        mut options: CheckOptions,
+    ) -> Result<Step, GuardError<Never>> {
+        let mut wait_until: Option<Instant> = None;
+        let started = Instant::now();
+        loop {
+            let check = match self
+                .client
+                .check(&self.tenant, &self.session, tool, args, &options)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) if e.is_unavailable() => {
+                    return match self.policy {
+                        FailurePolicy::FailClosed => Err(GuardError::Unavailable(e)),
+                        FailurePolicy::FailOpen => {
+                            tracing::warn!(
+                                tool, tenant = %self.tenant, session = %self.session, error = %e,
+                                "idem is unavailable; policy fail-open: running the tool WITHOUT dedup"
+                            );
+                            Ok(Step::FailOpen)
+                        }
+                    };
+                }
+                Err(e) => return Err(GuardError::Idem(e)),
+            };
+            let original = match check.verdict {
+                Verdict::New { call_id, .. } => return Ok(Step::Execute(call_id)),
+                Verdict::Duplicate { call_id, result } => {
+                    return Ok(Step::Replay {
+                        call_id,
+                        value: result,
+                        waited: wait_until.is_some(),
+                    });
+                }
+                Verdict::InFlight { call_id } => call_id,
+                Verdict::Borderline { call_id } => {
+                    let case = BorderlineCase {
+                        tool: tool.to_string(),
+                        arguments: args.clone(),
+                        original_call_id: call_id.clone(),
+                        score: check.score,
+                        reason: check.reason,
+                    };
+                    let decision = self
+                        .borderline
+                        .as_ref()
+                        .map_or(BorderlineDecision::Reject, |cb| cb(&case));
+                    match decision {
+                        BorderlineDecision::Run => {
+                            options.resample_of = Some(call_id);
+                            continue;
+                        }
+                        BorderlineDecision::Duplicate => call_id,
+                        BorderlineDecision::Reject => {
+                            return Err(GuardError::Borderline {
+                                call_id,
+                                reason: case.reason,
+                            });
+                        }
+                    }
+                }
+            };
+            let deadline = *wait_until.get_or_insert(started + self.wait.max_wait);
+            match self.wait_for(&original, deadline).await {
+                Ok(Some(value)) => {
+                    return Ok(Step::Replay {
+                        call_id: original,
+                        value,
+                        waited: true,
+                    });
+                }
+                // Failed, or its lease ran out: check again, which decides who runs it.
+                Ok(None) => {}
+                // Never fail open here: the original is known to be running.
+                Err(e) if e.is_unavailable() => return Err(GuardError::Unavailable(e)),
+                Err(e) => return Err(GuardError::Idem(e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(GuardError::StillInFlight {
+                    call_id: original,
+                    waited: started.elapsed(),
+                });
+            }
+        }
+    }
+
+    /// Polls `call_id` with backoff until it succeeds (its result), fails or loses its lease
+    /// (`None`: check again), or `deadline` passes (`None` as well; the caller checks the time).
+    async fn wait_for(
+        &self,
+        call_id: &str,
+        deadline: Instant,
+    ) -> Result<Option<Value>, ClientError> {
+        let mut backoff = self.wait.initial_backoff;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(backoff.min(deadline - now)).await;
+            backoff = (backoff * 2).min(self.wait.max_backoff);
+            let call = self.client.get_call(call_id).await?;
+            match call.status {
+                CallStatus::Succeeded => return Ok(Some(call.result.unwrap_or(Value::Null))),
+                CallStatus::Failed => return Ok(None),
+                CallStatus::InProgress if call.lease_until_ms <= unix_ms() => return Ok(None),
+                CallStatus::InProgress => {}
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch on this machine (0 if the clock is before 1970).
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The error type of the decision phase, which runs no tool.
+#[derive(Debug)]
+enum Never {}
+
+impl GuardError<Never> {
+    /// Re-types an error of the decision phase, which cannot hold a tool error.
+    fn retype<E>(self) -> GuardError<E> {
+        match self {
+            GuardError::Tool(never) => match never {},
+            GuardError::Unavailable(e) => GuardError::Unavailable(e),
+            GuardError::Idem(e) => GuardError::Idem(e),
+            GuardError::StillInFlight { call_id, waited } => {
+                GuardError::StillInFlight { call_id, waited }
+            }
+            GuardError::Borderline { call_id, reason } => {
+                GuardError::Borderline { call_id, reason }
+            }
+        }
+    }
+}

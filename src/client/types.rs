@@ -1,0 +1,135 @@
+//! Typed answers of the client, converted once from the protobuf messages. JSON text on the wire
+//! becomes `serde_json::Value` here, so callers never parse.
+
+use serde_json::Value;
+
+use super::error::ClientError;
+use crate::proto;
+
+/// What idem said about a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Recorded as in progress: run the tool, then complete `call_id`. `call_id` is `None` when
+    /// the tool's mode is `off` (not recorded): run it and do not complete.
+    New {
+        call_id: Option<String>,
+        /// An earlier attempt's lease expired without Complete: it may or may not have run.
+        previous_attempt_unknown: bool,
+    },
+    /// Repeats `call_id`, which succeeded: `result` is its stored result.
+    Duplicate { call_id: String, result: Value },
+    /// Repeats `call_id`, which is still running: wait for it, do not run the tool.
+    InFlight { call_id: String },
+    /// May repeat `call_id` (the session asked to decide borderline cases itself).
+    Borderline { call_id: String },
+}
+
+/// A verdict with the server's explanation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub verdict: Verdict,
+    /// Score of the matching stage, when an earlier call matched.
+    pub score: Option<f64>,
+    /// Human-readable reason for the verdict.
+    pub reason: String,
+}
+
+/// Status of a recorded call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallStatus {
+    InProgress,
+    Succeeded,
+    Failed,
+}
+
+/// One recorded call, as [`IdemClient::get_call`](super::IdemClient::get_call) reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallInfo {
+    pub call_id: String,
+    pub tool: String,
+    pub arguments: Value,
+    pub status: CallStatus,
+    /// The stored result, when it succeeded.
+    pub result: Option<Value>,
+    /// What went wrong, when it failed.
+    pub error: Option<String>,
+    /// End of the in-progress lease, Unix milliseconds of the server's clock.
+    pub lease_until_ms: i64,
+}
+
+/// The outcome of a call answered NEW, reported with [`IdemClient::complete`](super::IdemClient::complete).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The tool succeeded with `result` (any JSON value); repeats get it replayed.
+    Succeeded { result: Value, cost: Option<f64> },
+    /// The tool ran and failed; a repeat may run again.
+    Failed { error: String },
+}
+
+fn parse(field: &'static str, text: &str) -> Result<Value, ClientError> {
+    serde_json::from_str(text).map_err(|source| ClientError::Decode { field, source })
+}
+
+impl TryFrom<proto::CheckResponse> for Check {
+    type Error = ClientError;
+
+    fn try_from(r: proto::CheckResponse) -> Result<Self, ClientError> {
+        let verdict = match proto::Verdict::try_from(r.verdict) {
+            Ok(proto::Verdict::New) => Verdict::New {
+                call_id: Some(r.call_id).filter(|id| !id.is_empty()),
+                previous_attempt_unknown: r.previous_attempt_unknown,
+            },
+            Ok(proto::Verdict::Duplicate) => Verdict::Duplicate {
+                result: match &r.result_json {
+                    Some(t) => parse("result_json", t)?,
+                    None => Value::Null,
+                },
+                call_id: r.call_id,
+            },
+            Ok(proto::Verdict::InFlight) => Verdict::InFlight { call_id: r.call_id },
+            Ok(proto::Verdict::Borderline) => Verdict::Borderline { call_id: r.call_id },
+            Ok(proto::Verdict::Unspecified) | Err(_) => {
+                return Err(ClientError::UnknownEnum {
+                    what: "verdict",
+                    value: r.verdict,
+                });
+            }
+        };
+        Ok(Self {
+            verdict,
+            score: r.matched.map(|m| m.score),
+            reason: r.reason,
+        })
+    }
+}
+
+impl TryFrom<proto::CallRecord> for CallInfo {
+    type Error = ClientError;
+
+    fn try_from(r: proto::CallRecord) -> Result<Self, ClientError> {
+        let status = match proto::CallStatus::try_from(r.status) {
+            Ok(proto::CallStatus::InProgress) => CallStatus::InProgress,
+            Ok(proto::CallStatus::Succeeded) => CallStatus::Succeeded,
+            Ok(proto::CallStatus::Failed) => CallStatus::Failed,
+            Ok(proto::CallStatus::Unspecified) | Err(_) => {
+                return Err(ClientError::UnknownEnum {
+                    what: "call status",
+                    value: r.status,
+                });
+            }
+        };
+        Ok(Self {
+            arguments: parse("arguments_json", &r.arguments_json)?,
+            result: r
+                .result_json
+                .as_deref()
+                .map(|t| parse("result_json", t))
+                .transpose()?,
+            call_id: r.call_id,
+            tool: r.tool,
+            status,
+            error: r.error,
+            lease_until_ms: r.lease_until_ms,
+        })
+    }
+}
