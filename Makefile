@@ -21,6 +21,8 @@ lint:
 
 test: models
 	$(CARGO) test
+	IDEM_REQUIRE_SEMANTIC=1 bash tests/python/run.sh -q
+	bash tests/mcp/run.sh -q
 
 bench: models
 	$(CARGO) bench

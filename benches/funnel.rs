@@ -14,7 +14,8 @@ use idem::store::{EmbeddedStore, MemoryStore, Store};
 use serde_json::json;
 
 fn email(body: &str) -> String {
-    json!({"to": "bob@example.com", "subject": "Budget", "request_id": "r-1", "body": body}).to_string()
+    json!({"to": "bob@example.com", "subject": "Budget", "request_id": "r-1", "body": body})
+        .to_string()
 }
 
 fn req(args: String) -> CheckRequest {
@@ -33,14 +34,23 @@ fn canonicalise(c: &mut Criterion) {
         "Reminder: the quarterly budget review meeting is tomorrow at the main office.",
     ))
     .unwrap();
-    let p = CanonPolicy { ignored_names: ["request_id".to_string()].into(), ..Default::default() };
-    c.bench_function("canonicalise/email", |b| b.iter(|| CanonicalCall::build("send_email", &v, &p).unwrap()));
+    let p = CanonPolicy {
+        ignored_names: ["request_id".to_string()].into(),
+        ..Default::default()
+    };
+    c.bench_function("canonicalise/email", |b| {
+        b.iter(|| CanonicalCall::build("send_email", &v, &p).unwrap())
+    });
 }
 
 fn fuzzy_1000(c: &mut Criterion) {
     let query = "Reminder: the quarterly budget review meeting is tomorrow at the main office.";
     let cands: Vec<String> = (0..1000)
-        .map(|i| format!("Note {i}: the team offsite planning session moves to the north building next week."))
+        .map(|i| {
+            format!(
+                "Note {i}: the team offsite planning session moves to the north building next week."
+            )
+        })
         .collect();
     let q = text::fuzzy_form(query);
     c.bench_function("fuzzy/1000_candidates", |b| {
@@ -58,16 +68,30 @@ fn fuzzy_1000(c: &mut Criterion) {
 }
 
 fn exact_path(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let stores: Vec<(&str, Arc<dyn Store>)> = vec![
         ("memory", Arc::new(MemoryStore::new())),
-        ("embedded", Arc::new(EmbeddedStore::open(dir.path()).unwrap())),
+        (
+            "embedded",
+            Arc::new(EmbeddedStore::open(dir.path()).unwrap()),
+        ),
     ];
     for (name, store) in stores {
-        let cfg = ServerConfig { semantic: idem::config::SemanticConfig { embedder: EmbedderKind::None, ..Default::default() }, ..Default::default() };
+        let cfg = ServerConfig {
+            semantic: idem::config::SemanticConfig {
+                embedder: EmbedderKind::None,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let engine = Engine::new(store, cfg);
-        let args = email("Reminder: the quarterly budget review meeting is tomorrow at the main office.");
+        let args =
+            email("Reminder: the quarterly budget review meeting is tomorrow at the main office.");
         rt.block_on(engine.check(req(args.clone()))).unwrap();
         c.bench_function(&format!("check/exact_repeat/{name}"), |b| {
             b.iter(|| rt.block_on(engine.check(req(args.clone()))).unwrap())
@@ -83,9 +107,18 @@ fn semantic_check(c: &mut Criterion) {
         eprintln!("model files missing (run `make models`): skipping the semantic bench");
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let engine = rt.block_on(async {
-        Engine::with_parts(Arc::new(MemoryStore::new()), cfg.clone(), Arc::new(idem::clock::SystemClock), Some(sem.clone()))
+        Engine::with_parts(
+            Arc::new(MemoryStore::new()),
+            cfg.clone(),
+            Arc::new(idem::clock::SystemClock),
+            Some(sem.clone()),
+        )
     });
     let original = "Reminder: the quarterly budget review meeting is tomorrow at the main office.";
     let para = "Just a reminder that the quarterly budget review meeting takes place tomorrow at the main office.";
@@ -94,7 +127,9 @@ fn semantic_check(c: &mut Criterion) {
         engine
             .complete(idem::engine::CompleteRequest {
                 call_id: r.call_id,
-                outcome: idem::engine::Outcome::Succeeded { result_json: "{}".into() },
+                outcome: idem::engine::Outcome::Succeeded {
+                    result_json: "{}".into(),
+                },
                 cost: None,
             })
             .await
@@ -104,7 +139,10 @@ fn semantic_check(c: &mut Criterion) {
     let mut g = c.benchmark_group("semantic");
     g.sample_size(50);
     g.bench_function("raw_embedding/paraphrase_text", |b| {
-        b.iter(|| rt.block_on(sem.embed(para, tokio::time::Instant::now() + Duration::from_secs(5))).unwrap())
+        b.iter(|| {
+            rt.block_on(sem.embed(para, tokio::time::Instant::now() + Duration::from_secs(5)))
+                .unwrap()
+        })
     });
     g.bench_function("check/paraphrase_duplicate", |b| {
         b.iter(|| {

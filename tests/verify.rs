@@ -18,7 +18,9 @@ async fn llm_server(answer: &'static str, delay: Duration) -> (String, Arc<Atomi
     let h = hits.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             let h = h.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
@@ -37,7 +39,10 @@ async fn llm_server(answer: &'static str, delay: Duration) -> (String, Arc<Atomi
                 let head = String::from_utf8_lossy(&buf[..body_start]).to_lowercase();
                 let len: usize = head
                     .lines()
-                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .find_map(|l| {
+                        l.strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
                     .unwrap_or(0);
                 while buf.len() < body_start + len {
                     let n = sock.read(&mut chunk).await.unwrap_or(0);
@@ -46,8 +51,12 @@ async fn llm_server(answer: &'static str, delay: Duration) -> (String, Arc<Atomi
                     }
                     buf.extend_from_slice(&chunk[..n]);
                 }
-                let req: serde_json::Value = serde_json::from_slice(&buf[body_start..]).unwrap_or_default();
-                assert!(req["messages"].as_array().is_some_and(|m| m.len() == 2), "chat request: {req}");
+                let req: serde_json::Value =
+                    serde_json::from_slice(&buf[body_start..]).unwrap_or_default();
+                assert!(
+                    req["messages"].as_array().is_some_and(|m| m.len() == 2),
+                    "chat request: {req}"
+                );
                 assert!(head.starts_with("post /v1/chat/completions"), "{head}");
                 h.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
@@ -71,7 +80,11 @@ const A: &str = r#"{"to": "bob@example.com", "body": "Reminder: the quarterly bu
 const B: &str = r#"{"to": "bob@example.com", "body": "Just a reminder that the quarterly budget review meeting takes place tomorrow at the main office."}"#;
 
 /// Every semantic match is borderline (duplicate threshold 1.0), so the verifier decides.
-async fn borderline_session(answer: &'static str, delay: Duration, deadline_ms: u32) -> (proto::CheckResponse, Arc<AtomicUsize>, Duration) {
+async fn borderline_session(
+    answer: &'static str,
+    delay: Duration,
+    deadline_ms: u32,
+) -> (proto::CheckResponse, Arc<AtomicUsize>, Duration) {
     let (url, hits) = llm_server(answer, delay).await;
     let mut cfg = semantic_config();
     cfg.verifier.base_url = Some(url);
@@ -87,13 +100,24 @@ async fn borderline_session(answer: &'static str, delay: Duration, deadline_ms: 
         deadline_ms: Some(5_000),
         ..Default::default()
     };
-    c.configure_session(proto::ConfigureSessionRequest { config: Some(session) }).await.unwrap();
+    c.configure_session(proto::ConfigureSessionRequest {
+        config: Some(session),
+    })
+    .await
+    .unwrap();
     let a = run(&mut c, check("send_email", A)).await;
     succeed(&mut c, &a.call_id, r#"{"sent": true}"#, None).await;
     let mut req = check("send_email", B);
     req.deadline_ms = Some(deadline_ms);
     // Warm the embedder so the deadline measures the verifier, not the first inference.
-    run(&mut c, check("send_email", r#"{"to": "z@example.com", "body": "warm up the embedding model please now"}"#)).await;
+    run(
+        &mut c,
+        check(
+            "send_email",
+            r#"{"to": "z@example.com", "body": "warm up the embedding model please now"}"#,
+        ),
+    )
+    .await;
     let t = std::time::Instant::now();
     let r = run(&mut c, req).await;
     (r, hits, t.elapsed())
@@ -112,7 +136,12 @@ async fn verifier_yes_settles_a_borderline_pair_as_duplicate() {
 async fn verifier_no_makes_it_new() {
     let (r, hits, _) = borderline_session("no", Duration::ZERO, 5_000).await;
     assert_eq!(verdict(&r), Verdict::New, "{r:?}");
-    assert!(r.stages.iter().any(|s| s.name == "verify" && s.outcome == "no"), "{r:?}");
+    assert!(
+        r.stages
+            .iter()
+            .any(|s| s.name == "verify" && s.outcome == "no"),
+        "{r:?}"
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
 
@@ -123,6 +152,11 @@ async fn a_slow_verifier_never_pushes_a_check_past_its_deadline() {
     // No answer in time: the borderline policy (proceed) decides, and the response says so.
     assert_eq!(verdict(&r), Verdict::New, "{r:?}");
     assert_eq!(r.stop_reason, proto::StopReason::Policy as i32, "{r:?}");
-    assert!(r.stages.iter().any(|s| s.name == "verify" && s.outcome == "timeout"), "{r:?}");
+    assert!(
+        r.stages
+            .iter()
+            .any(|s| s.name == "verify" && s.outcome == "timeout"),
+        "{r:?}"
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }

@@ -65,25 +65,45 @@ const TEMPLATES: &[(&str, &str)] = &[
         "Set up a follow-up call with the vendor regarding delays in the {t} delivery.",
     ),
 ];
-const TOPICS: &[&str] = &["budget", "hiring", "security", "marketing", "logistics", "pricing", "compliance", "migration"];
+const TOPICS: &[&str] = &[
+    "budget",
+    "hiring",
+    "security",
+    "marketing",
+    "logistics",
+    "pricing",
+    "compliance",
+    "migration",
+];
 const WORDS: &[&str] = &[
-    "orchard", "lantern", "glacier", "velvet", "harbor", "meadow", "copper", "falcon", "prairie", "quartz", "saffron",
-    "tundra", "willow", "zephyr", "basalt", "cobalt", "ember", "fjord", "garnet", "heron",
+    "orchard", "lantern", "glacier", "velvet", "harbor", "meadow", "copper", "falcon", "prairie",
+    "quartz", "saffron", "tundra", "willow", "zephyr", "basalt", "cobalt", "ember", "fjord",
+    "garnet", "heron",
 ];
 
 fn parse_mix(s: &str) -> anyhow::Result<Vec<(Kind, u32)>> {
     let mut out = Vec::new();
     for part in s.split(',') {
-        let (k, v) = part.split_once('=').with_context(|| format!("mix entry {part:?} is not name=percent"))?;
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("mix entry {part:?} is not name=percent"))?;
         let kind = match k.trim() {
             "exact" => Kind::Exact,
             "paraphrase" => Kind::Paraphrase,
             "new" => Kind::New,
             other => anyhow::bail!("unknown mix kind {other:?}; use exact, paraphrase, new"),
         };
-        out.push((kind, v.trim().parse().with_context(|| format!("bad percent in {part:?}"))?));
+        out.push((
+            kind,
+            v.trim()
+                .parse()
+                .with_context(|| format!("bad percent in {part:?}"))?,
+        ));
     }
-    anyhow::ensure!(out.iter().map(|(_, p)| p).sum::<u32>() > 0, "mix percentages sum to 0");
+    anyhow::ensure!(
+        out.iter().map(|(_, p)| p).sum::<u32>() > 0,
+        "mix percentages sum to 0"
+    );
     Ok(out)
 }
 
@@ -256,10 +276,16 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut g = tally.lock().await;
     let ok: usize = g.by_verdict.values().map(Vec::len).sum();
     let total_requests = ok as u64 + g.shed + g.errors.values().sum::<u64>();
-    let by_verdict: BTreeMap<String, serde_json::Value> =
-        g.by_verdict.iter_mut().map(|(k, v)| (k.clone(), summary(v))).collect();
-    let by_kind: BTreeMap<String, serde_json::Value> =
-        g.by_kind.iter_mut().map(|(k, v)| (k.clone(), summary(v))).collect();
+    let by_verdict: BTreeMap<String, serde_json::Value> = g
+        .by_verdict
+        .iter_mut()
+        .map(|(k, v)| (k.clone(), summary(v)))
+        .collect();
+    let by_kind: BTreeMap<String, serde_json::Value> = g
+        .by_kind
+        .iter_mut()
+        .map(|(k, v)| (k.clone(), summary(v)))
+        .collect();
     let para_p50 = by_kind.get("paraphrase").and_then(|v| v["p50_ms"].as_f64());
     let report = json!({
         "concurrency": a.concurrency,
@@ -288,14 +314,18 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
 /// Median time of one local embedding of the paraphrase texts, in ms.
 async fn raw_embedding_median(dir: &std::path::Path) -> anyhow::Result<f64> {
     use crate::embed::{Embedder, LocalEmbedder, LocalEmbedderConfig};
-    let e = LocalEmbedder::new(LocalEmbedderConfig { models_dir: dir.to_path_buf(), ..Default::default() })?;
+    let e = LocalEmbedder::new(LocalEmbedderConfig {
+        models_dir: dir.to_path_buf(),
+        ..Default::default()
+    })?;
     let mut times = Vec::new();
     for round in 0..5 {
         for (_, para) in TEMPLATES {
             for topic in TOPICS {
                 let text = para.replace("{t}", topic);
                 let t = Instant::now();
-                e.embed(&text, tokio::time::Instant::now() + Duration::from_secs(5)).await?;
+                e.embed(&text, tokio::time::Instant::now() + Duration::from_secs(5))
+                    .await?;
                 if round > 0 {
                     times.push(t.elapsed().as_micros() as u64);
                 }

@@ -128,7 +128,11 @@ impl Engine {
         let mut embed_micros = 0u64;
         if let Some(sim) = &self.semantic {
             let text = p.call.free_text_joined();
-            if p.mode == ToolMode::Semantic && !text.is_empty() && !self.certain_hit(p).await? {
+            if p.mode == ToolMode::Semantic
+                && sim.has_embedder()
+                && !text.is_empty()
+                && !self.certain_hit(p).await?
+            {
                 let t = std::time::Instant::now();
                 match sim.embed(&text, p.deadline).await {
                     Ok(v) => {
@@ -179,7 +183,11 @@ impl Engine {
         };
         let mut result = self.funnel.run(&mut ctx).await?;
         // The embedding ran before the lock; charge it to the semantic stage that used it.
-        if let Some(r) = result.reports.iter_mut().find(|r| r.stage == StageKind::Semantic) {
+        if let Some(r) = result
+            .reports
+            .iter_mut()
+            .find(|r| r.stage == StageKind::Semantic)
+        {
             r.micros += embed_micros;
         }
         if let Some(r) = embed_report

@@ -127,8 +127,15 @@ impl Semantic {
 
     /// Runs a few embeddings so the first real checks do not pay the model's warm-up.
     pub async fn warm_up(&self) {
-        for text in ["warm up", "a short sentence to warm up the model", "one more warm-up sentence of a few words"] {
-            if let Err(e) = self.embed(text, Instant::now() + std::time::Duration::from_secs(30)).await {
+        for text in [
+            "warm up",
+            "a short sentence to warm up the model",
+            "one more warm-up sentence of a few words",
+        ] {
+            if let Err(e) = self
+                .embed(text, Instant::now() + std::time::Duration::from_secs(30))
+                .await
+            {
                 tracing::warn!(%e, "embedder warm-up failed");
                 return;
             }
