@@ -4,6 +4,7 @@
 //! keeps records durably; the service (`service`) puts both on the wire. See
 //! `docs/DESIGN.md` for the picture.
 
+pub mod calibrate;
 pub mod canonical;
 pub mod cli;
 pub mod client;

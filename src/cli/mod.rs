@@ -1,6 +1,7 @@
 //! Command-line interface: `idem serve` and client commands that talk to a running server.
 
 mod bench;
+mod calibrate;
 mod client;
 mod json;
 mod mcp_proxy;
@@ -33,6 +34,8 @@ pub enum Command {
     Complete(CompleteArgs),
     /// Show one recorded call.
     Get(GetArgs),
+    /// Measure the funnel on labelled pairs and recommend thresholds.
+    Calibrate(Box<calibrate::CalibrateArgs>),
     /// Load-test a running server: throughput and latency per verdict.
     Bench(bench::BenchArgs),
     /// Stdio MCP proxy: dedups `tools/call` of the MCP server it starts.
@@ -51,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Complete(a) => client::complete(a).await,
             Command::Get(a) => client::get(a).await,
             Command::Bench(a) => bench::run(a).await,
+            Command::Calibrate(a) => calibrate::run(*a).await,
             Command::McpProxy(a) => mcp_proxy::run(a).await,
         }
     })

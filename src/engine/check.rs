@@ -145,6 +145,7 @@ impl Engine {
                             micros: t.elapsed().as_micros() as u64,
                             outcome: "deadline".into(),
                             best_score: None,
+                            eligible_score: None,
                         });
                     }
                     Err(e) => return Err(e),
@@ -179,6 +180,7 @@ impl Engine {
             embedding,
             borderline: None,
             best_score: None,
+            eligible_score: None,
             note: None,
         };
         let mut result = self.funnel.run(&mut ctx).await?;
@@ -457,6 +459,7 @@ impl Engine {
             embedding: None,
             borderline: None,
             best_score: None,
+            eligible_score: None,
             note: None,
         };
         let why = format!(

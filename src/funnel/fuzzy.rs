@@ -31,6 +31,7 @@ impl Stage for FuzzyStage {
         let candidates = ctx.candidates().await?;
         let mut best: Option<(f64, usize)> = None;
         let mut best_any = 0.0f64;
+        let mut eligible: Option<f64> = None;
         for (i, c) in candidates.iter().enumerate() {
             if c.free_text.is_empty() {
                 continue;
@@ -42,15 +43,19 @@ impl Stage for FuzzyStage {
             }
             let s = similarity(&query, &other);
             best_any = best_any.max(s);
-            if s >= threshold && best.is_none_or(|(b, _)| s > b) {
+            if eligible.is_none_or(|e| s > e) {
                 let rel = compare(&text, &c.free_text);
                 if rel.conflict.is_none() && !rel.reordered {
-                    best = Some((s, i));
+                    eligible = Some(s);
+                    if s >= threshold {
+                        best = Some((s, i));
+                    }
                 }
             }
         }
         let n = candidates.len();
         ctx.best_score = (n > 0).then_some(best_any);
+        ctx.eligible_score = eligible;
         match best {
             Some((score, i)) => {
                 let record = candidates[i].clone();

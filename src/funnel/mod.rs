@@ -111,6 +111,9 @@ pub struct StageReport {
     pub outcome: String,
     /// Best score seen against any candidate.
     pub best_score: Option<f64>,
+    /// Best score among candidates the text checks allow to match (no value conflict, not a
+    /// reordering): what a threshold is compared with. Calibration sweeps over it.
+    pub eligible_score: Option<f64>,
 }
 
 /// Everything a stage may look at.
@@ -131,6 +134,8 @@ pub struct CheckContext {
     pub borderline: Option<Found>,
     /// Best score per stage, for reports.
     pub best_score: Option<f64>,
+    /// Best score among candidates eligible to match, for reports.
+    pub eligible_score: Option<f64>,
     /// Free-form detail for the stage report's outcome (e.g. `verifier_timeout`).
     pub note: Option<String>,
 }
@@ -229,6 +234,7 @@ impl Funnel {
                     micros: 0,
                     outcome: "deadline".into(),
                     best_score: None,
+                    eligible_score: None,
                 });
                 return Ok(FunnelResult {
                     finding: pending(ctx),
@@ -237,6 +243,7 @@ impl Funnel {
                 });
             }
             ctx.best_score = None;
+            ctx.eligible_score = None;
             ctx.note = None;
             let started = std::time::Instant::now();
             let finding = stage.run(ctx).await?;
@@ -252,6 +259,7 @@ impl Funnel {
                 micros,
                 outcome,
                 best_score: ctx.best_score,
+                eligible_score: ctx.eligible_score,
             });
             match finding {
                 Finding::Pass => {}

@@ -38,6 +38,8 @@ pub struct Semantic {
     dim: usize,
     verifier: Option<Arc<Verifier>>,
     background: Arc<Semaphore>,
+    /// Index inserts handed to blocking threads and not yet applied.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Semantic {
@@ -57,6 +59,7 @@ impl Semantic {
             dim,
             verifier: verifier.map(Arc::new),
             background: Arc::new(Semaphore::new(BACKGROUND_EMBEDS)),
+            pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 
@@ -142,6 +145,13 @@ impl Semantic {
         }
     }
 
+    /// Waits until every index insert handed off so far is applied (calibration, tests).
+    pub async fn settle(&self) {
+        while self.pending.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+        }
+    }
+
     /// Whether an embedder is configured.
     pub fn has_embedder(&self) -> bool {
         self.embedder.is_some()
@@ -203,7 +213,11 @@ impl Semantic {
                 v.clone(),
             );
             // Inserting may migrate the index to HNSW: keep it off the tokio workers.
-            tokio::task::spawn_blocking(move || this.insert_vector(&scope, &id, &v));
+            self.pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::task::spawn_blocking(move || {
+                this.insert_vector(&scope, &id, &v);
+                this.pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            });
             return;
         }
         if self.embedder.is_none() || record.free_text.is_empty() {

@@ -94,6 +94,7 @@ pub fn check_response(o: CheckOutcome) -> proto::CheckResponse {
                 micros: r.micros,
                 outcome: r.outcome,
                 best_score: r.best_score,
+                eligible_score: r.eligible_score,
             })
             .collect(),
         stop_reason: stop(o.stop) as i32,

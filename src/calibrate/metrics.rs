@@ -1,0 +1,183 @@
+//! Confusion counts, threshold sweeps and the recommendation.
+
+use serde::Serialize;
+
+use super::Scored;
+
+/// Confusion counts and the rates derived from them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Confusion {
+    /// Duplicates called duplicate.
+    pub tp: u64,
+    /// Distinct pairs called duplicate (the error that drops real work).
+    pub fp: u64,
+    /// Distinct pairs called new.
+    pub tn: u64,
+    /// Duplicates missed.
+    pub fn_: u64,
+}
+
+impl Confusion {
+    /// Counts `predicted` against the labels.
+    pub fn of<'a>(items: impl IntoIterator<Item = (&'a Scored, bool)>) -> Self {
+        let mut c = Confusion::default();
+        for (s, predicted) in items {
+            match (s.duplicate, predicted) {
+                (true, true) => c.tp += 1,
+                (true, false) => c.fn_ += 1,
+                (false, true) => c.fp += 1,
+                (false, false) => c.tn += 1,
+            }
+        }
+        c
+    }
+
+    /// TP / (TP + FP); 1 when nothing was called duplicate.
+    pub fn precision(&self) -> f64 {
+        ratio(self.tp, self.tp + self.fp, 1.0)
+    }
+    /// TP / (TP + FN).
+    pub fn recall(&self) -> f64 {
+        ratio(self.tp, self.tp + self.fn_, 0.0)
+    }
+    /// Harmonic mean of precision and recall.
+    pub fn f1(&self) -> f64 {
+        let (p, r) = (self.precision(), self.recall());
+        if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+    }
+    /// Distinct pairs called duplicate / all distinct pairs.
+    pub fn false_duplicate_rate(&self) -> f64 {
+        ratio(self.fp, self.fp + self.tn, 0.0)
+    }
+
+    /// The figures as JSON.
+    pub fn report(&self) -> serde_json::Value {
+        serde_json::json!({
+            "tp": self.tp, "fp": self.fp, "tn": self.tn, "fn": self.fn_,
+            "precision": self.precision(), "recall": self.recall(), "f1": self.f1(),
+            "false_duplicate_rate": self.false_duplicate_rate(),
+        })
+    }
+}
+
+fn ratio(a: u64, b: u64, empty: f64) -> f64 {
+    if b == 0 { empty } else { a as f64 / b as f64 }
+}
+
+/// One point of the threshold sweep.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SweepPoint {
+    pub fuzzy_threshold: f64,
+    pub semantic_duplicate: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub false_duplicate_rate: f64,
+}
+
+/// Fuzzy thresholds swept (1.0 keeps only identical text).
+pub fn fuzzy_grid() -> Vec<f64> {
+    (0..=20).map(|i| 0.80 + 0.01 * f64::from(i)).collect()
+}
+
+/// Semantic thresholds swept.
+pub fn semantic_grid() -> Vec<f64> {
+    (0..=40).map(|i| 0.80 + 0.005 * f64::from(i)).collect()
+}
+
+/// Every (fuzzy, semantic) threshold pair of the grids.
+pub fn sweep(scored: &[Scored]) -> Vec<SweepPoint> {
+    let mut out = Vec::new();
+    for f in fuzzy_grid() {
+        for s in semantic_grid() {
+            let c = Confusion::of(scored.iter().map(|x| (x, x.at(f, s))));
+            out.push(SweepPoint {
+                fuzzy_threshold: round(f),
+                semantic_duplicate: round(s),
+                precision: c.precision(),
+                recall: c.recall(),
+                f1: c.f1(),
+                false_duplicate_rate: c.false_duplicate_rate(),
+            });
+        }
+    }
+    out
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The point with the best recall whose false-duplicate rate is at most `target`; ties go to
+/// the higher (safer) thresholds. `None` when no point meets the target.
+pub fn recommend(points: &[SweepPoint], target: f64) -> Option<SweepPoint> {
+    points.iter().filter(|p| p.false_duplicate_rate <= target + 1e-12).copied().max_by(|a, b| {
+        a.recall
+            .total_cmp(&b.recall)
+            .then((a.fuzzy_threshold + a.semantic_duplicate).total_cmp(&(b.fuzzy_threshold + b.semantic_duplicate)))
+    })
+}
+
+/// Best recall of a single-score rule (score >= t) within `target`, over thresholds 0.5..=1.
+pub fn best_single_threshold(scores: &[(bool, f64)], target: f64) -> Option<(f64, Confusion)> {
+    let mut best: Option<(f64, Confusion)> = None;
+    for i in 0..=500 {
+        let t = 0.5 + 0.001 * f64::from(i);
+        let mut c = Confusion::default();
+        for (dup, s) in scores {
+            match (*dup, *s >= t) {
+                (true, true) => c.tp += 1,
+                (true, false) => c.fn_ += 1,
+                (false, true) => c.fp += 1,
+                (false, false) => c.tn += 1,
+            }
+        }
+        if c.false_duplicate_rate() <= target + 1e-12 && best.is_none_or(|(_, b)| c.recall() > b.recall()) {
+            best = Some((round(t), c));
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(dup: bool, fuzzy: Option<f64>, semantic: Option<f64>) -> Scored {
+        Scored {
+            id: String::new(),
+            duplicate: dup,
+            group: None,
+            predicted: false,
+            stage: None,
+            certain: false,
+            fuzzy,
+            semantic,
+            naive_cosine: None,
+        }
+    }
+
+    #[test]
+    fn recommendation_respects_the_target_on_its_data() {
+        let mut data = Vec::new();
+        for i in 0..100 {
+            data.push(s(true, None, Some(0.85 + 0.0015 * f64::from(i))));
+            data.push(s(false, None, Some(0.80 + 0.0019 * f64::from(i))));
+        }
+        let points = sweep(&data);
+        for target in [0.0, 0.005, 0.05, 0.2] {
+            let r = recommend(&points, target).expect("some point meets the target");
+            let c = Confusion::of(data.iter().map(|x| (x, x.at(r.fuzzy_threshold, r.semantic_duplicate))));
+            assert!(c.false_duplicate_rate() <= target + 1e-12, "{target}: {r:?}");
+            assert!((c.recall() - r.recall).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn confusion_rates() {
+        let c = Confusion { tp: 8, fp: 1, tn: 9, fn_: 2 };
+        assert!((c.precision() - 8.0 / 9.0).abs() < 1e-12);
+        assert!((c.recall() - 0.8).abs() < 1e-12);
+        assert!((c.false_duplicate_rate() - 0.1).abs() < 1e-12);
+    }
+}

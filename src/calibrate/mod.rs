@@ -1,0 +1,134 @@
+//! Threshold calibration: labelled pairs run through the server's own funnel, in process.
+//!
+//! For each pair, a fresh scope records `a` (completed as succeeded), then checks `b`, and keeps
+//! what every stage saw: whether a certain stage (key, exact) matched, and the *eligible* fuzzy
+//! and semantic scores (best among candidates the prose checks allow to match). A pair is
+//! predicted duplicate at thresholds (f, s) when a certain stage matched, or the eligible fuzzy
+//! score is >= f, or the eligible cosine is >= s: exactly the funnel's rule, so a sweep over
+//! thresholds needs one pass over the data.
+
+mod metrics;
+mod pairs;
+mod plot;
+
+pub use metrics::{Confusion, SweepPoint, best_single_threshold, recommend, sweep};
+pub use pairs::{Malformed, Pair, PairCall, read_pairs};
+pub use plot::write_plot;
+
+use std::sync::Arc;
+
+use crate::clock::SystemClock;
+use crate::config::ServerConfig;
+use crate::engine::{CheckRequest, CompleteRequest, Engine, Outcome, Verdict};
+use crate::error::IdemError;
+use crate::funnel::StageKind;
+use crate::semantic::Semantic;
+use crate::store::MemoryStore;
+
+/// What the funnel saw for one pair.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Scored {
+    /// The pair's id.
+    pub id: String,
+    /// Ground truth.
+    pub duplicate: bool,
+    /// Group value (e.g. the pair's `kind`), when grouping.
+    pub group: Option<String>,
+    /// Verdict at the configured thresholds: DUPLICATE or IN_FLIGHT counts as duplicate.
+    pub predicted: bool,
+    /// The stage that matched at the configured thresholds.
+    pub stage: Option<&'static str>,
+    /// A certain stage (key or exact) matched: duplicate at any threshold.
+    pub certain: bool,
+    /// Eligible fuzzy similarity, if the stage saw a candidate.
+    pub fuzzy: Option<f64>,
+    /// Eligible semantic cosine, if the stage saw a candidate.
+    pub semantic: Option<f64>,
+    /// Naive baseline: cosine of the whole calls' embeddings.
+    pub naive_cosine: Option<f64>,
+}
+
+impl Scored {
+    /// Predicted duplicate at thresholds (fuzzy, semantic)?
+    pub fn at(&self, fuzzy: f64, semantic: f64) -> bool {
+        self.certain || self.fuzzy.is_some_and(|f| f >= fuzzy) || self.semantic.is_some_and(|s| s >= semantic)
+    }
+}
+
+/// Runs pairs through the funnel.
+pub struct Calibrator {
+    config: ServerConfig,
+    semantic: Option<Arc<Semantic>>,
+}
+
+impl Calibrator {
+    /// A calibrator using `config` (thresholds, tool policies, embedder).
+    pub fn new(mut config: ServerConfig) -> Result<Self, IdemError> {
+        // Nothing may be cut short by a deadline while calibrating.
+        config.defaults.deadline_ms = 60_000;
+        let semantic = Semantic::from_config(&config)?;
+        Ok(Self { config, semantic })
+    }
+
+    /// Scores one pair in a fresh scope; `naive` also embeds the whole calls for the baseline.
+    pub async fn score(&self, pair: &Pair, group: Option<String>, naive: bool) -> Result<Scored, IdemError> {
+        let engine = Engine::with_parts(
+            Arc::new(MemoryStore::new()),
+            self.config.clone(),
+            Arc::new(SystemClock),
+            self.semantic.clone(),
+        );
+        let session = format!("calibrate-{}", pair.id);
+        let req = |c: &PairCall| CheckRequest {
+            tenant: "calibrate".into(),
+            session: session.clone(),
+            tool: c.tool.clone(),
+            arguments_json: c.args.to_string(),
+            deadline_ms: Some(60_000),
+            ..Default::default()
+        };
+        let first = engine.check(req(&pair.a)).await?;
+        if first.verdict == Verdict::New && !first.call_id.is_empty() {
+            engine
+                .complete(CompleteRequest {
+                    call_id: first.call_id,
+                    outcome: Outcome::Succeeded { result_json: "{}".into() },
+                    cost: None,
+                })
+                .await?;
+        }
+        if let Some(s) = &self.semantic {
+            // Indexing happens on a blocking thread; wait until it is visible.
+            s.settle().await;
+        }
+        let second = engine.check(req(&pair.b)).await?;
+        let predicted = matches!(second.verdict, Verdict::Duplicate | Verdict::InFlight);
+        let stage_score =
+            |k: StageKind| second.stages.iter().find(|r| r.stage == k).and_then(|r| r.eligible_score);
+        let certain = second.matched.is_some_and(|(s, _)| matches!(s, StageKind::Key | StageKind::Exact));
+        let naive_cosine = match (&self.semantic, naive) {
+            (Some(s), true) => Some(naive_cosine(s, pair).await?),
+            _ => None,
+        };
+        Ok(Scored {
+            id: pair.id.clone(),
+            duplicate: pair.duplicate,
+            group,
+            predicted,
+            stage: second.matched.map(|(s, _)| s.name()),
+            certain,
+            fuzzy: stage_score(StageKind::Fuzzy),
+            semantic: stage_score(StageKind::Semantic),
+            naive_cosine,
+        })
+    }
+}
+
+/// The usual recipe: one embedding of the whole call (tool + canonical JSON), one cosine.
+async fn naive_cosine(s: &Semantic, pair: &Pair) -> Result<f64, IdemError> {
+    let deadline = || tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = |c: &PairCall| format!("{} {}", c.tool, crate::canonical::normalize(&c.args));
+    let a = s.embed(&text(&pair.a), deadline()).await?;
+    let b = s.embed(&text(&pair.b), deadline()).await?;
+    Ok(f64::from(crate::embed::cosine(&a, &b)))
+}
