@@ -77,12 +77,12 @@ pub struct SweepPoint {
 
 /// Fuzzy thresholds swept (1.0 keeps only identical text).
 pub fn fuzzy_grid() -> Vec<f64> {
-    (0..=20).map(|i| 0.80 + 0.01 * f64::from(i)).collect()
+    (0..=20).map(|i| round(0.80 + 0.01 * f64::from(i))).collect()
 }
 
 /// Semantic thresholds swept.
 pub fn semantic_grid() -> Vec<f64> {
-    (0..=40).map(|i| 0.80 + 0.005 * f64::from(i)).collect()
+    (0..=40).map(|i| round(0.80 + 0.005 * f64::from(i))).collect()
 }
 
 /// Every (fuzzy, semantic) threshold pair of the grids.
@@ -108,14 +108,19 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// The point with the best recall whose false-duplicate rate is at most `target`; ties go to
-/// the higher (safer) thresholds. `None` when no point meets the target.
+/// The point with the best recall whose false-duplicate rate is at most `target`; among equal
+/// recall, the lowest false-duplicate rate; among those, the middle of the plateau (thresholds
+/// at the edge of a plateau fit this data's quirks; the middle generalises better). `None` when
+/// no point meets the target.
 pub fn recommend(points: &[SweepPoint], target: f64) -> Option<SweepPoint> {
-    points.iter().filter(|p| p.false_duplicate_rate <= target + 1e-12).copied().max_by(|a, b| {
-        a.recall
-            .total_cmp(&b.recall)
-            .then((a.fuzzy_threshold + a.semantic_duplicate).total_cmp(&(b.fuzzy_threshold + b.semantic_duplicate)))
-    })
+    let ok: Vec<&SweepPoint> = points.iter().filter(|p| p.false_duplicate_rate <= target + 1e-12).collect();
+    let best_recall = ok.iter().map(|p| p.recall).fold(f64::NEG_INFINITY, f64::max);
+    let top: Vec<&&SweepPoint> = ok.iter().filter(|p| p.recall >= best_recall - 1e-12).collect();
+    let best_fdr = top.iter().map(|p| p.false_duplicate_rate).fold(f64::INFINITY, f64::min);
+    let mut ties: Vec<SweepPoint> =
+        top.into_iter().filter(|p| p.false_duplicate_rate <= best_fdr + 1e-12).map(|p| **p).collect();
+    ties.sort_by(|a, b| a.semantic_duplicate.total_cmp(&b.semantic_duplicate).then(a.fuzzy_threshold.total_cmp(&b.fuzzy_threshold)));
+    ties.get(ties.len() / 2).copied()
 }
 
 /// Best recall of a single-score rule (score >= t) within `target`, over thresholds 0.5..=1.

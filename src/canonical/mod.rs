@@ -125,12 +125,40 @@ pub fn normalize(value: &Value) -> Value {
         }
         Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
         Value::String(s) => {
-            let s = normalize_str(s);
+            let s = case_insensitive_parts(normalize_str(s));
             number::parse_numeric_string(&s).unwrap_or(Value::String(s))
         }
         Value::Number(n) => number::normalize_number(n),
         other => other.clone(),
     }
+}
+
+/// Lower-cases what is case-insensitive by definition: a whole email address (mail systems
+/// treat addresses case-insensitively in practice) and a URL's scheme and host (RFC 3986).
+/// Paths, queries and every other string keep their case.
+fn case_insensitive_parts(s: String) -> String {
+    if s.contains(' ') {
+        return s;
+    }
+    if let Some((local, domain)) = s.split_once('@') {
+        if !local.is_empty() && domain.contains('.') && !domain.contains(['@', '/', ':']) {
+            return s.to_lowercase();
+        }
+        return s;
+    }
+    if let Some((scheme, rest)) = s.split_once("://") {
+        if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)) {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(end);
+            // Keep user info as given; lower-case the host (and port).
+            let (userinfo, host) = match authority.rsplit_once('@') {
+                Some((u, h)) => (format!("{u}@"), h),
+                None => (String::new(), authority),
+            };
+            return format!("{}://{userinfo}{}{tail}", scheme.to_ascii_lowercase(), host.to_lowercase());
+        }
+    }
+    s
 }
 
 /// NFC, trimmed, inner whitespace runs collapsed to one space.

@@ -30,10 +30,17 @@ const DIRECTIONAL: &[&str] = &["from", "to", "into", "onto", "towards", "toward"
 
 /// Words that carry no slot value.
 const STOPWORDS: &[&str] = &[
-    "a", "an", "the", "please", "kindly", "can", "could", "would", "you", "me", "i", "we", "us",
-    "it", "this", "that", "is", "are", "be", "do", "and", "or", "so", "just", "now", "also",
-    "then", "up", "out", "some", "all",
+    "a", "an", "the", "please", "kindly", "can", "could", "would", "will", "you", "me", "i", "we", "us", "it", "this",
+    "that", "is", "are", "be", "do", "and", "or", "so", "just", "now", "also", "then", "up", "out", "some", "all",
+    "hi", "hello", "hey", "thanks", "thank", "pls", "ok", "okay", "there", "here", "for", "to", "of", "my", "our",
+    "your", "need", "want", "like", "i'd", "i'm", "let's", "go", "ahead", "quickly", "asap",
 ];
+
+/// At most this many replaced spans make a near-copy: one text edited in a few places, where
+/// any content word that changed is a changed value.
+const NEAR_COPY_MAX_REPLACEMENTS: usize = 2;
+/// ... and the words the two share cover at least this share of the longer text.
+const NEAR_COPY_MIN_SHARED: f64 = 0.7;
 
 /// Why two texts cannot be the same action, whatever their similarity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,10 +99,12 @@ fn tokenize(text: &str) -> Vec<Token> {
             continue;
         }
         let lower = word.to_lowercase();
+        let quoted = raw.starts_with(['\'', '"', '`']) || raw.ends_with(['\'', '"', '`']);
         let value_like = word.chars().any(|c| c.is_ascii_digit())
             || word.contains('@')
             || raw.contains("://")
-            || word.contains(['$', '€', '£']);
+            || word.contains(['$', '€', '£'])
+            || quoted;
         let first_upper = word.chars().next().is_some_and(char::is_uppercase);
         let all_caps = word.chars().filter(|c| c.is_alphabetic()).count() >= 2
             && word
@@ -186,10 +195,29 @@ fn conflict(a: &[Token], b: &[Token]) -> Option<Conflict> {
     if swapped_roles(a, b) {
         return Some(Conflict::Swap);
     }
-    if slot_differs(a, b) {
+    if slot_differs(a, b) || near_copy_substitution(a, b) {
         return Some(Conflict::Slot);
     }
     None
+}
+
+/// One text is the other with a few words swapped for others ("a luxury room" / "a suite
+/// room", "gas-fueled" / "diesel-fueled", 'maindb' / 'finance_db'): in a near-copy every
+/// replaced content word is a changed value, not a rewording. Paraphrases reword more broadly
+/// and are left to the similarity scores.
+fn near_copy_substitution(a: &[Token], b: &[Token]) -> bool {
+    let xa: Vec<&str> = a.iter().map(|t| t.lower.as_str()).collect();
+    let xb: Vec<&str> = b.iter().map(|t| t.lower.as_str()).collect();
+    let reps = replacements(&xa, &xb);
+    if reps.is_empty() || reps.len() > NEAR_COPY_MAX_REPLACEMENTS {
+        return false;
+    }
+    let longer = xa.len().max(xb.len());
+    if longer == 0 || (lcs_len(&xa, &xb) as f64) < NEAR_COPY_MIN_SHARED * longer as f64 {
+        return false;
+    }
+    let content = |span: &[&str]| span.iter().any(|w| !STOPWORDS.contains(w));
+    reps.iter().any(|(_, d, i)| content(d) && content(i))
 }
 
 fn multiset<'a>(tokens: impl Iterator<Item = &'a Token>) -> HashMap<&'a str, usize> {
@@ -244,6 +272,19 @@ fn slot_differs(a: &[Token], b: &[Token]) -> bool {
         }
     }
     false
+}
+
+/// Length of the longest common subsequence of two token sequences.
+fn lcs_len(a: &[&str], b: &[&str]) -> usize {
+    let mut prev = vec![0usize; b.len() + 1];
+    for x in a {
+        let mut cur = vec![0usize; b.len() + 1];
+        for (j, y) in b.iter().enumerate() {
+            cur[j + 1] = if x == y { prev[j] + 1 } else { prev[j + 1].max(cur[j]) };
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// Replaced spans of an LCS alignment: (word before the span, span in a, span in b), for spans
@@ -411,6 +452,16 @@ mod tests {
             compare("cancel my order please", "cancel my subscription please").conflict,
             Some(Conflict::Slot)
         );
+    }
+
+    #[test]
+    fn a_word_swapped_in_a_near_copy_is_a_changed_value() {
+        let a = "Book a luxury room in Hotel Paradise, Las Vegas, with a city view for 3 days starting from May 12.";
+        let b = "Book a suite room in Hotel Paradise, Las Vegas, with a city view for 3 days starting from May 12.";
+        assert_eq!(compare(a, b).conflict, Some(Conflict::Slot));
+        assert!(compare("connect to the database 'maindb' as admin", "connect to the database 'finance_db' as admin").conflict.is_some());
+        // Politeness and punctuation are not values.
+        assert_eq!(compare("Could you retrieve the list of servers for me?", "Can you retrieve the list of servers for me").conflict, None);
     }
 
     #[test]
