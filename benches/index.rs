@@ -123,9 +123,17 @@ fn recall(index: &dyn VectorIndex, exact: &FlatIndex, queries: &[f32]) -> f64 {
 }
 
 fn search(c: &mut Criterion) {
-    let flat_sizes = sizes("IDEM_BENCH_FLAT_SIZES", &[1_000, 10_000, 100_000, 1_000_000]);
+    let flat_sizes = sizes(
+        "IDEM_BENCH_FLAT_SIZES",
+        &[1_000, 10_000, 100_000, 1_000_000],
+    );
     let hnsw_sizes = sizes("IDEM_BENCH_HNSW_SIZES", &[1_000, 10_000, 100_000]);
-    let largest = flat_sizes.iter().chain(&hnsw_sizes).copied().max().unwrap_or(0);
+    let largest = flat_sizes
+        .iter()
+        .chain(&hnsw_sizes)
+        .copied()
+        .max()
+        .unwrap_or(0);
     let mut source = Data::new(1);
     let queries = source.vectors(QUERIES);
     let data = source.vectors(largest);

@@ -45,6 +45,9 @@ pub struct Record {
     pub updated_at_ms: Millis,
     pub lease_until_ms: Millis,
     pub expires_at_ms: Millis,
+    /// The closest earlier call the similarity stages saw (for feedback on a NEW verdict).
+    #[serde(default)]
+    pub nearest_call_id: Option<String>,
     /// Embedding of `free_text`, when the semantic stage computed one (stored apart by backends).
     #[serde(skip)]
     pub embedding: Option<Vec<f32>>,

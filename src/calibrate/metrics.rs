@@ -43,7 +43,11 @@ impl Confusion {
     /// Harmonic mean of precision and recall.
     pub fn f1(&self) -> f64 {
         let (p, r) = (self.precision(), self.recall());
-        if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
     }
     /// Distinct pairs called duplicate / all distinct pairs.
     pub fn false_duplicate_rate(&self) -> f64 {
@@ -77,12 +81,16 @@ pub struct SweepPoint {
 
 /// Fuzzy thresholds swept (1.0 keeps only identical text).
 pub fn fuzzy_grid() -> Vec<f64> {
-    (0..=20).map(|i| round(0.80 + 0.01 * f64::from(i))).collect()
+    (0..=20)
+        .map(|i| round(0.80 + 0.01 * f64::from(i)))
+        .collect()
 }
 
 /// Semantic thresholds swept.
 pub fn semantic_grid() -> Vec<f64> {
-    (0..=40).map(|i| round(0.80 + 0.005 * f64::from(i))).collect()
+    (0..=40)
+        .map(|i| round(0.80 + 0.005 * f64::from(i)))
+        .collect()
 }
 
 /// Every (fuzzy, semantic) threshold pair of the grids.
@@ -113,13 +121,32 @@ fn round(x: f64) -> f64 {
 /// at the edge of a plateau fit this data's quirks; the middle generalises better). `None` when
 /// no point meets the target.
 pub fn recommend(points: &[SweepPoint], target: f64) -> Option<SweepPoint> {
-    let ok: Vec<&SweepPoint> = points.iter().filter(|p| p.false_duplicate_rate <= target + 1e-12).collect();
-    let best_recall = ok.iter().map(|p| p.recall).fold(f64::NEG_INFINITY, f64::max);
-    let top: Vec<&&SweepPoint> = ok.iter().filter(|p| p.recall >= best_recall - 1e-12).collect();
-    let best_fdr = top.iter().map(|p| p.false_duplicate_rate).fold(f64::INFINITY, f64::min);
-    let mut ties: Vec<SweepPoint> =
-        top.into_iter().filter(|p| p.false_duplicate_rate <= best_fdr + 1e-12).map(|p| **p).collect();
-    ties.sort_by(|a, b| a.semantic_duplicate.total_cmp(&b.semantic_duplicate).then(a.fuzzy_threshold.total_cmp(&b.fuzzy_threshold)));
+    let ok: Vec<&SweepPoint> = points
+        .iter()
+        .filter(|p| p.false_duplicate_rate <= target + 1e-12)
+        .collect();
+    let best_recall = ok
+        .iter()
+        .map(|p| p.recall)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let top: Vec<&&SweepPoint> = ok
+        .iter()
+        .filter(|p| p.recall >= best_recall - 1e-12)
+        .collect();
+    let best_fdr = top
+        .iter()
+        .map(|p| p.false_duplicate_rate)
+        .fold(f64::INFINITY, f64::min);
+    let mut ties: Vec<SweepPoint> = top
+        .into_iter()
+        .filter(|p| p.false_duplicate_rate <= best_fdr + 1e-12)
+        .map(|p| **p)
+        .collect();
+    ties.sort_by(|a, b| {
+        a.semantic_duplicate
+            .total_cmp(&b.semantic_duplicate)
+            .then(a.fuzzy_threshold.total_cmp(&b.fuzzy_threshold))
+    });
     ties.get(ties.len() / 2).copied()
 }
 
@@ -137,7 +164,9 @@ pub fn best_single_threshold(scores: &[(bool, f64)], target: f64) -> Option<(f64
                 (false, false) => c.tn += 1,
             }
         }
-        if c.false_duplicate_rate() <= target + 1e-12 && best.is_none_or(|(_, b)| c.recall() > b.recall()) {
+        if c.false_duplicate_rate() <= target + 1e-12
+            && best.is_none_or(|(_, b)| c.recall() > b.recall())
+        {
             best = Some((round(t), c));
         }
     }
@@ -172,15 +201,26 @@ mod tests {
         let points = sweep(&data);
         for target in [0.0, 0.005, 0.05, 0.2] {
             let r = recommend(&points, target).expect("some point meets the target");
-            let c = Confusion::of(data.iter().map(|x| (x, x.at(r.fuzzy_threshold, r.semantic_duplicate))));
-            assert!(c.false_duplicate_rate() <= target + 1e-12, "{target}: {r:?}");
+            let c = Confusion::of(
+                data.iter()
+                    .map(|x| (x, x.at(r.fuzzy_threshold, r.semantic_duplicate))),
+            );
+            assert!(
+                c.false_duplicate_rate() <= target + 1e-12,
+                "{target}: {r:?}"
+            );
             assert!((c.recall() - r.recall).abs() < 1e-12);
         }
     }
 
     #[test]
     fn confusion_rates() {
-        let c = Confusion { tp: 8, fp: 1, tn: 9, fn_: 2 };
+        let c = Confusion {
+            tp: 8,
+            fp: 1,
+            tn: 9,
+            fn_: 2,
+        };
         assert!((c.precision() - 8.0 / 9.0).abs() < 1e-12);
         assert!((c.recall() - 0.8).abs() < 1e-12);
         assert!((c.false_duplicate_rate() - 0.1).abs() < 1e-12);

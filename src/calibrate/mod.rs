@@ -51,7 +51,9 @@ pub struct Scored {
 impl Scored {
     /// Predicted duplicate at thresholds (fuzzy, semantic)?
     pub fn at(&self, fuzzy: f64, semantic: f64) -> bool {
-        self.certain || self.fuzzy.is_some_and(|f| f >= fuzzy) || self.semantic.is_some_and(|s| s >= semantic)
+        self.certain
+            || self.fuzzy.is_some_and(|f| f >= fuzzy)
+            || self.semantic.is_some_and(|s| s >= semantic)
     }
 }
 
@@ -71,7 +73,12 @@ impl Calibrator {
     }
 
     /// Scores one pair in a fresh scope; `naive` also embeds the whole calls for the baseline.
-    pub async fn score(&self, pair: &Pair, group: Option<String>, naive: bool) -> Result<Scored, IdemError> {
+    pub async fn score(
+        &self,
+        pair: &Pair,
+        group: Option<String>,
+        naive: bool,
+    ) -> Result<Scored, IdemError> {
         let engine = Engine::with_parts(
             Arc::new(MemoryStore::new()),
             self.config.clone(),
@@ -92,7 +99,9 @@ impl Calibrator {
             engine
                 .complete(CompleteRequest {
                     call_id: first.call_id,
-                    outcome: Outcome::Succeeded { result_json: "{}".into() },
+                    outcome: Outcome::Succeeded {
+                        result_json: "{}".into(),
+                    },
                     cost: None,
                 })
                 .await?;
@@ -103,9 +112,16 @@ impl Calibrator {
         }
         let second = engine.check(req(&pair.b)).await?;
         let predicted = matches!(second.verdict, Verdict::Duplicate | Verdict::InFlight);
-        let stage_score =
-            |k: StageKind| second.stages.iter().find(|r| r.stage == k).and_then(|r| r.eligible_score);
-        let certain = second.matched.is_some_and(|(s, _)| matches!(s, StageKind::Key | StageKind::Exact));
+        let stage_score = |k: StageKind| {
+            second
+                .stages
+                .iter()
+                .find(|r| r.stage == k)
+                .and_then(|r| r.eligible_score)
+        };
+        let certain = second
+            .matched
+            .is_some_and(|(s, _)| matches!(s, StageKind::Key | StageKind::Exact));
         let naive_cosine = match (&self.semantic, naive) {
             (Some(s), true) => Some(naive_cosine(s, pair).await?),
             _ => None,

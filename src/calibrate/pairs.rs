@@ -40,7 +40,10 @@ pub fn read_pairs(text: &str) -> (Vec<Pair>, Vec<Malformed>) {
         }
         match parse_line(line, line_no) {
             Ok(p) => pairs.push(p),
-            Err(error) => bad.push(Malformed { line: line_no, error }),
+            Err(error) => bad.push(Malformed {
+                line: line_no,
+                error,
+            }),
         }
     }
     (pairs, bad)
@@ -48,9 +51,13 @@ pub fn read_pairs(text: &str) -> (Vec<Pair>, Vec<Malformed>) {
 
 fn parse_line(line: &str, line_no: usize) -> Result<Pair, String> {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(mut m) = v else { return Err("not a JSON object".into()) };
+    let Value::Object(mut m) = v else {
+        return Err("not a JSON object".into());
+    };
     let call = |m: &mut Map<String, Value>, side: &str| -> Result<PairCall, String> {
-        let v = m.remove(side).ok_or_else(|| format!("missing \"{side}\""))?;
+        let v = m
+            .remove(side)
+            .ok_or_else(|| format!("missing \"{side}\""))?;
         let c: PairCall = serde_json::from_value(v).map_err(|e| format!("\"{side}\": {e}"))?;
         if c.tool.trim().is_empty() {
             return Err(format!("\"{side}.tool\" is empty"));
@@ -72,7 +79,13 @@ fn parse_line(line: &str, line_no: usize) -> Result<Pair, String> {
         Some(other) => other.to_string(),
         None => format!("line-{line_no}"),
     };
-    Ok(Pair { id, a, b, duplicate, extra: m })
+    Ok(Pair {
+        id,
+        a,
+        b,
+        duplicate,
+        extra: m,
+    })
 }
 
 #[cfg(test)]
@@ -91,7 +104,10 @@ not json
         let (pairs, bad) = read_pairs(text);
         assert_eq!(pairs.len(), 1);
         assert_eq!(pairs[0].extra.get("kind"), Some(&Value::String("k".into())));
-        assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![3, 4, 5, 6]);
+        assert_eq!(
+            bad.iter().map(|b| b.line).collect::<Vec<_>>(),
+            vec![3, 4, 5, 6]
+        );
         assert!(bad[1].error.contains("\"b\""));
     }
 }

@@ -40,25 +40,62 @@ fn register_font() -> Result<(), PlotError> {
 /// Writes the plot to `path` (.svg or .png); `chosen` = (fuzzy, semantic) thresholds.
 pub fn write_plot(path: &Path, scored: &[Scored], chosen: (f64, f64)) -> Result<(), PlotError> {
     register_font()?;
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let size = (1200, 900);
     match ext.as_str() {
-        "svg" => draw(SVGBackend::new(path, size).into_drawing_area(), scored, chosen),
-        "png" => draw(BitMapBackend::new(path, size).into_drawing_area(), scored, chosen),
+        "svg" => draw(
+            SVGBackend::new(path, size).into_drawing_area(),
+            scored,
+            chosen,
+        ),
+        "png" => draw(
+            BitMapBackend::new(path, size).into_drawing_area(),
+            scored,
+            chosen,
+        ),
         _ => Err(PlotError::Extension(path.display().to_string())),
     }
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, scored: &[Scored], chosen: (f64, f64)) -> Result<(), PlotError>
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    scored: &[Scored],
+    chosen: (f64, f64),
+) -> Result<(), PlotError>
 where
     DB::ErrorType: 'static,
 {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| PlotError::Draw(x.to_string());
     root.fill(&WHITE).map_err(e)?;
     let areas = root.split_evenly((2, 2));
-    histogram(&areas[0], "fuzzy similarity (eligible)", scored.iter().filter_map(|s| s.fuzzy.map(|v| (s.duplicate, v))), chosen.0)?;
-    histogram(&areas[1], "semantic cosine (eligible)", scored.iter().filter_map(|s| s.semantic.map(|v| (s.duplicate, v))), chosen.1)?;
-    histogram(&areas[2], "naive whole-call cosine", scored.iter().filter_map(|s| s.naive_cosine.map(|v| (s.duplicate, v))), 0.90)?;
+    histogram(
+        &areas[0],
+        "fuzzy similarity (eligible)",
+        scored
+            .iter()
+            .filter_map(|s| s.fuzzy.map(|v| (s.duplicate, v))),
+        chosen.0,
+    )?;
+    histogram(
+        &areas[1],
+        "semantic cosine (eligible)",
+        scored
+            .iter()
+            .filter_map(|s| s.semantic.map(|v| (s.duplicate, v))),
+        chosen.1,
+    )?;
+    histogram(
+        &areas[2],
+        "naive whole-call cosine",
+        scored
+            .iter()
+            .filter_map(|s| s.naive_cosine.map(|v| (s.duplicate, v))),
+        0.90,
+    )?;
     curves(&areas[3], scored, chosen)?;
     root.present().map_err(e)
 }
@@ -80,7 +117,13 @@ where
         let b = ((v.clamp(0.0, 1.0) * BINS as f64) as usize).min(BINS - 1);
         if d { dup[b] += 1 } else { distinct[b] += 1 }
     }
-    let ymax = dup.iter().chain(distinct.iter()).copied().max().unwrap_or(1).max(1);
+    let ymax = dup
+        .iter()
+        .chain(distinct.iter())
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 20))
         .margin(10)
@@ -88,51 +131,107 @@ where
         .y_label_area_size(40)
         .build_cartesian_2d(0f64..1f64, 0u32..ymax + 1)
         .map_err(e)?;
-    chart.configure_mesh().x_desc("score").y_desc("pairs").draw().map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("score")
+        .y_desc("pairs")
+        .draw()
+        .map_err(e)?;
     let w = 1.0 / BINS as f64;
-    for (counts, color, name) in [(&dup, BLUE.mix(0.5), "duplicate"), (&distinct, RED.mix(0.5), "distinct")] {
+    for (counts, color, name) in [
+        (&dup, BLUE.mix(0.5), "duplicate"),
+        (&distinct, RED.mix(0.5), "distinct"),
+    ] {
         chart
             .draw_series(counts.iter().enumerate().map(|(i, c)| {
-                Rectangle::new([(i as f64 * w, 0), ((i as f64 + 1.0) * w, *c)], color.filled())
+                Rectangle::new(
+                    [(i as f64 * w, 0), ((i as f64 + 1.0) * w, *c)],
+                    color.filled(),
+                )
             }))
             .map_err(e)?
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
-    chart.draw_series(LineSeries::new(vec![(mark, 0), (mark, ymax)], BLACK.stroke_width(2))).map_err(e)?;
-    chart.configure_series_labels().border_style(BLACK).draw().map_err(e)?;
+    chart
+        .draw_series(LineSeries::new(
+            vec![(mark, 0), (mark, ymax)],
+            BLACK.stroke_width(2),
+        ))
+        .map_err(e)?;
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .draw()
+        .map_err(e)?;
     Ok(())
 }
 
-fn curves<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, scored: &[Scored], chosen: (f64, f64)) -> Result<(), PlotError>
+fn curves<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    scored: &[Scored],
+    chosen: (f64, f64),
+) -> Result<(), PlotError>
 where
     DB::ErrorType: 'static,
 {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| PlotError::Draw(x.to_string());
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("precision / recall vs semantic threshold (fuzzy {:.2})", chosen.0), ("sans-serif", 20))
+        .caption(
+            format!(
+                "precision / recall vs semantic threshold (fuzzy {:.2})",
+                chosen.0
+            ),
+            ("sans-serif", 20),
+        )
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(40)
         .build_cartesian_2d(0.7f64..1f64, 0f64..1.01f64)
         .map_err(e)?;
-    chart.configure_mesh().x_desc("semantic_duplicate").draw().map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("semantic_duplicate")
+        .draw()
+        .map_err(e)?;
     let pts: Vec<(f64, Confusion)> = (0..=300)
         .map(|i| 0.7 + 0.001 * f64::from(i))
-        .map(|t| (t, Confusion::of(scored.iter().map(|s| (s, s.at(chosen.0, t))))))
+        .map(|t| {
+            (
+                t,
+                Confusion::of(scored.iter().map(|s| (s, s.at(chosen.0, t)))),
+            )
+        })
         .collect();
     for (name, color, f) in [
-        ("precision", BLUE, Confusion::precision as fn(&Confusion) -> f64),
+        (
+            "precision",
+            BLUE,
+            Confusion::precision as fn(&Confusion) -> f64,
+        ),
         ("recall", GREEN, Confusion::recall),
         ("false-duplicate rate", RED, Confusion::false_duplicate_rate),
     ] {
         chart
-            .draw_series(LineSeries::new(pts.iter().map(|(t, c)| (*t, f(c))), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                pts.iter().map(|(t, c)| (*t, f(c))),
+                color.stroke_width(2),
+            ))
             .map_err(e)?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
     }
-    chart.draw_series(LineSeries::new(vec![(chosen.1, 0.0), (chosen.1, 1.0)], BLACK.stroke_width(2))).map_err(e)?;
-    chart.configure_series_labels().border_style(BLACK).position(SeriesLabelPosition::LowerLeft).draw().map_err(e)?;
+    chart
+        .draw_series(LineSeries::new(
+            vec![(chosen.1, 0.0), (chosen.1, 1.0)],
+            BLACK.stroke_width(2),
+        ))
+        .map_err(e)?;
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerLeft)
+        .draw()
+        .map_err(e)?;
     Ok(())
 }

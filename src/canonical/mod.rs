@@ -146,17 +146,24 @@ fn case_insensitive_parts(s: String) -> String {
         }
         return s;
     }
-    if let Some((scheme, rest)) = s.split_once("://") {
-        if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)) {
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let (authority, tail) = rest.split_at(end);
-            // Keep user info as given; lower-case the host (and port).
-            let (userinfo, host) = match authority.rsplit_once('@') {
-                Some((u, h)) => (format!("{u}@"), h),
-                None => (String::new(), authority),
-            };
-            return format!("{}://{userinfo}{}{tail}", scheme.to_ascii_lowercase(), host.to_lowercase());
-        }
+    if let Some((scheme, rest)) = s.split_once("://")
+        && !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+    {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        // Keep user info as given; lower-case the host (and port).
+        let (userinfo, host) = match authority.rsplit_once('@') {
+            Some((u, h)) => (format!("{u}@"), h),
+            None => (String::new(), authority),
+        };
+        return format!(
+            "{}://{userinfo}{}{tail}",
+            scheme.to_ascii_lowercase(),
+            host.to_lowercase()
+        );
     }
     s
 }

@@ -63,9 +63,18 @@ fn number_forms_are_one() {
 
 #[test]
 fn emails_and_url_hosts_ignore_case_but_paths_do_not() {
-    assert_eq!(normalize(&json!("Jane.Doe@Example.COM")), json!("jane.doe@example.com"));
-    assert_eq!(normalize(&json!("HTTP://PLGA.CA/Path?Q=1")), json!("http://plga.ca/Path?Q=1"));
-    assert_ne!(normalize(&json!("https://x.io/A")), normalize(&json!("https://x.io/a")));
+    assert_eq!(
+        normalize(&json!("Jane.Doe@Example.COM")),
+        json!("jane.doe@example.com")
+    );
+    assert_eq!(
+        normalize(&json!("HTTP://PLGA.CA/Path?Q=1")),
+        json!("http://plga.ca/Path?Q=1")
+    );
+    assert_ne!(
+        normalize(&json!("https://x.io/A")),
+        normalize(&json!("https://x.io/a"))
+    );
     assert_eq!(normalize(&json!("Alice")), json!("Alice"));
 }
 

@@ -65,11 +65,19 @@ pub struct CalibrateArgs {
 }
 
 fn tool_defaults(path: &PathBuf) -> anyhow::Result<BTreeMap<String, ToolPolicy>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut out = BTreeMap::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
-        let Some(tool) = v["tool"].as_str() else { continue };
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+        let Some(tool) = v["tool"].as_str() else {
+            continue;
+        };
         let mut defaults = serde_json::Map::new();
         if let Some(props) = v["parameters"]["properties"].as_object() {
             for (k, p) in props {
@@ -79,7 +87,13 @@ fn tool_defaults(path: &PathBuf) -> anyhow::Result<BTreeMap<String, ToolPolicy>>
             }
         }
         if !defaults.is_empty() {
-            out.insert(tool.to_string(), ToolPolicy { defaults, ..ToolPolicy::default() });
+            out.insert(
+                tool.to_string(),
+                ToolPolicy {
+                    defaults,
+                    ..ToolPolicy::default()
+                },
+            );
         }
     }
     Ok(out)
@@ -91,13 +105,23 @@ fn at_config(scored: &[&Scored]) -> Confusion {
 
 /// Runs the calibration and prints the report.
 pub async fn run(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&a.pairs).with_context(|| format!("cannot read {}", a.pairs.display()))?;
+    let text = std::fs::read_to_string(&a.pairs)
+        .with_context(|| format!("cannot read {}", a.pairs.display()))?;
     let (pairs, malformed) = read_pairs(&text);
     for m in &malformed {
-        eprintln!("{}:{}: malformed pair: {}", a.pairs.display(), m.line, m.error);
+        eprintln!(
+            "{}:{}: malformed pair: {}",
+            a.pairs.display(),
+            m.line,
+            m.error
+        );
     }
     if a.strict && !malformed.is_empty() {
-        anyhow::bail!("{} malformed line(s) in {} (--strict)", malformed.len(), a.pairs.display());
+        anyhow::bail!(
+            "{} malformed line(s) in {} (--strict)",
+            malformed.len(),
+            a.pairs.display()
+        );
     }
     anyhow::ensure!(!pairs.is_empty(), "no pairs in {}", a.pairs.display());
     let mut config = match &a.config {
@@ -116,24 +140,33 @@ pub async fn run(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
             config.defaults.tools.entry(name).or_insert(p);
         }
     }
-    let current = (config.defaults.fuzzy_threshold, config.defaults.semantic_duplicate);
+    let current = (
+        config.defaults.fuzzy_threshold,
+        config.defaults.semantic_duplicate,
+    );
     let cal = Calibrator::new(config.clone())?;
     let naive = a.baseline == Some(Baseline::NaiveCosine);
     let bar = indicatif::ProgressBar::new(pairs.len() as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} pairs {elapsed_precise} eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} pairs {elapsed_precise} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let group_by = a.group_by.clone();
     let mut results: Vec<(usize, Scored)> = futures::stream::iter(pairs.iter().enumerate())
         .map(|(i, p)| {
-            let group = p.extra.get(&group_by).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
+            let group = p
+                .extra
+                .get(&group_by)
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
             let cal = &cal;
             let bar = &bar;
             async move {
                 let r = cal.score(p, group, naive).await;
                 bar.inc(1);
-                r.map(|s| (i, s)).map_err(|e| anyhow::anyhow!("pair {}: {e}", p.id))
+                r.map(|s| (i, s))
+                    .map_err(|e| anyhow::anyhow!("pair {}: {e}", p.id))
             }
         })
         .buffer_unordered(a.concurrency.max(1))
@@ -145,7 +178,10 @@ pub async fn run(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
     results.sort_by_key(|(i, _)| *i);
     let scored: Vec<Scored> = results.into_iter().map(|(_, s)| s).collect();
     if let Some(out) = &a.scores_out {
-        let lines: Vec<String> = scored.iter().map(|s| serde_json::to_string(s).unwrap_or_default()).collect();
+        let lines: Vec<String> = scored
+            .iter()
+            .map(|s| serde_json::to_string(s).unwrap_or_default())
+            .collect();
         std::fs::write(out, lines.join("\n") + "\n")?;
     }
 
@@ -155,24 +191,35 @@ pub async fn run(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
     let rec = recommend(&points, a.target_false_dup_rate);
     let mut groups: BTreeMap<String, Vec<&Scored>> = BTreeMap::new();
     for s in &scored {
-        groups.entry(s.group.clone().unwrap_or_else(|| "(none)".into())).or_default().push(s);
+        groups
+            .entry(s.group.clone().unwrap_or_else(|| "(none)".into()))
+            .or_default()
+            .push(s);
     }
     let per_group: BTreeMap<String, Value> = groups
         .iter()
         .map(|(g, items)| {
             let mut v = at_config(items).report();
             if let Some(r) = rec {
-                let c = Confusion::of(items.iter().map(|s| (*s, s.at(r.fuzzy_threshold, r.semantic_duplicate))));
+                let c = Confusion::of(
+                    items
+                        .iter()
+                        .map(|s| (*s, s.at(r.fuzzy_threshold, r.semantic_duplicate))),
+                );
                 v["at_recommended"] = c.report();
             }
             v["pairs"] = json!(items.len());
             (g.clone(), v)
         })
         .collect();
-    let by_stage: BTreeMap<&str, u64> = scored.iter().filter(|s| s.predicted).fold(BTreeMap::new(), |mut m, s| {
-        *m.entry(s.stage.unwrap_or("?")).or_default() += 1;
-        m
-    });
+    let by_stage: BTreeMap<&str, u64> =
+        scored
+            .iter()
+            .filter(|s| s.predicted)
+            .fold(BTreeMap::new(), |mut m, s| {
+                *m.entry(s.stage.unwrap_or("?")).or_default() += 1;
+                m
+            });
     let recommended = rec.map(|r| {
         let borderline = (r.semantic_duplicate - 0.08).max(0.0);
         json!({
@@ -222,7 +269,10 @@ pub async fn run(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn naive_report(scored: &[Scored], target: f64) -> Value {
-    let pts: Vec<(bool, f64)> = scored.iter().filter_map(|s| s.naive_cosine.map(|c| (s.duplicate, c))).collect();
+    let pts: Vec<(bool, f64)> = scored
+        .iter()
+        .filter_map(|s| s.naive_cosine.map(|c| (s.duplicate, c)))
+        .collect();
     let at = |t: f64| {
         let mut c = Confusion::default();
         for (d, s) in &pts {
@@ -244,11 +294,16 @@ fn naive_report(scored: &[Scored], target: f64) -> Value {
 }
 
 fn pct(v: &Value) -> String {
-    v.as_f64().map_or("-".into(), |x| format!("{:.1}%", 100.0 * x))
+    v.as_f64()
+        .map_or("-".into(), |x| format!("{:.1}%", 100.0 * x))
 }
 
 fn print_human(r: &Value) {
-    println!("pairs: {}   malformed: {}", r["pairs"], r["malformed"].as_array().map_or(0, Vec::len));
+    println!(
+        "pairs: {}   malformed: {}",
+        r["pairs"],
+        r["malformed"].as_array().map_or(0, Vec::len)
+    );
     println!(
         "at the configured thresholds (fuzzy {}, semantic {}): precision {}  recall {}  F1 {}  false-duplicate rate {}",
         r["thresholds"]["fuzzy_threshold"],
@@ -259,7 +314,10 @@ fn print_human(r: &Value) {
         pct(&r["false_duplicate_rate"])
     );
     println!("matched by stage: {}", r["matched_by_stage"]);
-    println!("\n{:<32} {:>6} {:>10} {:>8} {:>8} {:>10}", "group", "pairs", "precision", "recall", "F1", "false-dup");
+    println!(
+        "\n{:<32} {:>6} {:>10} {:>8} {:>8} {:>10}",
+        "group", "pairs", "precision", "recall", "F1", "false-dup"
+    );
     if let Some(groups) = r["per_group"].as_object() {
         for (g, v) in groups {
             println!(

@@ -161,3 +161,90 @@ pub async fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
     print(json::call_record(&resp), a.json);
     Ok(ExitCode::SUCCESS)
 }
+
+/// Arguments of `idem feedback`.
+#[derive(Debug, Args)]
+pub struct FeedbackArgs {
+    #[arg(long, env = "IDEM_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// The check_id of the verdict (for a NEW verdict, its call_id).
+    #[arg(long, alias = "call-id")]
+    pub check_id: String,
+    /// The verdict was right.
+    #[arg(long, conflicts_with = "wrong", required_unless_present = "wrong")]
+    pub correct: bool,
+    /// The verdict was wrong (a false duplicate, or a missed one).
+    #[arg(long)]
+    pub wrong: bool,
+    #[arg(long, default_value = "")]
+    pub note: String,
+}
+
+/// Arguments of `idem export-pairs`.
+#[derive(Debug, Args)]
+pub struct ExportPairsArgs {
+    #[arg(long, env = "IDEM_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    #[arg(long)]
+    pub tenant: String,
+    /// Only feedback at or after this time: RFC 3339 (2026-11-26T00:00:00Z) or Unix milliseconds.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Write here instead of stdout.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// `idem feedback`.
+pub async fn feedback(a: FeedbackArgs) -> anyhow::Result<ExitCode> {
+    let mut c = connect(&a.server).await?;
+    c.report_feedback(proto::FeedbackRequest {
+        call_id: a.check_id,
+        correct: a.correct && !a.wrong,
+        note: a.note,
+    })
+    .await
+    .map_err(status_err)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_since(s: &str) -> anyhow::Result<i64> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let t = humantime::parse_rfc3339_weak(s)
+        .with_context(|| format!("--since {s:?}: use RFC 3339 or Unix ms"))?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0))
+}
+
+/// `idem export-pairs`: judged verdicts as calibration pairs (JSON Lines).
+pub async fn export_pairs(a: ExportPairsArgs) -> anyhow::Result<ExitCode> {
+    let mut c = connect(&a.server).await?;
+    let since_ms = a.since.as_deref().map(parse_since).transpose()?;
+    let r = c
+        .export_pairs(proto::ExportPairsRequest {
+            tenant: a.tenant,
+            since_ms,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let mut text = r.pairs_jsonl.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    match &a.out {
+        Some(p) => {
+            std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?
+        }
+        None => print!("{text}"),
+    }
+    eprintln!(
+        "{} pair(s) exported, {} judgement(s) skipped",
+        r.pairs_jsonl.len(),
+        r.skipped
+    );
+    Ok(ExitCode::SUCCESS)
+}

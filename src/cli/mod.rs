@@ -34,6 +34,10 @@ pub enum Command {
     Complete(CompleteArgs),
     /// Show one recorded call.
     Get(GetArgs),
+    /// Mark a verdict right or wrong (feeds calibration on real traffic).
+    Feedback(client::FeedbackArgs),
+    /// Write a tenant's judged verdicts as calibration pairs (JSON Lines).
+    ExportPairs(client::ExportPairsArgs),
     /// Measure the funnel on labelled pairs and recommend thresholds.
     Calibrate(Box<calibrate::CalibrateArgs>),
     /// Load-test a running server: throughput and latency per verdict.
@@ -55,6 +59,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Get(a) => client::get(a).await,
             Command::Bench(a) => bench::run(a).await,
             Command::Calibrate(a) => calibrate::run(*a).await,
+            Command::Feedback(a) => client::feedback(a).await,
+            Command::ExportPairs(a) => client::export_pairs(a).await,
             Command::McpProxy(a) => mcp_proxy::run(a).await,
         }
     })

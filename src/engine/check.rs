@@ -46,6 +46,14 @@ impl Engine {
             self.run_funnel(&p).await?
         };
         out.total_micros = started.elapsed().as_micros() as u64;
+        if out.verdict == Verdict::New && !out.call_id.is_empty() {
+            out.check_id = out.call_id.clone();
+        } else {
+            out.check_id = uuid::Uuid::now_v7().to_string();
+            if !out.call_id.is_empty() {
+                self.log_check(&p.req, &out, p.settings.ttl_ms_for(&p.call.tool));
+            }
+        }
         tracing::debug!(verdict = out.verdict.name(), tool = %p.call.tool, micros = out.total_micros, "check");
         Ok(out)
     }
@@ -104,6 +112,7 @@ impl Engine {
                 ),
                 total_micros: 0,
                 replayed_cost: None,
+                check_id: String::new(),
             }));
         }
         let scope = match_scope(
@@ -181,6 +190,7 @@ impl Engine {
             borderline: None,
             best_score: None,
             eligible_score: None,
+            nearest: None,
             note: None,
         };
         let mut result = self.funnel.run(&mut ctx).await?;
@@ -288,6 +298,7 @@ impl Engine {
                     ),
                     total_micros: 0,
                     replayed_cost: None,
+                    check_id: String::new(),
                 },
             },
         };
@@ -322,6 +333,7 @@ impl Engine {
             reason,
             total_micros: 0,
             replayed_cost: None,
+            check_id: String::new(),
         };
         match r.repeat_outcome(ctx.now) {
             RepeatOutcome::Duplicate => {
@@ -402,6 +414,7 @@ impl Engine {
             updated_at_ms: now,
             lease_until_ms: now + (p.settings.lease_secs as i64).saturating_mul(1000),
             expires_at_ms: now.saturating_add(p.settings.ttl_ms_for(&p.call.tool)),
+            nearest_call_id: ctx.nearest.as_ref().map(|(id, _)| id.clone()),
             embedding: ctx.embedding.clone(),
         };
         self.store.insert(&record).await?;
@@ -425,6 +438,7 @@ impl Engine {
             reason: reason.to_string(),
             total_micros: 0,
             replayed_cost: None,
+            check_id: String::new(),
         })
     }
 
@@ -460,6 +474,7 @@ impl Engine {
             borderline: None,
             best_score: None,
             eligible_score: None,
+            nearest: None,
             note: None,
         };
         let why = format!(

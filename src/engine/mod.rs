@@ -6,10 +6,12 @@
 
 mod calls;
 mod check;
+mod feedback;
 mod sessions;
 mod types;
 mod validate;
 
+pub use feedback::Export;
 pub use types::*;
 pub use validate::name as validate_name;
 
@@ -40,6 +42,7 @@ pub struct Engine {
     locks: Vec<Mutex<()>>,
     sessions: DashMap<String, Arc<SessionSettings>>,
     stats: DashMap<String, StatsSnapshot>,
+    check_log: std::sync::Mutex<Vec<crate::store::CheckLog>>,
     admission: Arc<Semaphore>,
 }
 
@@ -70,6 +73,7 @@ impl Engine {
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             sessions: DashMap::new(),
             stats: DashMap::new(),
+            check_log: std::sync::Mutex::new(Vec::new()),
             admission,
         }
     }
@@ -141,6 +145,9 @@ impl Engine {
                         let Some(e) = weak.upgrade() else { return };
                         if let Err(err) = e.flush_stats().await {
                             tracing::warn!(%err, "stats flush failed");
+                        }
+                        if let Err(err) = e.flush_check_log().await {
+                            tracing::warn!(%err, "verdict log flush failed");
                         }
                     }
                 }

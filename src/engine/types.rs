@@ -71,6 +71,8 @@ pub struct CheckOutcome {
     pub supersedes: Option<String>,
     pub reason: String,
     pub total_micros: u64,
+    /// Id of this check, for feedback (the call id for NEW).
+    pub check_id: String,
     /// Cost recorded on the replayed original (what the replay saved).
     pub replayed_cost: Option<f64>,
 }

@@ -32,6 +32,7 @@ impl Stage for FuzzyStage {
         let mut best: Option<(f64, usize)> = None;
         let mut best_any = 0.0f64;
         let mut eligible: Option<f64> = None;
+        let mut best_any_at: Option<usize> = None;
         for (i, c) in candidates.iter().enumerate() {
             if c.free_text.is_empty() {
                 continue;
@@ -42,7 +43,10 @@ impl Stage for FuzzyStage {
                 continue;
             }
             let s = similarity(&query, &other);
-            best_any = best_any.max(s);
+            if best_any_at.is_none() || s > best_any {
+                best_any = s;
+                best_any_at = Some(i);
+            }
             if eligible.is_none_or(|e| s > e) {
                 let rel = compare(&text, &c.free_text);
                 if rel.conflict.is_none() && !rel.reordered {
@@ -55,6 +59,9 @@ impl Stage for FuzzyStage {
         }
         let n = candidates.len();
         ctx.best_score = (n > 0).then_some(best_any);
+        if let Some(i) = best_any_at {
+            ctx.nearest = Some((candidates[i].id.clone(), best_any));
+        }
         ctx.eligible_score = eligible;
         match best {
             Some((score, i)) => {

@@ -136,6 +136,8 @@ pub struct CheckContext {
     pub best_score: Option<f64>,
     /// Best score among candidates eligible to match, for reports.
     pub eligible_score: Option<f64>,
+    /// The closest candidate any similarity stage saw: (call id, score).
+    pub nearest: Option<(String, f64)>,
     /// Free-form detail for the stage report's outcome (e.g. `verifier_timeout`).
     pub note: Option<String>,
 }

@@ -68,19 +68,28 @@ impl Stage for SemanticStage {
             ctx.settings.semantic_borderline,
         );
         ctx.best_score = hits.first().map(|(_, c)| f64::from(*c));
+        // The semantic neighbour is the better "nearest" for feedback on a NEW verdict.
+        if let Some((vid, c)) = hits.first()
+            && let Some(&i) = by_vid.get(vid)
+        {
+            ctx.nearest = Some((candidates[i].id.clone(), f64::from(*c)));
+        }
         let mut borderline: Option<Found> = None;
         let mut conflicts = 0;
         for (vid, cos) in hits {
             let Some(&i) = by_vid.get(&vid) else { continue };
             let cos = f64::from(cos).clamp(-1.0, 1.0);
-            if cos < border {
-                break;
-            }
             let record = &candidates[i];
             let rel = compare(&text, &record.free_text);
             if rel.conflict.is_some() {
                 conflicts += 1;
                 continue;
+            }
+            if !rel.reordered && ctx.eligible_score.is_none() {
+                ctx.eligible_score = Some(cos);
+            }
+            if cos < border {
+                break;
             }
             let found = Found {
                 record: record.clone(),

@@ -30,10 +30,11 @@ const DIRECTIONAL: &[&str] = &["from", "to", "into", "onto", "towards", "toward"
 
 /// Words that carry no slot value.
 const STOPWORDS: &[&str] = &[
-    "a", "an", "the", "please", "kindly", "can", "could", "would", "will", "you", "me", "i", "we", "us", "it", "this",
-    "that", "is", "are", "be", "do", "and", "or", "so", "just", "now", "also", "then", "up", "out", "some", "all",
-    "hi", "hello", "hey", "thanks", "thank", "pls", "ok", "okay", "there", "here", "for", "to", "of", "my", "our",
-    "your", "need", "want", "like", "i'd", "i'm", "let's", "go", "ahead", "quickly", "asap",
+    "a", "an", "the", "please", "kindly", "can", "could", "would", "will", "you", "me", "i", "we",
+    "us", "it", "this", "that", "is", "are", "be", "do", "and", "or", "so", "just", "now", "also",
+    "then", "up", "out", "some", "all", "hi", "hello", "hey", "thanks", "thank", "pls", "ok",
+    "okay", "there", "here", "for", "to", "of", "my", "our", "your", "need", "want", "like", "i'd",
+    "i'm", "let's", "go", "ahead", "quickly", "asap",
 ];
 
 /// At most this many replaced spans make a near-copy: one text edited in a few places, where
@@ -280,7 +281,11 @@ fn lcs_len(a: &[&str], b: &[&str]) -> usize {
     for x in a {
         let mut cur = vec![0usize; b.len() + 1];
         for (j, y) in b.iter().enumerate() {
-            cur[j + 1] = if x == y { prev[j] + 1 } else { prev[j + 1].max(cur[j]) };
+            cur[j + 1] = if x == y {
+                prev[j] + 1
+            } else {
+                prev[j + 1].max(cur[j])
+            };
         }
         prev = cur;
     }
@@ -459,9 +464,23 @@ mod tests {
         let a = "Book a luxury room in Hotel Paradise, Las Vegas, with a city view for 3 days starting from May 12.";
         let b = "Book a suite room in Hotel Paradise, Las Vegas, with a city view for 3 days starting from May 12.";
         assert_eq!(compare(a, b).conflict, Some(Conflict::Slot));
-        assert!(compare("connect to the database 'maindb' as admin", "connect to the database 'finance_db' as admin").conflict.is_some());
+        assert!(
+            compare(
+                "connect to the database 'maindb' as admin",
+                "connect to the database 'finance_db' as admin"
+            )
+            .conflict
+            .is_some()
+        );
         // Politeness and punctuation are not values.
-        assert_eq!(compare("Could you retrieve the list of servers for me?", "Can you retrieve the list of servers for me").conflict, None);
+        assert_eq!(
+            compare(
+                "Could you retrieve the list of servers for me?",
+                "Can you retrieve the list of servers for me"
+            )
+            .conflict,
+            None
+        );
     }
 
     #[test]

@@ -213,10 +213,12 @@ impl Semantic {
                 v.clone(),
             );
             // Inserting may migrate the index to HNSW: keep it off the tokio workers.
-            self.pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.pending
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::task::spawn_blocking(move || {
                 this.insert_vector(&scope, &id, &v);
-                this.pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                this.pending
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             });
             return;
         }

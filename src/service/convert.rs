@@ -102,6 +102,7 @@ pub fn check_response(o: CheckOutcome) -> proto::CheckResponse {
         supersedes: o.supersedes,
         reason: o.reason,
         total_micros: o.total_micros,
+        check_id: o.check_id,
     }
 }
 

@@ -13,7 +13,6 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use crate::engine::{CheckRequest, CompleteRequest, Engine, Outcome};
-use crate::error::IdemError;
 use crate::proto;
 use crate::proto::idem_server::{Idem, IdemServer};
 
@@ -190,11 +189,25 @@ impl Idem for IdemService {
         request: Request<proto::FeedbackRequest>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
         let r = request.into_inner();
-        self.engine.get_call(&r.call_id).await?;
-        Err(
-            IdemError::FailedPrecondition("feedback is not recorded by this server version".into())
-                .into(),
-        )
+        self.engine
+            .report_feedback(&r.call_id, r.correct, &r.note)
+            .await?;
+        Ok(Response::new(proto::FeedbackResponse {}))
+    }
+
+    async fn export_pairs(
+        &self,
+        request: Request<proto::ExportPairsRequest>,
+    ) -> Result<Response<proto::ExportPairsResponse>, Status> {
+        let r = request.into_inner();
+        let e = self
+            .engine
+            .export_pairs(&r.tenant, r.since_ms.unwrap_or(0))
+            .await?;
+        Ok(Response::new(proto::ExportPairsResponse {
+            pairs_jsonl: e.pairs.iter().map(|p| p.to_string()).collect(),
+            skipped: e.skipped,
+        }))
     }
 }
 

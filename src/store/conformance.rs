@@ -28,6 +28,7 @@ fn rec(session: &str, n: u32, created: Millis) -> Record {
         updated_at_ms: created,
         lease_until_ms: created + 1000,
         expires_at_ms: created + 10_000,
+        nearest_call_id: None,
         embedding: None,
     }
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{ListQuery, Page, SEP, StatsSnapshot, Store, StoreError, StoredVector, key};
+use super::{
+    CheckLog, Feedback, ListQuery, Page, SEP, StatsSnapshot, Store, StoreError, StoredVector, key,
+};
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
 use crate::record::Record;
@@ -25,6 +27,9 @@ const BY_SESSION: TableDefinition<&str, ()> = TableDefinition::new("by_session")
 const EXPIRY: TableDefinition<&str, ()> = TableDefinition::new("expiry");
 const SESSIONS: TableDefinition<&str, &str> = TableDefinition::new("sessions");
 const STATS: TableDefinition<&str, &str> = TableDefinition::new("stats");
+const CHECKS: TableDefinition<&str, &str> = TableDefinition::new("checks");
+const CHECK_EXPIRY: TableDefinition<&str, ()> = TableDefinition::new("check_expiry");
+const FEEDBACK: TableDefinition<&str, &str> = TableDefinition::new("feedback");
 
 /// The redb-backed store.
 #[derive(Clone)]
@@ -88,6 +93,9 @@ impl EmbeddedStore {
             tx.open_table(EXPIRY).map_err(be)?;
             tx.open_table(SESSIONS).map_err(be)?;
             tx.open_table(STATS).map_err(be)?;
+            tx.open_table(CHECKS).map_err(be)?;
+            tx.open_table(CHECK_EXPIRY).map_err(be)?;
+            tx.open_table(FEEDBACK).map_err(be)?;
         }
         tx.commit().map_err(be)?;
         Ok(Self { db: Arc::new(db) })
@@ -316,6 +324,19 @@ impl Store for EmbeddedStore {
                     .map(|e| e.map(|(k, _)| k.value().to_string()))
                     .collect::<Result<_, _>>()
                     .map_err(be)?;
+                let mut checks = tx.open_table(CHECKS).map_err(be)?;
+                let mut check_exp = tx.open_table(CHECK_EXPIRY).map_err(be)?;
+                let old_checks: Vec<String> = check_exp
+                    .range(..hi.as_str())
+                    .map_err(be)?
+                    .map(|e| e.map(|(k, _)| k.value().to_string()))
+                    .collect::<Result<_, _>>()
+                    .map_err(be)?;
+                for ck in old_checks {
+                    check_exp.remove(ck.as_str()).map_err(be)?;
+                    let id = ck.rsplit(SEP).next().unwrap_or_default();
+                    checks.remove(id).map_err(be)?;
+                }
                 for ek in expired {
                     exp.remove(ek.as_str()).map_err(be)?;
                     let id = ek.rsplit(SEP).next().unwrap_or_default().to_string();
@@ -480,6 +501,88 @@ impl Store for EmbeddedStore {
                 total.merge(&parse(v.value()));
             }
             Ok(total)
+        })
+        .await
+    }
+
+    async fn put_checks(&self, logs: &[CheckLog]) -> Result<(), StoreError> {
+        let logs = logs.to_vec();
+        self.blocking(move |db| {
+            let mut tx = db.begin_write().map_err(be)?;
+            tx.set_durability(Durability::None).map_err(be)?;
+            {
+                let mut t = tx.open_table(CHECKS).map_err(be)?;
+                let mut e = tx.open_table(CHECK_EXPIRY).map_err(be)?;
+                for l in &logs {
+                    let json = serde_json::to_string(l).map_err(be)?;
+                    t.insert(l.check_id.as_str(), json.as_str()).map_err(be)?;
+                    e.insert(expiry_key(l.expires_at_ms, &l.check_id).as_str(), ())
+                        .map_err(be)?;
+                }
+            }
+            tx.commit().map_err(be)
+        })
+        .await
+    }
+
+    async fn get_check(&self, check_id: &str) -> Result<Option<CheckLog>, StoreError> {
+        let id = check_id.to_string();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(be)?;
+            let t = tx.open_table(CHECKS).map_err(be)?;
+            match t.get(id.as_str()).map_err(be)? {
+                Some(v) => {
+                    serde_json::from_str(v.value())
+                        .map(Some)
+                        .map_err(|e| StoreError::Corrupt {
+                            id: id.clone(),
+                            reason: e.to_string(),
+                        })
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn put_feedback(&self, f: &Feedback) -> Result<(), StoreError> {
+        let f = f.clone();
+        self.blocking(move |db| {
+            let json = serde_json::to_string(&f).map_err(be)?;
+            let tx = db.begin_write().map_err(be)?;
+            tx.open_table(FEEDBACK)
+                .map_err(be)?
+                .insert(key(&[&f.tenant, &f.check_id]).as_str(), json.as_str())
+                .map_err(be)?;
+            tx.commit().map_err(be)
+        })
+        .await
+    }
+
+    async fn list_feedback(
+        &self,
+        tenant: &str,
+        since: Millis,
+    ) -> Result<Vec<Feedback>, StoreError> {
+        let tenant = tenant.to_string();
+        self.blocking(move |db| {
+            let (lo, hi) = prefix_range(&tenant);
+            let tx = db.begin_read().map_err(be)?;
+            let t = tx.open_table(FEEDBACK).map_err(be)?;
+            let mut out = Vec::new();
+            for entry in t.range(lo.as_str()..hi.as_str()).map_err(be)? {
+                let (k, v) = entry.map_err(be)?;
+                let f: Feedback =
+                    serde_json::from_str(v.value()).map_err(|e| StoreError::Corrupt {
+                        id: k.value().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                if f.at_ms >= since {
+                    out.push(f);
+                }
+            }
+            out.sort_by(|a, b| (a.at_ms, &a.check_id).cmp(&(b.at_ms, &b.check_id)));
+            Ok(out)
         })
         .await
     }

@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{ListQuery, Page, StatsSnapshot, Store, StoreError, StoredVector, key};
+use super::{
+    CheckLog, Feedback, ListQuery, Page, StatsSnapshot, Store, StoreError, StoredVector, key,
+};
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
 use crate::record::Record;
@@ -20,6 +22,8 @@ struct Inner {
     expiry: BTreeSet<(Millis, String)>,
     sessions: HashMap<String, SessionOverrides>,
     stats: HashMap<String, StatsSnapshot>,
+    checks: HashMap<String, CheckLog>,
+    feedback: HashMap<String, Feedback>,
 }
 
 /// A store in process memory.
@@ -196,6 +200,7 @@ impl Store for MemoryStore {
                 }
             }
         }
+        g.checks.retain(|_, c| c.expires_at_ms > now);
         Ok(swept)
     }
 
@@ -273,5 +278,40 @@ impl Store for MemoryStore {
             }
         }
         Ok(total)
+    }
+
+    async fn put_checks(&self, logs: &[CheckLog]) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        for l in logs {
+            g.checks.insert(l.check_id.clone(), l.clone());
+        }
+        Ok(())
+    }
+
+    async fn get_check(&self, check_id: &str) -> Result<Option<CheckLog>, StoreError> {
+        Ok(self.lock()?.checks.get(check_id).cloned())
+    }
+
+    async fn put_feedback(&self, f: &Feedback) -> Result<(), StoreError> {
+        self.lock()?
+            .feedback
+            .insert(key(&[&f.tenant, &f.check_id]), f.clone());
+        Ok(())
+    }
+
+    async fn list_feedback(
+        &self,
+        tenant: &str,
+        since: Millis,
+    ) -> Result<Vec<Feedback>, StoreError> {
+        let g = self.lock()?;
+        let mut v: Vec<Feedback> = g
+            .feedback
+            .values()
+            .filter(|f| f.tenant == tenant && f.at_ms >= since)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (a.at_ms, &a.check_id).cmp(&(b.at_ms, &b.check_id)));
+        Ok(v)
     }
 }

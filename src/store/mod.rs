@@ -7,6 +7,7 @@
 //! durable where the backend is.
 
 mod embedded;
+mod feedback;
 mod memory;
 mod stats;
 
@@ -14,6 +15,7 @@ mod stats;
 mod conformance;
 
 pub use embedded::EmbeddedStore;
+pub use feedback::{CheckLog, Feedback};
 pub use memory::MemoryStore;
 pub use stats::{StatsDelta, StatsSnapshot};
 
@@ -121,6 +123,15 @@ pub trait Store: Send + Sync + 'static {
     /// Counters of one session, or of the whole tenant.
     async fn stats(&self, tenant: &str, session: Option<&str>)
     -> Result<StatsSnapshot, StoreError>;
+    /// Adds verdict log entries (not necessarily durable); expired ones go with `sweep`.
+    async fn put_checks(&self, logs: &[CheckLog]) -> Result<(), StoreError>;
+    /// One verdict log entry.
+    async fn get_check(&self, check_id: &str) -> Result<Option<CheckLog>, StoreError>;
+    /// Records a judgement (durable); a later one for the same check replaces it.
+    async fn put_feedback(&self, f: &Feedback) -> Result<(), StoreError>;
+    /// A tenant's judgements given at or after `since`, oldest first.
+    async fn list_feedback(&self, tenant: &str, since: Millis)
+    -> Result<Vec<Feedback>, StoreError>;
 }
 
 /// Key separator in composite keys; names may not contain control characters.
