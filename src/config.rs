@@ -124,9 +124,11 @@ impl Default for SessionSettings {
             window_secs: 24 * 3600,
             window_calls: 1000,
             deadline_ms: 50,
-            fuzzy_threshold: 0.92,
-            semantic_duplicate: 0.93,
-            semantic_borderline: 0.85,
+            // Chosen with `idem calibrate` on benches/data/pairs.jsonl (see README, Calibration):
+            // the knee of the sweep, where recall stops rising and false duplicates start to.
+            fuzzy_threshold: 0.90,
+            semantic_duplicate: 0.92,
+            semantic_borderline: 0.84,
             borderline_policy: BorderlinePolicy::Proceed,
             verifier_enabled: false,
             scope: ScopeMode::Session,

@@ -34,7 +34,15 @@ fn small() -> String {
 #[test]
 fn small_pair_file_gives_the_expected_confusion_counts() {
     // Without an embedder the funnel is key, exact and fuzzy: deterministic.
-    let (ok, r, err) = calibrate(&["--pairs", &small(), "--embedder", "none", "--json"]);
+    let (ok, r, err) = calibrate(&[
+        "--pairs",
+        &small(),
+        "--embedder",
+        "none",
+        "--json",
+        "--target-false-dup-rate",
+        "0.6",
+    ]);
     assert!(ok, "{err}");
     let c = &r["confusion"];
     // 5 of 6 duplicates caught (the reworded one needs the semantic stage); no distinct pair merged.
@@ -86,7 +94,19 @@ fn malformed_lines_are_reported_and_strict_makes_them_fatal() {
 
 #[test]
 fn the_recommendation_respects_the_target_on_its_data() {
-    for target in ["0", "0.2"] {
+    // Four distinct pairs cannot show a 10% rate with 95% confidence: no recommendation.
+    let (ok, r, err) = calibrate(&[
+        "--pairs",
+        &small(),
+        "--embedder",
+        "none",
+        "--json",
+        "--target-false-dup-rate",
+        "0.1",
+    ]);
+    assert!(ok, "{err}");
+    assert!(r["recommended"].is_null(), "{}", r["recommended"]);
+    for target in ["0.6", "0.9"] {
         let (ok, r, err) = calibrate(&[
             "--pairs",
             &small(),

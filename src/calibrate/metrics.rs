@@ -77,6 +77,22 @@ pub struct SweepPoint {
     pub recall: f64,
     pub f1: f64,
     pub false_duplicate_rate: f64,
+    /// Upper end of the 95% (Wilson) interval of the false-duplicate rate: what the rate may
+    /// be on data the bench has not seen.
+    pub false_duplicate_rate_upper95: f64,
+}
+
+/// Upper end of the Wilson score interval (95%) of a proportion `k / n`.
+pub fn wilson_upper(k: u64, n: u64) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    let (k, n, z) = (k as f64, n as f64, 1.96f64);
+    let p = k / n;
+    let denom = 1.0 + z * z / n;
+    let centre = p + z * z / (2.0 * n);
+    let margin = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    ((centre + margin) / denom).min(1.0)
 }
 
 /// Fuzzy thresholds swept (1.0 keeps only identical text).
@@ -106,6 +122,7 @@ pub fn sweep(scored: &[Scored]) -> Vec<SweepPoint> {
                 recall: c.recall(),
                 f1: c.f1(),
                 false_duplicate_rate: c.false_duplicate_rate(),
+                false_duplicate_rate_upper95: wilson_upper(c.fp, c.fp + c.tn),
             });
         }
     }
@@ -116,14 +133,14 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// The point with the best recall whose false-duplicate rate is at most `target`; among equal
-/// recall, the lowest false-duplicate rate; among those, the middle of the plateau (thresholds
-/// at the edge of a plateau fit this data's quirks; the middle generalises better). `None` when
-/// no point meets the target.
+/// The point with the best recall whose false-duplicate rate stays within `target` with 95%
+/// confidence (the Wilson upper bound, so the promise holds beyond the pairs measured); among
+/// equal recall, the lowest rate; among those, the middle of the plateau (thresholds at a
+/// plateau's edge fit this data's quirks). `None` when no point meets the target.
 pub fn recommend(points: &[SweepPoint], target: f64) -> Option<SweepPoint> {
     let ok: Vec<&SweepPoint> = points
         .iter()
-        .filter(|p| p.false_duplicate_rate <= target + 1e-12)
+        .filter(|p| p.false_duplicate_rate_upper95 <= target + 1e-12)
         .collect();
     let best_recall = ok
         .iter()
@@ -199,7 +216,7 @@ mod tests {
             data.push(s(false, None, Some(0.80 + 0.0019 * f64::from(i))));
         }
         let points = sweep(&data);
-        for target in [0.0, 0.005, 0.05, 0.2] {
+        for target in [0.05, 0.2, 0.5] {
             let r = recommend(&points, target).expect("some point meets the target");
             let c = Confusion::of(
                 data.iter()
@@ -211,6 +228,14 @@ mod tests {
             );
             assert!((c.recall() - r.recall).abs() < 1e-12);
         }
+    }
+
+    #[test]
+    fn wilson_bound_is_above_the_estimate_and_shrinks_with_n() {
+        assert!(wilson_upper(0, 100) > 0.0);
+        assert!(wilson_upper(2, 2000) > 0.001);
+        assert!(wilson_upper(20, 20_000) < wilson_upper(2, 2000));
+        assert_eq!(wilson_upper(0, 0), 0.0);
     }
 
     #[test]

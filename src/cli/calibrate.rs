@@ -228,6 +228,7 @@ pub async fn run(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
             "semantic_borderline": (borderline * 1000.0).round() / 1000.0,
             "precision": r.precision, "recall": r.recall, "f1": r.f1,
             "false_duplicate_rate": r.false_duplicate_rate,
+            "false_duplicate_rate_upper95": r.false_duplicate_rate_upper95,
         })
     });
     let snippet = rec.map(|r| {
