@@ -394,7 +394,9 @@ impl Default for SemanticConfig {
             remote_url: None,
             remote_model: None,
             remote_api_key_env: None,
-            hnsw_threshold: 4096,
+            // Below ~50k vectors an exact flat scan is as fast as hnsw_rs and costs no graph
+            // builds (benches/index.rs).
+            hnsw_threshold: 50_000,
         }
     }
 }

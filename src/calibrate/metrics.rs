@@ -159,11 +159,13 @@ pub fn recommend(points: &[SweepPoint], target: f64) -> Option<SweepPoint> {
         .filter(|p| p.false_duplicate_rate <= best_fdr + 1e-12)
         .map(|p| **p)
         .collect();
-    ties.sort_by(|a, b| {
-        a.semantic_duplicate
-            .total_cmp(&b.semantic_duplicate)
-            .then(a.fuzzy_threshold.total_cmp(&b.fuzzy_threshold))
-    });
+    // The middle of the plateau, one dimension at a time.
+    let mut sem: Vec<f64> = ties.iter().map(|p| p.semantic_duplicate).collect();
+    sem.sort_by(f64::total_cmp);
+    sem.dedup();
+    let s_mid = *sem.get(sem.len() / 2)?;
+    ties.retain(|p| p.semantic_duplicate == s_mid);
+    ties.sort_by(|a, b| a.fuzzy_threshold.total_cmp(&b.fuzzy_threshold));
     ties.get(ties.len() / 2).copied()
 }
 

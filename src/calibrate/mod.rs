@@ -61,15 +61,23 @@ impl Scored {
 pub struct Calibrator {
     config: ServerConfig,
     semantic: Option<Arc<Semantic>>,
+    /// The configured (fuzzy, semantic) thresholds being measured.
+    thresholds: (f64, f64),
 }
 
 impl Calibrator {
     /// A calibrator using `config` (thresholds, tool policies, embedder).
     pub fn new(mut config: ServerConfig) -> Result<Self, IdemError> {
-        // Nothing may be cut short by a deadline while calibrating.
+        // Nothing may be cut short by a deadline while calibrating, and no similarity stage may
+        // settle early: every stage runs and reports its score, so a sweep is exact. The
+        // configured thresholds are then applied to the scores (the funnel's own rule).
         config.defaults.deadline_ms = 60_000;
+        let thresholds = (config.defaults.fuzzy_threshold, config.defaults.semantic_duplicate);
+        config.defaults.fuzzy_threshold = 1.0;
+        config.defaults.semantic_duplicate = 1.0;
+        config.defaults.semantic_borderline = 1.0;
         let semantic = Semantic::from_config(&config)?;
-        Ok(Self { config, semantic })
+        Ok(Self { config, semantic, thresholds })
     }
 
     /// Scores one pair in a fresh scope; `naive` also embeds the whole calls for the baseline.
@@ -111,7 +119,6 @@ impl Calibrator {
             s.settle().await;
         }
         let second = engine.check(req(&pair.b)).await?;
-        let predicted = matches!(second.verdict, Verdict::Duplicate | Verdict::InFlight);
         let stage_score = |k: StageKind| {
             second
                 .stages
@@ -122,6 +129,18 @@ impl Calibrator {
         let certain = second
             .matched
             .is_some_and(|(s, _)| matches!(s, StageKind::Key | StageKind::Exact));
+        let (fuzzy, semantic) = (stage_score(StageKind::Fuzzy), stage_score(StageKind::Semantic));
+        let (tf, ts) = self.thresholds;
+        let stage = if certain {
+            second.matched.map(|(s, _)| s.name())
+        } else if fuzzy.is_some_and(|f| f >= tf) {
+            Some("fuzzy")
+        } else if semantic.is_some_and(|s| s >= ts) {
+            Some("semantic")
+        } else {
+            None
+        };
+        let predicted = stage.is_some();
         let naive_cosine = match (&self.semantic, naive) {
             (Some(s), true) => Some(naive_cosine(s, pair).await?),
             _ => None,
@@ -131,10 +150,10 @@ impl Calibrator {
             duplicate: pair.duplicate,
             group,
             predicted,
-            stage: second.matched.map(|(s, _)| s.name()),
+            stage,
             certain,
-            fuzzy: stage_score(StageKind::Fuzzy),
-            semantic: stage_score(StageKind::Semantic),
+            fuzzy,
+            semantic,
             naive_cosine,
         })
     }

@@ -58,7 +58,7 @@ pub struct ServeArgs {
     /// Remote embedder model.
     #[arg(long, env = "IDEM_REMOTE_EMBED_MODEL")]
     pub remote_embed_model: Option<String>,
-    /// Live vectors per scope above which HNSW replaces the flat scan [default: 4096].
+    /// Live vectors per scope above which HNSW replaces the flat scan [default: 50000].
     #[arg(long, env = "IDEM_HNSW_THRESHOLD")]
     pub hnsw_threshold: Option<usize>,
     /// Verifier base URL (OpenAI-compatible chat completions).

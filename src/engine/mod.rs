@@ -107,7 +107,11 @@ impl Engine {
     pub async fn sweep(&self) -> Result<usize, StoreError> {
         let swept = self.store.sweep(self.clock.now_ms()).await?;
         if let Some(s) = &self.semantic {
-            s.forget(&swept);
+            // Removing vectors may rebuild an index: keep it off the tokio workers.
+            let (s, ids) = (s.clone(), swept.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || s.forget(&ids)).await {
+                tracing::warn!(%e, "index clean-up after sweep failed");
+            }
         }
         Ok(swept.len())
     }
