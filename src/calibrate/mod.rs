@@ -72,12 +72,19 @@ impl Calibrator {
         // settle early: every stage runs and reports its score, so a sweep is exact. The
         // configured thresholds are then applied to the scores (the funnel's own rule).
         config.defaults.deadline_ms = 60_000;
-        let thresholds = (config.defaults.fuzzy_threshold, config.defaults.semantic_duplicate);
+        let thresholds = (
+            config.defaults.fuzzy_threshold,
+            config.defaults.semantic_duplicate,
+        );
         config.defaults.fuzzy_threshold = 1.0;
         config.defaults.semantic_duplicate = 1.0;
         config.defaults.semantic_borderline = 1.0;
         let semantic = Semantic::from_config(&config)?;
-        Ok(Self { config, semantic, thresholds })
+        Ok(Self {
+            config,
+            semantic,
+            thresholds,
+        })
     }
 
     /// Scores one pair in a fresh scope; `naive` also embeds the whole calls for the baseline.
@@ -129,7 +136,10 @@ impl Calibrator {
         let certain = second
             .matched
             .is_some_and(|(s, _)| matches!(s, StageKind::Key | StageKind::Exact));
-        let (fuzzy, semantic) = (stage_score(StageKind::Fuzzy), stage_score(StageKind::Semantic));
+        let (fuzzy, semantic) = (
+            stage_score(StageKind::Fuzzy),
+            stage_score(StageKind::Semantic),
+        );
         let (tf, ts) = self.thresholds;
         let stage = if certain {
             second.matched.map(|(s, _)| s.name())

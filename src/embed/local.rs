@@ -277,9 +277,13 @@ fn load_model(
     model: UserDefinedEmbeddingModel,
     intra_threads: usize,
 ) -> Result<TextEmbedding, EmbedError> {
+    // No spin-waiting in ONNX Runtime's thread pools: on a small machine spinning threads take
+    // the cores the gRPC workers and the store need between inferences.
     let options = InitOptionsUserDefined::new()
         .with_max_length(MAX_TOKENS)
-        .with_intra_threads(intra_threads);
+        .with_intra_threads(intra_threads)
+        .with_session_config("session.intra_op.allow_spinning", "0")
+        .with_session_config("session.inter_op.allow_spinning", "0");
     let mut session = TextEmbedding::try_new_from_user_defined(model, options)
         .map_err(|e| EmbedError::Backend(format!("could not load the embedding model: {e}")))?;
     // The first run allocates and optimises; pay for it now, not inside a request's budget.

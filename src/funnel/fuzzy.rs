@@ -13,6 +13,9 @@ pub struct FuzzyStage;
 
 /// Newest candidates always scored (for the best-score report); older ones only when they can match.
 const ALWAYS_SCORED: usize = 100;
+/// Candidates the fuzzy stage looks at, newest first. Near-verbatim retries follow their
+/// original closely; older calls are left to the semantic stage's index, which scales.
+const MAX_SCANNED: usize = 256;
 
 #[async_trait]
 impl Stage for FuzzyStage {
@@ -33,7 +36,7 @@ impl Stage for FuzzyStage {
         let mut best_any = 0.0f64;
         let mut eligible: Option<f64> = None;
         let mut best_any_at: Option<usize> = None;
-        for (i, c) in candidates.iter().enumerate() {
+        for (i, c) in candidates.iter().enumerate().take(MAX_SCANNED) {
             if c.free_text.is_empty() {
                 continue;
             }
