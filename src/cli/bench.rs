@@ -168,17 +168,31 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         seeders.push(tokio::spawn(async move {
             for (orig, _) in TEMPLATES {
                 for topic in TOPICS {
-                    let r = c
-                        .check_and_record(proto::CheckRequest {
-                            tenant: "bench".into(),
-                            session: session.clone(),
-                            tool: "send_email".into(),
-                            arguments_json: body(orig, topic),
-                            deadline_ms: Some(5_000),
-                            ..Default::default()
-                        })
-                        .await?
-                        .into_inner();
+                    let req = proto::CheckRequest {
+                        tenant: "bench".into(),
+                        session: session.clone(),
+                        tool: "send_email".into(),
+                        arguments_json: body(orig, topic),
+                        deadline_ms: Some(5_000),
+                        ..Default::default()
+                    };
+                    // Seeding must succeed: back off while the server sheds load.
+                    let mut attempt = 0u32;
+                    let r = loop {
+                        match c.check_and_record(req.clone()).await {
+                            Ok(r) => break r.into_inner(),
+                            Err(s)
+                                if s.code() == tonic::Code::ResourceExhausted && attempt < 100 =>
+                            {
+                                attempt += 1;
+                                tokio::time::sleep(Duration::from_millis(
+                                    20 * u64::from(attempt.min(10)),
+                                ))
+                                .await;
+                            }
+                            Err(s) => return Err(s.into()),
+                        }
+                    };
                     if r.verdict == proto::Verdict::New as i32 {
                         c.complete(proto::CompleteRequest {
                             call_id: r.call_id,
