@@ -40,6 +40,10 @@ pub struct Semantic {
     background: Arc<Semaphore>,
     /// Index inserts handed to blocking threads and not yet applied.
     pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Embeddings requested and not yet answered (admission control).
+    embedding_now: std::sync::atomic::AtomicUsize,
+    /// Moving average of one embedding's service time (nothing queued ahead), in microseconds.
+    embed_ewma_us: std::sync::atomic::AtomicU64,
 }
 
 impl Semantic {
@@ -60,6 +64,8 @@ impl Semantic {
             verifier: verifier.map(Arc::new),
             background: Arc::new(Semaphore::new(BACKGROUND_EMBEDS)),
             pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            embedding_now: std::sync::atomic::AtomicUsize::new(0),
+            embed_ewma_us: std::sync::atomic::AtomicU64::new(5_000),
         }
     }
 
@@ -159,12 +165,36 @@ impl Semantic {
 
     /// Embeds a call's free text before `deadline`.
     pub async fn embed(&self, text: &str, deadline: Instant) -> Result<Vec<f32>, IdemError> {
-        match &self.embedder {
-            Some(e) => Ok(e.embed(text, deadline).await?),
-            None => Err(IdemError::Embed(EmbedError::Backend(
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(e) = &self.embedder else {
+            return Err(IdemError::Embed(EmbedError::Backend(
                 "no embedder configured".into(),
-            ))),
+            )));
+        };
+        // Admission: when the backlog ahead of this request cannot be embedded before its
+        // deadline, say so now (RESOURCE_EXHAUSTED) instead of queueing until the deadline.
+        let ahead = self.embedding_now.fetch_add(1, Relaxed) as u64;
+        let _done = Decrement(&self.embedding_now);
+        let ewma = self.embed_ewma_us.load(Relaxed);
+        // Waiting requests are batched together, so the backlog costs the batch in hand plus
+        // a batch that grows slowly with its size, not one embedding per request.
+        let expected = std::time::Duration::from_micros(ewma * 2 + ewma * ahead / 8);
+        if ahead > 0 && expected > deadline.saturating_duration_since(Instant::now()) {
+            return Err(IdemError::ResourceExhausted(format!(
+                "embedding backlog ({ahead} ahead, ~{} ms) exceeds the deadline; retry with backoff",
+                expected.as_millis()
+            )));
         }
+        let started = Instant::now();
+        let v = e.embed(text, deadline).await?;
+        // Learn the service time only from requests that had nothing ahead of them: a latency
+        // that includes queueing would count the backlog twice.
+        if ahead == 0 {
+            let took = started.elapsed().as_micros() as u64;
+            let old = self.embed_ewma_us.load(Relaxed);
+            self.embed_ewma_us.store((old * 7 + took) / 8, Relaxed);
+        }
+        Ok(v)
     }
 
     /// Nearest vectors of `scope` to `query`, restricted to `keep`, as (vector id, cosine).
@@ -300,5 +330,14 @@ impl Semantic {
                 self.indexes.remove(scope);
             }
         }
+    }
+}
+
+/// Decrements a counter when dropped (also when the request is cancelled).
+struct Decrement<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
