@@ -20,9 +20,18 @@ pub struct Confusion {
 impl Confusion {
     /// Counts `predicted` against the labels.
     pub fn of<'a>(items: impl IntoIterator<Item = (&'a Scored, bool)>) -> Self {
+        Self::from_labels(
+            items
+                .into_iter()
+                .map(|(s, predicted)| (s.duplicate, predicted)),
+        )
+    }
+
+    /// Counts (label, predicted) pairs.
+    pub fn from_labels(items: impl IntoIterator<Item = (bool, bool)>) -> Self {
         let mut c = Confusion::default();
-        for (s, predicted) in items {
-            match (s.duplicate, predicted) {
+        for (duplicate, predicted) in items {
+            match (duplicate, predicted) {
                 (true, true) => c.tp += 1,
                 (true, false) => c.fn_ += 1,
                 (false, true) => c.fp += 1,
@@ -169,20 +178,17 @@ pub fn recommend(points: &[SweepPoint], target: f64) -> Option<SweepPoint> {
     ties.get(ties.len() / 2).copied()
 }
 
+/// Confusion of the single-score rule `score >= t` over (label, score) pairs.
+pub fn at_threshold(scores: &[(bool, f64)], t: f64) -> Confusion {
+    Confusion::from_labels(scores.iter().map(|(d, s)| (*d, *s >= t)))
+}
+
 /// Best recall of a single-score rule (score >= t) within `target`, over thresholds 0.5..=1.
 pub fn best_single_threshold(scores: &[(bool, f64)], target: f64) -> Option<(f64, Confusion)> {
     let mut best: Option<(f64, Confusion)> = None;
     for i in 0..=500 {
         let t = 0.5 + 0.001 * f64::from(i);
-        let mut c = Confusion::default();
-        for (dup, s) in scores {
-            match (*dup, *s >= t) {
-                (true, true) => c.tp += 1,
-                (true, false) => c.fn_ += 1,
-                (false, true) => c.fp += 1,
-                (false, false) => c.tn += 1,
-            }
-        }
+        let c = at_threshold(scores, t);
         if c.false_duplicate_rate() <= target + 1e-12
             && best.is_none_or(|(_, b)| c.recall() > b.recall())
         {

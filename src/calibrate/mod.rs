@@ -11,7 +11,7 @@ mod metrics;
 mod pairs;
 mod plot;
 
-pub use metrics::{Confusion, SweepPoint, best_single_threshold, recommend, sweep};
+pub use metrics::{Confusion, SweepPoint, at_threshold, best_single_threshold, recommend, sweep};
 pub use pairs::{Malformed, Pair, PairCall, read_pairs};
 pub use plot::write_plot;
 

@@ -26,6 +26,11 @@ pub enum PlotError {
     Draw(String),
 }
 
+/// A drawing failure as a `PlotError`.
+fn draw_error<E: std::error::Error + Send + Sync>(x: DrawingAreaErrorKind<E>) -> PlotError {
+    PlotError::Draw(x.to_string())
+}
+
 fn register_font() -> Result<(), PlotError> {
     for p in FONT_PATHS {
         if let Ok(bytes) = std::fs::read(p) {
@@ -69,7 +74,7 @@ fn draw<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| PlotError::Draw(x.to_string());
+    let e = draw_error::<DB::ErrorType>;
     root.fill(&WHITE).map_err(e)?;
     let areas = root.split_evenly((2, 2));
     histogram(
@@ -109,7 +114,7 @@ fn histogram<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| PlotError::Draw(x.to_string());
+    let e = draw_error::<DB::ErrorType>;
     const BINS: usize = 50;
     let mut dup = [0u32; BINS];
     let mut distinct = [0u32; BINS];
@@ -175,7 +180,7 @@ fn curves<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| PlotError::Draw(x.to_string());
+    let e = draw_error::<DB::ErrorType>;
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!(

@@ -274,22 +274,10 @@ fn naive_report(scored: &[Scored], target: f64) -> Value {
         .iter()
         .filter_map(|s| s.naive_cosine.map(|c| (s.duplicate, c)))
         .collect();
-    let at = |t: f64| {
-        let mut c = Confusion::default();
-        for (d, s) in &pts {
-            match (*d, *s >= t) {
-                (true, true) => c.tp += 1,
-                (true, false) => c.fn_ += 1,
-                (false, true) => c.fp += 1,
-                (false, false) => c.tn += 1,
-            }
-        }
-        c
-    };
     let tuned = crate::calibrate::best_single_threshold(&pts, target);
     json!({
         "rule": "cosine(embed(tool + canonical args of a), embed(... of b)) >= threshold",
-        "at_0_90": at(0.90).report(),
+        "at_0_90": crate::calibrate::at_threshold(&pts, 0.90).report(),
         "tuned": tuned.map(|(t, c)| { let mut v = c.report(); v["threshold"] = json!(t); v }),
     })
 }

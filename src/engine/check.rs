@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::{CheckOutcome, CheckRequest, Engine, RetryIntent, Verdict, validate};
 use crate::canonical::{CanonError, CanonicalCall};
+use crate::clock::Millis;
 use crate::config::{BorderlinePolicy, ScopeMode, SessionSettings, ToolMode, canon_policy};
 use crate::error::IdemError;
 use crate::funnel::{
@@ -76,13 +77,20 @@ impl Engine {
         )?;
         let args = validate::json("arguments_json", &req.arguments_json)?;
         let settings = self.settings(&req.tenant, &req.session).await?;
-        let deadline_ms = req.deadline_ms.unwrap_or(settings.deadline_ms);
-        if deadline_ms == 0 {
+        if req.deadline_ms == Some(0) {
             return Err(IdemError::DeadlineExceeded(
                 "the request's deadline (deadline_ms = 0) has already passed".into(),
             ));
         }
-        let deadline = Instant::now() + Duration::from_millis(u64::from(deadline_ms));
+        if req.transport_deadline_ms == Some(0) {
+            return Err(IdemError::DeadlineExceeded(
+                "the request's gRPC deadline has already passed".into(),
+            ));
+        }
+        // The transport's deadline only ever tightens the request's or the session's.
+        let deadline_ms = u64::from(req.deadline_ms.unwrap_or(settings.deadline_ms))
+            .min(req.transport_deadline_ms.unwrap_or(u64::MAX));
+        let deadline = Instant::now() + Duration::from_millis(deadline_ms);
         let policy = settings.tool_policy(&req.tool);
         let call = CanonicalCall::build(
             &req.tool,
@@ -95,24 +103,13 @@ impl Engine {
             }
         })?;
         if policy.mode == ToolMode::Off {
+            let reason = format!(
+                "tool {:?} has mode off: never deduplicated, not recorded",
+                call.tool
+            );
             return Ok(Err(CheckOutcome {
-                verdict: Verdict::New,
-                call_id: String::new(),
-                matched: None,
-                status: CallStatus::InProgress,
-                result_json: None,
-                replayed: false,
-                stages: Vec::new(),
                 stop: StopReason::Mode,
-                previous_attempt_unknown: false,
-                supersedes: None,
-                reason: format!(
-                    "tool {:?} has mode off: never deduplicated, not recorded",
-                    call.tool
-                ),
-                total_micros: 0,
-                replayed_cost: None,
-                check_id: String::new(),
+                ..CheckOutcome::new(Verdict::New, String::new(), CallStatus::InProgress, reason)
             }));
         }
         let scope = match_scope(
@@ -176,23 +173,8 @@ impl Engine {
             }
         };
         let now = self.clock.now_ms();
-        let mut ctx = CheckContext {
-            call: p.call.clone(),
-            idempotency_key: p.req.idempotency_key.clone(),
-            match_scope: p.scope.clone(),
-            settings: p.settings.clone(),
-            mode: p.mode,
-            now,
-            deadline: p.deadline,
-            store: self.store.clone(),
-            candidates: None,
-            embedding,
-            borderline: None,
-            best_score: None,
-            eligible_score: None,
-            nearest: None,
-            note: None,
-        };
+        let mut ctx = self.context(p, now);
+        ctx.embedding = embedding;
         let mut result = self.funnel.run(&mut ctx).await?;
         // The embedding ran before the lock; charge it to the semantic stage that used it.
         if let Some(r) = result
@@ -214,6 +196,27 @@ impl Engine {
             }
         }
         self.conclude(p, ctx, result).await
+    }
+
+    /// A fresh funnel context for a prepared call at `now`.
+    fn context(&self, p: &Prepared, now: Millis) -> CheckContext {
+        CheckContext {
+            call: p.call.clone(),
+            idempotency_key: p.req.idempotency_key.clone(),
+            match_scope: p.scope.clone(),
+            settings: p.settings.clone(),
+            mode: p.mode,
+            now,
+            deadline: p.deadline,
+            store: self.store.clone(),
+            candidates: None,
+            embedding: None,
+            borderline: None,
+            best_score: None,
+            eligible_score: None,
+            nearest: None,
+            note: None,
+        }
     }
 
     /// A lock-free look at the key and exact indexes: true when a live original exists that
@@ -277,29 +280,26 @@ impl Engine {
                     o.reason = format!("borderline match; policy block: {}", o.reason);
                     o
                 }
-                BorderlinePolicy::Ask => CheckOutcome {
-                    verdict: Verdict::Borderline,
-                    call_id: f.record.id.clone(),
-                    matched: Some((f.stage, f.score)),
-                    status: f.record.status,
-                    result_json: None,
-                    replayed: false,
-                    stages: Vec::new(),
-                    stop,
-                    previous_attempt_unknown: false,
-                    supersedes: None,
-                    reason: format!(
+                BorderlinePolicy::Ask => {
+                    let reason = format!(
                         "possible repeat of call {} ({} score {:.3}); policy ask: the caller decides. \
                          To run it anyway, check again with retry=RESAMPLE and retry_of={}",
                         f.record.id,
                         f.stage.name(),
                         f.score,
                         f.record.id
-                    ),
-                    total_micros: 0,
-                    replayed_cost: None,
-                    check_id: String::new(),
-                },
+                    );
+                    CheckOutcome {
+                        matched: Some((f.stage, f.score)),
+                        stop,
+                        ..CheckOutcome::new(
+                            Verdict::Borderline,
+                            f.record.id.clone(),
+                            f.record.status,
+                            reason,
+                        )
+                    }
+                }
             },
         };
         out.stages = reports;
@@ -320,20 +320,8 @@ impl Engine {
         let r = &f.record;
         let matched = Some((f.stage, f.score));
         let base = |verdict, reason: String| CheckOutcome {
-            verdict,
-            call_id: r.id.clone(),
             matched,
-            status: r.status,
-            result_json: None,
-            replayed: false,
-            stages: Vec::new(),
-            stop: StopReason::Settled,
-            previous_attempt_unknown: false,
-            supersedes: None,
-            reason,
-            total_micros: 0,
-            replayed_cost: None,
-            check_id: String::new(),
+            ..CheckOutcome::new(verdict, r.id.clone(), r.status, reason)
         };
         match r.repeat_outcome(ctx.now) {
             RepeatOutcome::Duplicate => {
@@ -425,20 +413,14 @@ impl Engine {
             sim.index_new(&record, self.store.clone());
         }
         Ok(CheckOutcome {
-            verdict: Verdict::New,
-            call_id: record.id,
-            matched: None,
-            status: CallStatus::InProgress,
-            result_json: None,
-            replayed: false,
-            stages: Vec::new(),
-            stop: StopReason::Settled,
             previous_attempt_unknown,
             supersedes,
-            reason: reason.to_string(),
-            total_micros: 0,
-            replayed_cost: None,
-            check_id: String::new(),
+            ..CheckOutcome::new(
+                Verdict::New,
+                record.id,
+                CallStatus::InProgress,
+                reason.to_string(),
+            )
         })
     }
 
@@ -460,23 +442,7 @@ impl Engine {
             )));
         };
         let _guard = self.lock_for(&p.scope).lock().await;
-        let ctx = CheckContext {
-            call: p.call.clone(),
-            idempotency_key: p.req.idempotency_key.clone(),
-            match_scope: p.scope.clone(),
-            settings: p.settings.clone(),
-            mode: p.mode,
-            now: self.clock.now_ms(),
-            deadline: p.deadline,
-            store: self.store.clone(),
-            candidates: None,
-            embedding: None,
-            borderline: None,
-            best_score: None,
-            eligible_score: None,
-            nearest: None,
-            note: None,
-        };
+        let ctx = self.context(p, self.clock.now_ms());
         let why = format!(
             "resample of call {}: a new execution, never a replay",
             original.id

@@ -26,6 +26,8 @@ pub struct CheckRequest {
     pub retry: RetryIntent,
     /// With `Resample`: the call being re-done.
     pub retry_of: Option<String>,
+    /// The transport's own deadline (gRPC `grpc-timeout`), which may only tighten the check's.
+    pub transport_deadline_ms: Option<u64>,
 }
 
 /// The verdict of a check.
@@ -75,6 +77,28 @@ pub struct CheckOutcome {
     pub check_id: String,
     /// Cost recorded on the replayed original (what the replay saved).
     pub replayed_cost: Option<f64>,
+}
+
+impl CheckOutcome {
+    /// An outcome naming `call_id` in `status`, with nothing matched, replayed or timed yet.
+    pub fn new(verdict: Verdict, call_id: String, status: CallStatus, reason: String) -> Self {
+        Self {
+            verdict,
+            call_id,
+            matched: None,
+            status,
+            result_json: None,
+            replayed: false,
+            stages: Vec::new(),
+            stop: StopReason::Settled,
+            previous_attempt_unknown: false,
+            supersedes: None,
+            reason,
+            total_micros: 0,
+            replayed_cost: None,
+            check_id: String::new(),
+        }
+    }
 }
 
 /// How a call ended, reported by the caller.

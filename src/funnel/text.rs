@@ -136,13 +136,9 @@ pub fn fuzzy_form(text: &str) -> String {
         .join(" ")
 }
 
-/// Normalized Levenshtein similarity of two fuzzy forms, with a cheap upper bound first: the
-/// length ratio bounds the score, so most non-matches cost nothing.
+/// Normalized Levenshtein similarity of two fuzzy forms (1 for two empty texts). Callers
+/// check `similarity_bound` first: most non-matches are ruled out by their lengths.
 pub fn similarity(a: &str, b: &str) -> f64 {
-    let (la, lb) = (a.chars().count(), b.chars().count());
-    if la == 0 && lb == 0 {
-        return 1.0;
-    }
     strsim::normalized_levenshtein(a, b)
 }
 
@@ -196,29 +192,34 @@ fn conflict(a: &[Token], b: &[Token]) -> Option<Conflict> {
     if swapped_roles(a, b) {
         return Some(Conflict::Swap);
     }
-    if slot_differs(a, b) || near_copy_substitution(a, b) {
+    let xa: Vec<&str> = a.iter().map(|t| t.lower.as_str()).collect();
+    let xb: Vec<&str> = b.iter().map(|t| t.lower.as_str()).collect();
+    let alignment = align(&xa, &xb);
+    if slot_differs(&alignment) || near_copy_substitution(&alignment, xa.len().max(xb.len())) {
         return Some(Conflict::Slot);
     }
     None
+}
+
+/// Some word of `span` carries content (is not a stopword).
+fn has_content(span: &[&str]) -> bool {
+    span.iter().any(|w| !STOPWORDS.contains(w))
 }
 
 /// One text is the other with a few words swapped for others ("a luxury room" / "a suite
 /// room", "gas-fueled" / "diesel-fueled", 'maindb' / 'finance_db'): in a near-copy every
 /// replaced content word is a changed value, not a rewording. Paraphrases reword more broadly
 /// and are left to the similarity scores.
-fn near_copy_substitution(a: &[Token], b: &[Token]) -> bool {
-    let xa: Vec<&str> = a.iter().map(|t| t.lower.as_str()).collect();
-    let xb: Vec<&str> = b.iter().map(|t| t.lower.as_str()).collect();
-    let reps = replacements(&xa, &xb);
+fn near_copy_substitution(alignment: &Alignment<'_>, longer: usize) -> bool {
+    let reps = &alignment.replacements;
     if reps.is_empty() || reps.len() > NEAR_COPY_MAX_REPLACEMENTS {
         return false;
     }
-    let longer = xa.len().max(xb.len());
-    if longer == 0 || (lcs_len(&xa, &xb) as f64) < NEAR_COPY_MIN_SHARED * longer as f64 {
+    if longer == 0 || (alignment.matched as f64) < NEAR_COPY_MIN_SHARED * longer as f64 {
         return false;
     }
-    let content = |span: &[&str]| span.iter().any(|w| !STOPWORDS.contains(w));
-    reps.iter().any(|(_, d, i)| content(d) && content(i))
+    reps.iter()
+        .any(|(_, d, i)| has_content(d) && has_content(i))
 }
 
 fn multiset<'a>(tokens: impl Iterator<Item = &'a Token>) -> HashMap<&'a str, usize> {
@@ -259,45 +260,22 @@ fn swapped_roles(a: &[Token], b: &[Token]) -> bool {
 
 /// After aligning the two token sequences, some replaced span follows a role word that both
 /// texts share: the same slot, a different value.
-fn slot_differs(a: &[Token], b: &[Token]) -> bool {
-    let xa: Vec<&str> = a.iter().map(|t| t.lower.as_str()).collect();
-    let xb: Vec<&str> = b.iter().map(|t| t.lower.as_str()).collect();
-    for (prev, del, ins) in replacements(&xa, &xb) {
-        let Some(prev) = prev else { continue };
-        if !ROLE_WORDS.contains(&prev) {
-            continue;
-        }
-        let content = |span: &[&str]| span.iter().any(|w| !STOPWORDS.contains(w));
-        if content(&del) && content(&ins) {
-            return true;
-        }
-    }
-    false
+fn slot_differs(alignment: &Alignment<'_>) -> bool {
+    alignment.replacements.iter().any(|(prev, del, ins)| {
+        prev.is_some_and(|p| ROLE_WORDS.contains(&p)) && has_content(del) && has_content(ins)
+    })
 }
 
-/// Length of the longest common subsequence of two token sequences.
-fn lcs_len(a: &[&str], b: &[&str]) -> usize {
-    let mut prev = vec![0usize; b.len() + 1];
-    for x in a {
-        let mut cur = vec![0usize; b.len() + 1];
-        for (j, y) in b.iter().enumerate() {
-            cur[j + 1] = if x == y {
-                prev[j] + 1
-            } else {
-                prev[j + 1].max(cur[j])
-            };
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+/// An LCS alignment of two token sequences.
+struct Alignment<'a> {
+    /// Replaced spans: (word before the span, span in a, span in b), where both sides have words.
+    replacements: Vec<(Option<&'a str>, Vec<&'a str>, Vec<&'a str>)>,
+    /// Tokens the two sequences share in order (the LCS length).
+    matched: usize,
 }
 
-/// Replaced spans of an LCS alignment: (word before the span, span in a, span in b), for spans
-/// where both sides have words.
-fn replacements<'a>(
-    a: &[&'a str],
-    b: &[&'a str],
-) -> Vec<(Option<&'a str>, Vec<&'a str>, Vec<&'a str>)> {
+/// Aligns two token sequences by their longest common subsequence.
+fn align<'a>(a: &[&'a str], b: &[&'a str]) -> Alignment<'a> {
     let (n, m) = (a.len(), b.len());
     let mut lcs = vec![vec![0u16; m + 1]; n + 1];
     for i in (0..n).rev() {
@@ -337,7 +315,10 @@ fn replacements<'a>(
     del.extend_from_slice(&a[i..]);
     ins.extend_from_slice(&b[j..]);
     flush(prev, &mut del, &mut ins);
-    out
+    Alignment {
+        replacements: out,
+        matched: usize::from(lcs[0][0]),
+    }
 }
 
 /// Mostly the same words, with some pair of them in the opposite order.
@@ -364,19 +345,12 @@ fn reordered(a: &[Token], b: &[Token]) -> bool {
         .filter(|t| ma.get(t.lower.as_str()) == Some(&1) && !STOPWORDS.contains(&t.lower.as_str()))
         .filter_map(|t| pos_b.get(t.lower.as_str()).copied())
         .collect();
-    seq.windows(2).any(|w| w[0] > w[1]) || {
-        // Non-adjacent inversions too.
-        let mut max_seen = 0;
-        let mut inverted = false;
-        for &p in &seq {
-            if p < max_seen {
-                inverted = true;
-                break;
-            }
-            max_seen = p;
-        }
+    let mut max_seen = 0;
+    seq.iter().any(|&p| {
+        let inverted = p < max_seen;
+        max_seen = max_seen.max(p);
         inverted
-    }
+    })
 }
 
 #[cfg(test)]

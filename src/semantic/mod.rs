@@ -24,16 +24,10 @@ const BACKGROUND_EMBEDS: usize = 8;
 /// How long a background embedding may take.
 const BACKGROUND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// One scope's vectors and the call ids behind them.
-struct ScopeIndex {
-    index: AdaptiveIndex,
-    ids: HashMap<u64, String>,
-}
-
 /// Embedder, indexes and verifier, shared by the similarity stages.
 pub struct Semantic {
     embedder: Option<Arc<dyn Embedder>>,
-    indexes: DashMap<String, Arc<RwLock<ScopeIndex>>>,
+    indexes: DashMap<String, Arc<RwLock<AdaptiveIndex>>>,
     index_config: IndexConfig,
     dim: usize,
     verifier: Option<Arc<Verifier>>,
@@ -209,17 +203,17 @@ impl Semantic {
             return Vec::new();
         };
         let Ok(g) = idx.read() else { return Vec::new() };
-        g.index.search(query, k, keep)
+        g.search(query, k, keep)
     }
 
-    fn scope_index(&self, scope: &str) -> Arc<RwLock<ScopeIndex>> {
+    fn scope_index(&self, scope: &str) -> Arc<RwLock<AdaptiveIndex>> {
         self.indexes
             .entry(scope.to_string())
             .or_insert_with(|| {
-                Arc::new(RwLock::new(ScopeIndex {
-                    index: AdaptiveIndex::new(self.dim, self.index_config.clone()),
-                    ids: HashMap::new(),
-                }))
+                Arc::new(RwLock::new(AdaptiveIndex::new(
+                    self.dim,
+                    self.index_config.clone(),
+                )))
             })
             .clone()
     }
@@ -227,9 +221,7 @@ impl Semantic {
     fn insert_vector(&self, scope: &str, call_id: &str, vector: &[f32]) {
         let idx = self.scope_index(scope);
         let Ok(mut g) = idx.write() else { return };
-        let vid = vector_id(call_id);
-        g.index.insert(vid, vector);
-        g.ids.insert(vid, call_id.to_string());
+        g.insert(vector_id(call_id), vector);
     }
 
     /// Adds a newly recorded call to its scope's index; embeds it in the background when the
@@ -296,17 +288,12 @@ impl Semantic {
                 .push((v.id, v.vector));
         }
         for (scope, items) in by_scope {
-            let ids: HashMap<u64, String> = items
-                .iter()
-                .map(|(id, _)| (vector_id(id), id.clone()))
-                .collect();
             let index = AdaptiveIndex::build(
                 self.dim,
                 self.index_config.clone(),
                 items.iter().map(|(id, v)| (vector_id(id), v.as_slice())),
             );
-            self.indexes
-                .insert(scope, Arc::new(RwLock::new(ScopeIndex { index, ids })));
+            self.indexes.insert(scope, Arc::new(RwLock::new(index)));
         }
         Ok(n)
     }
@@ -319,10 +306,8 @@ impl Semantic {
             };
             let empty = match idx.write() {
                 Ok(mut g) => {
-                    let vid = vector_id(id);
-                    g.index.remove(vid);
-                    g.ids.remove(&vid);
-                    g.ids.is_empty()
+                    g.remove(vector_id(id));
+                    g.is_empty()
                 }
                 Err(_) => false,
             };

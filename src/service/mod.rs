@@ -53,34 +53,16 @@ impl Idem for IdemService {
     ) -> Result<Response<proto::CheckResponse>, Status> {
         let grpc_ms = grpc_timeout_ms(&request);
         let r = request.into_inner();
-        if grpc_ms == Some(0) {
-            return Err(Status::deadline_exceeded(
-                "the request's gRPC deadline has already passed",
-            ));
-        }
-        let mut deadline_ms = r.deadline_ms;
-        if let Some(g) = grpc_ms {
-            let g = u32::try_from(g).unwrap_or(u32::MAX);
-            deadline_ms = Some(deadline_ms.map_or(g, |d| d.min(g)).max(1));
-            if r.deadline_ms.is_none() {
-                // Only tighten the session's deadline, never widen it.
-                let s = self
-                    .engine
-                    .settings(&r.tenant, &r.session)
-                    .await
-                    .map_err(Status::from)?;
-                deadline_ms = deadline_ms.map(|d| d.min(s.deadline_ms));
-            }
-        }
         let req = CheckRequest {
             tenant: r.tenant,
             session: r.session,
             tool: r.tool,
             arguments_json: r.arguments_json,
             idempotency_key: r.idempotency_key,
-            deadline_ms,
+            deadline_ms: r.deadline_ms,
             retry: convert::retry(r.retry)?,
             retry_of: r.retry_of,
+            transport_deadline_ms: grpc_ms,
         };
         let out = self.engine.check(req).await?;
         Ok(Response::new(convert::check_response(out)))

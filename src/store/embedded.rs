@@ -113,6 +113,19 @@ impl EmbeddedStore {
     }
 }
 
+/// Keys of an expiry index below `hi` (everything expired by then).
+fn keys_before(
+    table: &impl ReadableTable<&'static str, ()>,
+    hi: &str,
+) -> Result<Vec<String>, StoreError> {
+    table
+        .range(..hi)
+        .map_err(be)?
+        .map(|e| e.map(|(k, _)| k.value().to_string()))
+        .collect::<Result<_, _>>()
+        .map_err(be)
+}
+
 fn read_record(db: &Database, id: &str) -> Result<Option<Record>, StoreError> {
     let tx = db.begin_read().map_err(be)?;
     let t = tx.open_table(RECORDS).map_err(be)?;
@@ -318,20 +331,10 @@ impl Store for EmbeddedStore {
                 let mut by_exact = tx.open_table(BY_EXACT).map_err(be)?;
                 let mut cands = tx.open_table(CANDIDATES).map_err(be)?;
                 let mut by_session = tx.open_table(BY_SESSION).map_err(be)?;
-                let expired: Vec<String> = exp
-                    .range(..hi.as_str())
-                    .map_err(be)?
-                    .map(|e| e.map(|(k, _)| k.value().to_string()))
-                    .collect::<Result<_, _>>()
-                    .map_err(be)?;
+                let expired = keys_before(&exp, &hi)?;
                 let mut checks = tx.open_table(CHECKS).map_err(be)?;
                 let mut check_exp = tx.open_table(CHECK_EXPIRY).map_err(be)?;
-                let old_checks: Vec<String> = check_exp
-                    .range(..hi.as_str())
-                    .map_err(be)?
-                    .map(|e| e.map(|(k, _)| k.value().to_string()))
-                    .collect::<Result<_, _>>()
-                    .map_err(be)?;
+                let old_checks = keys_before(&check_exp, &hi)?;
                 for ck in old_checks {
                     check_exp.remove(ck.as_str()).map_err(be)?;
                     let id = ck.rsplit(SEP).next().unwrap_or_default();
