@@ -71,11 +71,6 @@ impl Record {
             CallStatus::Failed => RepeatOutcome::Retry,
         }
     }
-
-    /// A stable 64-bit id for vector indexes.
-    pub fn vector_id(&self) -> u64 {
-        vector_id(&self.id)
-    }
 }
 
 /// A stable 64-bit id derived from a call id (for vector indexes).

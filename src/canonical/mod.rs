@@ -47,6 +47,8 @@ pub struct CanonicalCall {
     pub identity_fingerprint: String,
     /// Hash of tool + canonical JSON: equal hashes are exact repeats.
     pub exact_hash: String,
+    /// All free text joined in path order (computed once; the similarity stages compare it).
+    text: String,
 }
 
 impl CanonicalCall {
@@ -83,6 +85,11 @@ impl CanonicalCall {
         split_leaves(&args, String::new(), policy, &mut identity, &mut free_text);
         let identity_fingerprint = fingerprint(&tool, &identity, &free_text);
         let exact_hash = hash_parts(&["exact", &tool, &canonical_json]);
+        let text = free_text
+            .values()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n");
         Ok(Self {
             tool,
             arguments: args,
@@ -91,16 +98,13 @@ impl CanonicalCall {
             free_text,
             identity_fingerprint,
             exact_hash,
+            text,
         })
     }
 
     /// All free text joined in path order: what the fuzzy and semantic stages compare.
-    pub fn free_text_joined(&self) -> String {
-        self.free_text
-            .values()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("\n")
+    pub fn free_text_joined(&self) -> &str {
+        &self.text
     }
 }
 

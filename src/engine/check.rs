@@ -140,7 +140,7 @@ impl Engine {
                 && !self.certain_hit(p).await?
             {
                 let t = std::time::Instant::now();
-                match sim.embed(&text, p.deadline).await {
+                match sim.embed(text, p.deadline).await {
                     Ok(v) => {
                         embedding = Some(v);
                         embed_micros = t.elapsed().as_micros() as u64;
@@ -390,7 +390,7 @@ impl Engine {
             canonical_json: p.call.canonical_json.clone(),
             exact_hash: p.call.exact_hash.clone(),
             identity_fingerprint: p.call.identity_fingerprint.clone(),
-            free_text: p.call.free_text_joined(),
+            free_text: p.call.free_text_joined().to_string(),
             idempotency_key: p.req.idempotency_key.clone(),
             status: CallStatus::InProgress,
             result_json: None,

@@ -13,7 +13,6 @@ mod validate;
 
 pub use feedback::Export;
 pub use types::*;
-pub use validate::name as validate_name;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,11 +80,6 @@ impl Engine {
     /// The server configuration.
     pub fn config(&self) -> &ServerConfig {
         &self.config
-    }
-
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     fn lock_for(&self, scope: &str) -> &Mutex<()> {

@@ -8,6 +8,17 @@ use crate::error::IdemError;
 use crate::store::SEP;
 
 impl Engine {
+    /// Effective settings of a session, for GetSession (names validated).
+    pub async fn get_session(
+        &self,
+        tenant: &str,
+        session: &str,
+    ) -> Result<Arc<SessionSettings>, IdemError> {
+        validate::name("tenant", tenant)?;
+        validate::name("session", session)?;
+        self.settings(tenant, session).await
+    }
+
     /// Effective settings of a session.
     pub async fn settings(
         &self,

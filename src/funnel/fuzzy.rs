@@ -24,7 +24,7 @@ impl Stage for FuzzyStage {
     }
 
     async fn run(&self, ctx: &mut CheckContext) -> Result<Finding, IdemError> {
-        let text = ctx.call.free_text_joined();
+        let text = ctx.call.free_text_joined().to_string();
         if text.is_empty() {
             ctx.note = Some("skipped_no_free_text".into());
             return Ok(Finding::Pass);

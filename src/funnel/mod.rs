@@ -209,11 +209,6 @@ impl Funnel {
         Self { stages }
     }
 
-    /// The stages, in order.
-    pub fn stages(&self) -> impl Iterator<Item = StageKind> + '_ {
-        self.stages.iter().map(|s| s.kind())
-    }
-
     /// Runs the stages the tool's mode enables, until one settles or time runs out.
     pub async fn run(&self, ctx: &mut CheckContext) -> Result<FunnelResult, IdemError> {
         let mut reports = Vec::new();

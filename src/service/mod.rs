@@ -121,9 +121,7 @@ impl Idem for IdemService {
         request: Request<proto::GetSessionRequest>,
     ) -> Result<Response<proto::SessionConfig>, Status> {
         let r = request.into_inner();
-        crate::engine::validate_name("tenant", &r.tenant)?;
-        crate::engine::validate_name("session", &r.session)?;
-        let s = self.engine.settings(&r.tenant, &r.session).await?;
+        let s = self.engine.get_session(&r.tenant, &r.session).await?;
         Ok(Response::new(convert::session_config(
             &r.tenant, &r.session, &s,
         )))
