@@ -374,6 +374,10 @@ pub struct SemanticConfig {
     pub embed_workers: usize,
     /// Pending embeddings allowed; more are shed with RESOURCE_EXHAUSTED.
     pub embed_queue: usize,
+    /// Recent free texts whose embedding is kept (about 1.6 KB each), so a text seen again
+    /// (a retried paraphrase, the same body to another recipient) is not embedded twice.
+    /// 0 turns the cache off.
+    pub embed_cache: usize,
     /// Remote embedder base URL.
     pub remote_url: Option<String>,
     /// Remote embedder model name.
@@ -391,6 +395,7 @@ impl Default for SemanticConfig {
             models_dir: PathBuf::from("./models"),
             embed_workers: 1,
             embed_queue: 256,
+            embed_cache: 4096,
             remote_url: None,
             remote_model: None,
             remote_api_key_env: None,

@@ -25,6 +25,14 @@ pub struct BenchArgs {
     /// How long to run, e.g. 30s.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Open loop: start this many checks per second whatever the latency (sessions: one per
+    /// `--concurrency`). Without it each of `--concurrency` clients waits for its answer.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Closed loop: how long a client waits after RESOURCE_EXHAUSTED before its next check,
+    /// as a client that respects "retry with backoff" would (0: retry at once).
+    #[arg(long, default_value = "25ms", value_parser = humantime::parse_duration)]
+    pub shed_backoff: Duration,
     /// Request mix in percent: exact repeats, paraphrased repeats, new calls.
     #[arg(long, default_value = "exact=40,paraphrase=30,new=30")]
     pub mix: String,
@@ -129,8 +137,17 @@ impl Rng {
 struct Tally {
     by_verdict: BTreeMap<String, Vec<u64>>,
     by_kind: BTreeMap<String, Vec<u64>>,
+    /// Server-side time (the response's `total_micros`) per request kind.
+    server_by_kind: BTreeMap<String, Vec<u64>>,
+    /// Server-side time per stage, over the checks that ran it.
+    by_stage: BTreeMap<String, Vec<u64>>,
+    /// Latency by what the check needed: `exact` (settled by key/exact), `embedded` (the
+    /// semantic stage ran on a fresh embedding), `other`.
+    by_path: BTreeMap<String, Vec<u64>>,
     deadline_stops: u64,
     shed: u64,
+    /// The server's message on the first shed request.
+    shed_sample: Option<String>,
     errors: BTreeMap<String, u64>,
 }
 
@@ -149,6 +166,202 @@ fn summary(v: &mut [u64]) -> serde_json::Value {
         "p50_ms": pct(v, 0.5), "p90_ms": pct(v, 0.9), "p99_ms": pct(v, 0.99),
         "max_ms": v.last().map_or(0.0, |m| *m as f64 / 1000.0),
     })
+}
+
+fn summaries(m: &mut BTreeMap<String, Vec<u64>>) -> BTreeMap<String, serde_json::Value> {
+    m.iter_mut().map(|(k, v)| (k.clone(), summary(v))).collect()
+}
+
+/// What a check needed: settled by key/exact, a fresh embedding searched, or something else
+/// (no candidates, deadline before the semantic stage, mode).
+fn path_of(r: &proto::CheckResponse) -> &'static str {
+    let settled_by = |name: &str| {
+        r.stages
+            .iter()
+            .any(|s| s.name == name && s.outcome == "match")
+    };
+    if settled_by("key") || settled_by("exact") {
+        "exact"
+    } else if r.stages.iter().any(|s| {
+        s.name == "semantic"
+            && !s.outcome.starts_with("deadline")
+            && !s.outcome.starts_with("skipped")
+    }) {
+        "embedded"
+    } else {
+        "other"
+    }
+}
+
+/// What every request of a run shares.
+#[derive(Clone)]
+struct Load {
+    mix: Arc<Vec<(Kind, u32)>>,
+    total: u32,
+    deadline_ms: Option<u32>,
+    tally: Arc<Mutex<Tally>>,
+}
+
+impl Load {
+    /// Draws the next request's kind and arguments for worker `w` (its `n`-th new call).
+    fn draw(&self, rng: &mut Rng, w: usize, n: &mut u64) -> (Kind, String) {
+        let mut roll = rng.below(self.total as usize) as u32;
+        let kind = self
+            .mix
+            .iter()
+            .find(|(_, p)| {
+                if roll < *p {
+                    true
+                } else {
+                    roll -= p;
+                    false
+                }
+            })
+            .map_or(Kind::New, |(k, _)| *k);
+        let (orig, para) = TEMPLATES[rng.below(TEMPLATES.len())];
+        let topic = TOPICS[rng.below(TOPICS.len())];
+        let args = match kind {
+            Kind::Exact => body(orig, topic),
+            Kind::Paraphrase => body(para, topic),
+            Kind::New => {
+                *n += 1;
+                let words: Vec<&str> = (0..4).map(|_| WORDS[rng.below(WORDS.len())]).collect();
+                json!({"to": "team@example.com",
+                       "body": format!("Draft a short note about the {} {} initiative and the {} {} plan, item {w}-{n}.",
+                                       words[0], words[1], words[2], words[3])})
+                .to_string()
+            }
+        };
+        (kind, args)
+    }
+
+    /// Sends one check and tallies it; latency counts from `since` (the scheduled send time
+    /// in open loop, so a slow server cannot hide its queue: no coordinated omission).
+    /// Returns whether the server shed it.
+    async fn send(
+        &self,
+        c: &mut IdemClient<tonic::transport::Channel>,
+        session: &str,
+        kind: Kind,
+        args: String,
+        since: Instant,
+    ) -> bool {
+        let res = c
+            .check_and_record(proto::CheckRequest {
+                tenant: "bench".into(),
+                session: session.to_string(),
+                tool: "send_email".into(),
+                arguments_json: args,
+                deadline_ms: self.deadline_ms,
+                ..Default::default()
+            })
+            .await;
+        let micros = since.elapsed().as_micros() as u64;
+        let mut g = self.tally.lock().await;
+        let kind_name = format!("{kind:?}").to_lowercase();
+        g.by_kind.entry(kind_name.clone()).or_default().push(micros);
+        let mut shed = false;
+        match res {
+            Ok(r) => {
+                let r = r.into_inner();
+                let v = proto::Verdict::try_from(r.verdict).map_or("UNKNOWN", |v| v.as_str_name());
+                g.by_verdict.entry(v.to_string()).or_default().push(micros);
+                g.server_by_kind
+                    .entry(kind_name)
+                    .or_default()
+                    .push(r.total_micros);
+                for st in &r.stages {
+                    g.by_stage
+                        .entry(st.name.clone())
+                        .or_default()
+                        .push(st.micros);
+                }
+                g.by_path
+                    .entry(path_of(&r).into())
+                    .or_default()
+                    .push(micros);
+                if r.stop_reason == proto::StopReason::Deadline as i32 {
+                    g.deadline_stops += 1;
+                }
+            }
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                shed = true;
+                g.shed += 1;
+                if g.shed_sample.is_none() {
+                    g.shed_sample = Some(s.message().to_string());
+                }
+            }
+            Err(s) => *g.errors.entry(format!("{:?}", s.code())).or_default() += 1,
+        }
+        shed
+    }
+}
+
+/// Each session's worker sends its next check as soon as the last one is answered.
+async fn closed_loop(
+    client: &IdemClient<tonic::transport::Channel>,
+    sessions: Vec<String>,
+    load: &Load,
+    end: Instant,
+    shed_backoff: Duration,
+) -> anyhow::Result<()> {
+    let mut workers = Vec::new();
+    for (w, session) in sessions.into_iter().enumerate() {
+        let (mut c, load) = (client.clone(), load.clone());
+        workers.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1));
+            let mut n = 0u64;
+            while Instant::now() < end {
+                let (kind, args) = load.draw(&mut rng, w, &mut n);
+                if load
+                    .send(&mut c, &session, kind, args, Instant::now())
+                    .await
+                {
+                    tokio::time::sleep(shed_backoff).await;
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    Ok(())
+}
+
+/// Checks start at `rate` per second whatever the server does (sessions taken in turn), at
+/// most `MAX_OUTSTANDING` at once; a check that could not start on time counts from its slot.
+async fn open_loop(
+    client: &IdemClient<tonic::transport::Channel>,
+    sessions: Vec<String>,
+    load: &Load,
+    rate: f64,
+    end: Instant,
+) -> anyhow::Result<()> {
+    const MAX_OUTSTANDING: usize = 4096;
+    anyhow::ensure!(rate > 0.0, "--rate must be above 0");
+    let gate = Arc::new(tokio::sync::Semaphore::new(MAX_OUTSTANDING));
+    let start = Instant::now();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut counters = vec![0u64; sessions.len()];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0u64.. {
+        let slot = start + Duration::from_secs_f64(i as f64 / rate);
+        if slot >= end {
+            break;
+        }
+        tokio::time::sleep_until(slot.into()).await;
+        let w = (i as usize) % sessions.len();
+        let (kind, args) = load.draw(&mut rng, w, &mut counters[w]);
+        let permit = gate.clone().acquire_owned().await?;
+        let (mut c, load, session) = (client.clone(), load.clone(), sessions[w].clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            load.send(&mut c, &session, kind, args, slot).await;
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// Runs the load and prints the report.
@@ -217,99 +430,40 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let started = Instant::now();
     let end = started + a.duration;
-    let mut workers = Vec::new();
-    for (w, session) in sessions.into_iter().enumerate() {
-        let mut c = client.clone();
-        let tally = tally.clone();
-        let mix = mix.clone();
-        let deadline_ms = a.deadline_ms;
-        workers.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1));
-            let mut n = 0u64;
-            while Instant::now() < end {
-                let mut roll = rng.below(total as usize) as u32;
-                let kind = mix
-                    .iter()
-                    .find(|(_, p)| {
-                        if roll < *p {
-                            true
-                        } else {
-                            roll -= p;
-                            false
-                        }
-                    })
-                    .map_or(Kind::New, |(k, _)| *k);
-                let (orig, para) = TEMPLATES[rng.below(TEMPLATES.len())];
-                let topic = TOPICS[rng.below(TOPICS.len())];
-                let args = match kind {
-                    Kind::Exact => body(orig, topic),
-                    Kind::Paraphrase => body(para, topic),
-                    Kind::New => {
-                        n += 1;
-                        let words: Vec<&str> = (0..4).map(|_| WORDS[rng.below(WORDS.len())]).collect();
-                        json!({"to": "team@example.com",
-                               "body": format!("Draft a short note about the {} {} initiative and the {} {} plan, item {w}-{n}.",
-                                               words[0], words[1], words[2], words[3])})
-                        .to_string()
-                    }
-                };
-                let t = Instant::now();
-                let res = c
-                    .check_and_record(proto::CheckRequest {
-                        tenant: "bench".into(),
-                        session: session.clone(),
-                        tool: "send_email".into(),
-                        arguments_json: args,
-                        deadline_ms,
-                        ..Default::default()
-                    })
-                    .await;
-                let micros = t.elapsed().as_micros() as u64;
-                let mut g = tally.lock().await;
-                let kind_name = format!("{kind:?}").to_lowercase();
-                g.by_kind.entry(kind_name).or_default().push(micros);
-                match res {
-                    Ok(r) => {
-                        let r = r.into_inner();
-                        let v = proto::Verdict::try_from(r.verdict).map_or("UNKNOWN", |v| v.as_str_name());
-                        g.by_verdict.entry(v.to_string()).or_default().push(micros);
-                        if r.stop_reason == proto::StopReason::Deadline as i32 {
-                            g.deadline_stops += 1;
-                        }
-                    }
-                    Err(s) if s.code() == tonic::Code::ResourceExhausted => g.shed += 1,
-                    Err(s) => *g.errors.entry(format!("{:?}", s.code())).or_default() += 1,
-                }
-            }
-        }));
-    }
-    for w in workers {
-        w.await?;
+    let load = Load {
+        mix: Arc::new(mix),
+        total,
+        deadline_ms: a.deadline_ms,
+        tally: tally.clone(),
+    };
+    match a.rate {
+        None => closed_loop(&client, sessions, &load, end, a.shed_backoff).await?,
+        Some(rate) => open_loop(&client, sessions, &load, rate, end).await?,
     }
     let elapsed = started.elapsed().as_secs_f64();
     let mut g = tally.lock().await;
     let ok: usize = g.by_verdict.values().map(Vec::len).sum();
     let total_requests = ok as u64 + g.shed + g.errors.values().sum::<u64>();
-    let by_verdict: BTreeMap<String, serde_json::Value> = g
-        .by_verdict
-        .iter_mut()
-        .map(|(k, v)| (k.clone(), summary(v)))
-        .collect();
-    let by_kind: BTreeMap<String, serde_json::Value> = g
-        .by_kind
-        .iter_mut()
-        .map(|(k, v)| (k.clone(), summary(v)))
-        .collect();
+    let by_verdict = summaries(&mut g.by_verdict);
+    let by_kind = summaries(&mut g.by_kind);
+    let server_by_kind = summaries(&mut g.server_by_kind);
+    let by_stage = summaries(&mut g.by_stage);
+    let by_path = summaries(&mut g.by_path);
     let para_p50 = by_kind.get("paraphrase").and_then(|v| v["p50_ms"].as_f64());
     let report = json!({
         "concurrency": a.concurrency,
+        "rate_per_s": a.rate,
         "duration_s": elapsed,
         "requests": total_requests,
         "throughput_per_s": total_requests as f64 / elapsed,
         "by_verdict": by_verdict,
         "by_kind": by_kind,
+        "by_path": by_path,
+        "server_by_kind": server_by_kind,
+        "server_by_stage": by_stage,
         "deadline_stops": g.deadline_stops,
         "shed_resource_exhausted": g.shed,
+        "shed_sample": g.shed_sample,
         "errors": g.errors,
         "raw_embedding_p50_ms": raw_embed_ms,
         "paraphrase_check_to_raw_embedding_ratio": match (para_p50, raw_embed_ms) {

@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// Pending embeddings allowed before shedding [default: 256].
     #[arg(long, env = "IDEM_EMBED_QUEUE")]
     pub embed_queue: Option<usize>,
+    /// Free texts whose embedding is cached; 0 turns the cache off [default: 4096].
+    #[arg(long, env = "IDEM_EMBED_CACHE")]
+    pub embed_cache: Option<usize>,
     /// Remote embedder base URL (OpenAI-compatible).
     #[arg(long, env = "IDEM_REMOTE_EMBED_URL")]
     pub remote_embed_url: Option<String>,
@@ -128,6 +131,7 @@ impl ServeArgs {
             sweep_interval_secs => sweep_interval_secs, max_concurrent_checks => max_concurrent_checks,
             embedder => semantic.embedder, models_dir => semantic.models_dir,
             embed_workers => semantic.embed_workers, embed_queue => semantic.embed_queue,
+            embed_cache => semantic.embed_cache,
             hnsw_threshold => semantic.hnsw_threshold, verifier_model => verifier.model,
             ttl_secs => defaults.ttl_secs, lease_secs => defaults.lease_secs,
             window_secs => defaults.window_secs, window_calls => defaults.window_calls,

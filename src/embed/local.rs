@@ -7,8 +7,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fastembed::{
@@ -16,6 +15,7 @@ use fastembed::{
 };
 use tokio::sync::oneshot;
 
+use super::lanes::{Lane, Lanes, PushError};
 use super::{EMBEDDING_DIM, EmbedError, Embedder, Embedding, l2_normalize};
 
 /// The ONNX model file, in the models folder.
@@ -49,6 +49,7 @@ pub struct LocalEmbedderConfig {
     /// ONNX Runtime threads per model call (0 is read as 1).
     pub intra_threads: usize,
     /// Requests that may wait for a worker; more are refused with `Overloaded` (0 is read as 1).
+    /// Background jobs have a lane of the same size behind it.
     pub queue_capacity: usize,
     /// Most requests embedded in one model call (0 is read as 1).
     pub max_batch: usize,
@@ -81,7 +82,7 @@ struct Job {
 ///
 /// Dropping it closes the queue; each worker finishes the batch in hand and exits.
 pub struct LocalEmbedder {
-    queue: SyncSender<Job>,
+    queue: Arc<Lanes<Job>>,
     max_chars: usize,
 }
 
@@ -114,14 +115,13 @@ impl LocalEmbedder {
             models.push(load_model(model.clone(), config.intra_threads.max(1))?);
         }
 
-        let (queue, receiver) = sync_channel(config.queue_capacity.max(1));
-        let receiver = Arc::new(Mutex::new(receiver));
+        let queue = Arc::new(Lanes::new(config.queue_capacity, config.queue_capacity));
         let max_batch = config.max_batch.max(1);
         for (i, model) in models.into_iter().enumerate() {
-            let receiver = Arc::clone(&receiver);
+            let queue = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name(format!("idem-embed-{i}"))
-                .spawn(move || run_worker(model, &receiver, max_batch))
+                .spawn(move || run_worker(model, &queue, max_batch))
                 .map_err(|e| {
                     EmbedError::Backend(format!("could not start an embed worker: {e}"))
                 })?;
@@ -143,6 +143,7 @@ impl LocalEmbedder {
     /// Queues one text for the workers; `deadline` is on the std clock the workers read.
     fn enqueue(
         &self,
+        lane: Lane,
         text: &str,
         deadline: std::time::Instant,
     ) -> Result<oneshot::Receiver<Result<Embedding, EmbedError>>, EmbedError> {
@@ -152,13 +153,41 @@ impl LocalEmbedder {
             deadline,
             reply,
         };
-        match self.queue.try_send(job) {
+        match self.queue.push(lane, job) {
             Ok(()) => Ok(answer),
-            Err(TrySendError::Full(_)) => Err(EmbedError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => {
+            Err(PushError::Full(_)) => Err(EmbedError::Overloaded),
+            Err(PushError::Closed(_)) => {
                 Err(EmbedError::Backend("every embed worker has stopped".into()))
             }
         }
+    }
+
+    /// Queues `text` in `lane` and waits for its embedding until `deadline`.
+    async fn embed_in(
+        &self,
+        lane: Lane,
+        text: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Embedding, EmbedError> {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(EmbedError::DeadlineExceeded);
+        }
+        // The workers have no tokio clock: hand them the same deadline on the std clock.
+        let answer = self.enqueue(lane, text, std::time::Instant::now() + left)?;
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(EmbedError::Backend(
+                "the embed worker stopped before answering".into(),
+            )),
+            Err(_) => Err(EmbedError::DeadlineExceeded),
+        }
+    }
+}
+
+impl Drop for LocalEmbedder {
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }
 
@@ -173,19 +202,16 @@ impl Embedder for LocalEmbedder {
         text: &str,
         deadline: tokio::time::Instant,
     ) -> Result<Embedding, EmbedError> {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return Err(EmbedError::DeadlineExceeded);
-        }
-        // The workers have no tokio clock: hand them the same deadline on the std clock.
-        let answer = self.enqueue(text, std::time::Instant::now() + left)?;
-        match tokio::time::timeout_at(deadline, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(EmbedError::Backend(
-                "the embed worker stopped before answering".into(),
-            )),
-            Err(_) => Err(EmbedError::DeadlineExceeded),
-        }
+        self.embed_in(Lane::Request, text, deadline).await
+    }
+
+    /// Queues the text behind every waiting request: workers take it only when idle.
+    async fn embed_background(
+        &self,
+        text: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Embedding, EmbedError> {
+        self.embed_in(Lane::Background, text, deadline).await
     }
 
     fn dim(&self) -> usize {
@@ -299,10 +325,10 @@ fn load_model(
     Ok(session)
 }
 
-/// A worker: takes whatever is queued (up to `max_batch`), drops what is too late, embeds the
+/// A worker: takes whatever requests are queued (up to `max_batch`; else one background job), drops what is too late, embeds the
 /// rest in one call and answers each request. Returns when the queue is closed.
-fn run_worker(mut model: TextEmbedding, queue: &Mutex<Receiver<Job>>, max_batch: usize) {
-    while let Some(batch) = next_batch(queue, max_batch) {
+fn run_worker(mut model: TextEmbedding, queue: &Lanes<Job>, max_batch: usize) {
+    while let Some((_, batch)) = queue.next_batch(max_batch) {
         let now = std::time::Instant::now();
         let (live, late): (Vec<Job>, Vec<Job>) = batch
             .into_iter()
@@ -337,22 +363,6 @@ fn run_worker(mut model: TextEmbedding, queue: &Mutex<Receiver<Job>>, max_batch:
             Err(_) => answer_all(live, "the embedding model panicked"),
         }
     }
-}
-
-/// Blocks for one job, then takes up to `max_batch - 1` more that are already waiting.
-/// `None` once every sender is gone.
-fn next_batch(queue: &Mutex<Receiver<Job>>, max_batch: usize) -> Option<Vec<Job>> {
-    let receiver = queue.lock().unwrap_or_else(PoisonError::into_inner);
-    let first = receiver.recv().ok()?;
-    let mut batch = Vec::with_capacity(max_batch);
-    batch.push(first);
-    while batch.len() < max_batch {
-        match receiver.try_recv() {
-            Ok(job) => batch.push(job),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-        }
-    }
-    Some(batch)
 }
 
 /// Answers every job of a failed batch with the same backend error.
@@ -551,7 +561,9 @@ mod tests {
     async fn worker_skips_a_request_whose_deadline_passed_in_the_queue() {
         let embedder = embedder(LocalEmbedderConfig::default());
         let expired = std::time::Instant::now() - Duration::from_millis(1);
-        let answer = embedder.enqueue("anything", expired).unwrap();
+        let answer = embedder
+            .enqueue(Lane::Request, "anything", expired)
+            .unwrap();
         let result = tokio::time::timeout(Duration::from_secs(10), answer)
             .await
             .expect("the worker answers")

@@ -4,6 +4,7 @@
 //! product (`cosine`). Embedding is CPU-bound and slow next to the other stages: callers pass an
 //! absolute deadline and get `DeadlineExceeded` or `Overloaded` rather than a late answer.
 
+mod lanes;
 pub mod local;
 pub mod remote;
 
@@ -53,6 +54,15 @@ pub trait Embedder: Send + Sync + 'static {
         text: &str,
         deadline: tokio::time::Instant,
     ) -> Result<Embedding, EmbedError>;
+    /// Embeds a text nobody is waiting for (a call recorded without its embedding), behind
+    /// every check's request. Embedders without priorities embed it like any other.
+    async fn embed_background(
+        &self,
+        text: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Embedding, EmbedError> {
+        self.embed(text, deadline).await
+    }
     /// Length of the vectors this embedder returns.
     fn dim(&self) -> usize;
     /// Short name of the model, for logs and stats.

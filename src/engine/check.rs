@@ -25,6 +25,9 @@ struct Prepared {
     settings: Arc<SessionSettings>,
     mode: ToolMode,
     deadline: Instant,
+    /// When the embedding must be ready: the deadline less a reserve for the stages after it
+    /// and the durable write of a NEW, so the whole check ends inside its budget.
+    embed_deadline: Instant,
 }
 
 impl Engine {
@@ -90,7 +93,10 @@ impl Engine {
         // The transport's deadline only ever tightens the request's or the session's.
         let deadline_ms = u64::from(req.deadline_ms.unwrap_or(settings.deadline_ms))
             .min(req.transport_deadline_ms.unwrap_or(u64::MAX));
-        let deadline = Instant::now() + Duration::from_millis(deadline_ms);
+        let now = Instant::now();
+        let deadline = now + Duration::from_millis(deadline_ms);
+        let reserve = (Duration::from_millis(deadline_ms) / 4).min(MAX_WRITE_RESERVE);
+        let embed_deadline = deadline - reserve;
         let policy = settings.tool_policy(&req.tool);
         let call = CanonicalCall::build(
             &req.tool,
@@ -124,6 +130,7 @@ impl Engine {
             scope,
             settings,
             deadline,
+            embed_deadline,
         }))
     }
 
@@ -140,7 +147,7 @@ impl Engine {
                 && !self.certain_hit(p).await?
             {
                 let t = std::time::Instant::now();
-                match sim.embed(text, p.deadline).await {
+                match sim.embed(text, p.embed_deadline).await {
                     Ok(v) => {
                         embedding = Some(v);
                         embed_micros = t.elapsed().as_micros() as u64;
@@ -473,6 +480,10 @@ impl Engine {
         self.record_stats(&p.req.tenant, &p.req.session, &delta);
     }
 }
+
+/// Most of a check's budget kept back from the embedding for the stages after it and the
+/// durable write of a NEW (a quarter of the budget when that is less).
+const MAX_WRITE_RESERVE: Duration = Duration::from_millis(12);
 
 /// How long a check may wait for its scope's lock even when its deadline is shorter.
 const LOCK_GRACE: Duration = Duration::from_millis(5);

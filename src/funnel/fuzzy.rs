@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::text::{compare, fuzzy_form, similarity, similarity_bound};
-use super::{CheckContext, Finding, Found, Stage, StageKind};
+use super::{CheckContext, Finding, Stage, StageKind};
 use crate::error::IdemError;
 
 /// Settles near-verbatim repeats (typo fixes, punctuation, casing, a word added) without an
@@ -11,8 +11,9 @@ use crate::error::IdemError;
 /// see `text` for why this measure and for the conflict checks that run before any match.
 pub struct FuzzyStage;
 
-/// Newest candidates always scored (for the best-score report); older ones only when they can match.
-const ALWAYS_SCORED: usize = 100;
+/// Newest candidates scored for the best-score report (unless they cannot beat the best so
+/// far); older ones only when they can reach the threshold.
+const ALWAYS_SCORED: usize = 16;
 /// Candidates the fuzzy stage looks at, newest first. Near-verbatim retries follow their
 /// original closely; older calls are left to the semantic stage's index, which scales.
 const MAX_SCANNED: usize = 256;
@@ -41,8 +42,15 @@ impl Stage for FuzzyStage {
                 continue;
             }
             let other = fuzzy_form(&c.free_text);
-            // Past the newest few, skip pairs whose lengths alone rule a match out.
-            if i >= ALWAYS_SCORED && similarity_bound(&query, &other) < threshold {
+            // Skip pairs whose character counts alone rule out what they could change: past the
+            // newest few a match, among those the best scores too.
+            let bound = similarity_bound(&query, &other);
+            let skip = if i >= ALWAYS_SCORED {
+                bound < threshold
+            } else {
+                best_any_at.is_some() && bound <= best_any && eligible.is_some_and(|e| bound <= e)
+            };
+            if skip {
                 continue;
             }
             let s = similarity(&query, &other);
@@ -67,14 +75,10 @@ impl Stage for FuzzyStage {
         }
         ctx.eligible_score = eligible;
         match best {
-            Some((score, i)) => {
-                let record = candidates[i].clone();
-                Ok(Finding::Found(Found {
-                    record,
-                    stage: StageKind::Fuzzy,
-                    score,
-                }))
-            }
+            Some((score, i)) => Ok(ctx
+                .found(&candidates[i], StageKind::Fuzzy, score)
+                .await?
+                .map_or(Finding::Pass, Finding::Found)),
             None => {
                 if n == 0 {
                     ctx.note = Some("no_candidates".into());

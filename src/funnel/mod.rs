@@ -30,7 +30,7 @@ use crate::clock::Millis;
 use crate::config::{SessionSettings, ToolMode};
 use crate::error::IdemError;
 use crate::record::Record;
-use crate::store::Store;
+use crate::store::{Candidate, Store};
 
 /// The stages, in funnel order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,7 +127,7 @@ pub struct CheckContext {
     pub deadline: Instant,
     pub store: Arc<dyn Store>,
     /// Identity-equal earlier calls inside the window (loaded once, by the first stage that needs them).
-    pub candidates: Option<Arc<Vec<Record>>>,
+    pub candidates: Option<Arc<Vec<Candidate>>>,
     /// Embedding of the call's free text, when computed.
     pub embedding: Option<Vec<f32>>,
     /// A borderline finding a later stage (verify) may settle.
@@ -149,7 +149,7 @@ impl CheckContext {
     }
 
     /// Identity-equal candidates inside the window, newest first, loaded once.
-    pub async fn candidates(&mut self) -> Result<Arc<Vec<Record>>, IdemError> {
+    pub async fn candidates(&mut self) -> Result<Arc<Vec<Candidate>>, IdemError> {
         if self.candidates.is_none() {
             let since = self.now - (self.settings.window_secs as i64).saturating_mul(1000);
             let mut c = self
@@ -167,6 +167,21 @@ impl CheckContext {
             self.candidates = Some(Arc::new(c));
         }
         Ok(self.candidates.clone().unwrap_or_default())
+    }
+
+    /// A stage's match on candidate `c`: its whole record, or `None` when it was swept since the
+    /// candidates were read.
+    pub async fn found(
+        &self,
+        c: &Candidate,
+        stage: StageKind,
+        score: f64,
+    ) -> Result<Option<Found>, IdemError> {
+        Ok(self.store.get(&c.id).await?.map(|record| Found {
+            record,
+            stage,
+            score,
+        }))
     }
 }
 

@@ -79,8 +79,8 @@ impl Stage for SemanticStage {
         for (vid, cos) in hits {
             let Some(&i) = by_vid.get(&vid) else { continue };
             let cos = f64::from(cos).clamp(-1.0, 1.0);
-            let record = &candidates[i];
-            let rel = compare(&text, &record.free_text);
+            let candidate = &candidates[i];
+            let rel = compare(&text, &candidate.free_text);
             if rel.conflict.is_some() {
                 conflicts += 1;
                 continue;
@@ -91,16 +91,12 @@ impl Stage for SemanticStage {
             if cos < border {
                 break;
             }
-            let found = Found {
-                record: record.clone(),
-                stage: StageKind::Semantic,
-                score: cos,
-            };
             if cos >= dup && !rel.reordered {
-                return Ok(Finding::Found(found));
-            }
-            if borderline.is_none() {
-                borderline = Some(found);
+                if let Some(found) = ctx.found(candidate, StageKind::Semantic, cos).await? {
+                    return Ok(Finding::Found(found));
+                }
+            } else if borderline.is_none() {
+                borderline = ctx.found(candidate, StageKind::Semantic, cos).await?;
             }
         }
         if borderline.is_none() && conflicts > 0 {

@@ -1,6 +1,8 @@
 //! Shared state of the similarity stages: the embedder, the per-scope vector indexes and the
 //! verifier client. The stages themselves live in `funnel`.
 
+mod admission;
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -8,6 +10,7 @@ use dashmap::DashMap;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use self::admission::Admission;
 use crate::clock::Millis;
 use crate::config::{EmbedderKind, ServerConfig};
 use crate::embed::{
@@ -34,10 +37,10 @@ pub struct Semantic {
     background: Arc<Semaphore>,
     /// Index inserts handed to blocking threads and not yet applied.
     pending: Arc<std::sync::atomic::AtomicUsize>,
-    /// Embeddings requested and not yet answered (admission control).
-    embedding_now: std::sync::atomic::AtomicUsize,
-    /// Moving average of one embedding's service time (nothing queued ahead), in microseconds.
-    embed_ewma_us: std::sync::atomic::AtomicU64,
+    /// Sheds embeddings that could not finish before their deadline.
+    admission: Admission,
+    /// Embeddings of recently seen texts, by the text's hash; `None` when turned off.
+    cache: Option<quick_cache::sync::Cache<[u8; 32], Arc<Vec<f32>>>>,
 }
 
 impl Semantic {
@@ -58,9 +61,15 @@ impl Semantic {
             verifier: verifier.map(Arc::new),
             background: Arc::new(Semaphore::new(BACKGROUND_EMBEDS)),
             pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-            embedding_now: std::sync::atomic::AtomicUsize::new(0),
-            embed_ewma_us: std::sync::atomic::AtomicU64::new(5_000),
+            admission: Admission::default(),
+            cache: None,
         }
+    }
+
+    /// Keeps the embeddings of the last `entries` distinct texts (0: no cache).
+    pub fn with_cache(mut self, entries: usize) -> Self {
+        self.cache = (entries > 0).then(|| quick_cache::sync::Cache::new(entries));
+        self
     }
 
     /// Builds the similarity stages' state from the server config. Fails (no panic) when the
@@ -70,9 +79,13 @@ impl Semantic {
         let embedder: Option<Arc<dyn Embedder>> = match s.embedder {
             EmbedderKind::None => None,
             EmbedderKind::Local => {
+                let workers = s.embed_workers.max(1);
+                // The workers share the cores: more threads than cores only adds switching.
+                let cores = std::thread::available_parallelism().map_or(1, usize::from);
                 let c = LocalEmbedderConfig {
                     models_dir: s.models_dir.clone(),
-                    workers: s.embed_workers.max(1),
+                    workers,
+                    intra_threads: (cores / workers).max(1),
                     queue_capacity: s.embed_queue.max(1),
                     ..LocalEmbedderConfig::default()
                 };
@@ -112,11 +125,9 @@ impl Semantic {
             hnsw_threshold: s.hnsw_threshold,
             ..IndexConfig::default()
         };
-        Ok(Some(Arc::new(Semantic::new(
-            embedder,
-            index_config,
-            verifier,
-        ))))
+        Ok(Some(Arc::new(
+            Semantic::new(embedder, index_config, verifier).with_cache(s.embed_cache),
+        )))
     }
 
     /// The similarity stages, in funnel order.
@@ -157,36 +168,53 @@ impl Semantic {
         self.embedder.is_some()
     }
 
-    /// Embeds a call's free text before `deadline`.
+    /// Embeds a call's free text before `deadline` (from the cache when the text was seen).
     pub async fn embed(&self, text: &str, deadline: Instant) -> Result<Vec<f32>, IdemError> {
-        use std::sync::atomic::Ordering::Relaxed;
+        let key = *blake3::hash(text.as_bytes()).as_bytes();
+        if let Some(v) = self.cache.as_ref().and_then(|c| c.get(&key)) {
+            return Ok(v.as_ref().clone());
+        }
+        let v = self.embed_uncached(text, deadline).await?;
+        if let Some(c) = &self.cache {
+            c.insert(key, Arc::new(v.clone()));
+        }
+        Ok(v)
+    }
+
+    async fn embed_uncached(&self, text: &str, deadline: Instant) -> Result<Vec<f32>, IdemError> {
         let Some(e) = &self.embedder else {
             return Err(IdemError::Embed(EmbedError::Backend(
                 "no embedder configured".into(),
             )));
         };
-        // Admission: when the backlog ahead of this request cannot be embedded before its
-        // deadline, say so now (RESOURCE_EXHAUSTED) instead of queueing until the deadline.
-        let ahead = self.embedding_now.fetch_add(1, Relaxed) as u64;
-        let _done = Decrement(&self.embedding_now);
-        let ewma = self.embed_ewma_us.load(Relaxed);
-        // Waiting requests are batched together, so the backlog costs the batch in hand plus
-        // a batch that grows slowly with its size, not one embedding per request.
-        let expected = std::time::Duration::from_micros(ewma * 2 + ewma * ahead / 8);
-        if ahead > 0 && expected > deadline.saturating_duration_since(Instant::now()) {
-            return Err(IdemError::ResourceExhausted(format!(
-                "embedding backlog ({ahead} ahead, ~{} ms) exceeds the deadline; retry with backoff",
+        let ticket = self.admission.enter(deadline).map_err(|(ahead, expected)| {
+            IdemError::ResourceExhausted(format!(
+                "embedding backlog ({ahead} ahead, ~{} ms) would not finish before the deadline; retry with backoff",
                 expected.as_millis()
-            )));
-        }
-        let started = Instant::now();
+            ))
+        })?;
         let v = e.embed(text, deadline).await?;
-        // Learn the service time only from requests that had nothing ahead of them: a latency
-        // that includes queueing would count the backlog twice.
-        if ahead == 0 {
-            let took = started.elapsed().as_micros() as u64;
-            let old = self.embed_ewma_us.load(Relaxed);
-            self.embed_ewma_us.store((old * 7 + took) / 8, Relaxed);
+        ticket.done();
+        Ok(v)
+    }
+
+    /// Embeds a text nobody waits for, behind every check's embedding (no admission control:
+    /// it never delays a check by more than one embedding).
+    async fn embed_background(&self, text: &str) -> Result<Vec<f32>, IdemError> {
+        let Some(e) = &self.embedder else {
+            return Err(IdemError::Embed(EmbedError::Backend(
+                "no embedder configured".into(),
+            )));
+        };
+        let key = *blake3::hash(text.as_bytes()).as_bytes();
+        if let Some(v) = self.cache.as_ref().and_then(|c| c.get(&key)) {
+            return Ok(v.as_ref().clone());
+        }
+        let v = e
+            .embed_background(text, Instant::now() + BACKGROUND_DEADLINE)
+            .await?;
+        if let Some(c) = &self.cache {
+            c.insert(key, Arc::new(v.clone()));
         }
         Ok(v)
     }
@@ -255,10 +283,7 @@ impl Semantic {
         let record = record.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match this
-                .embed(&record.free_text, Instant::now() + BACKGROUND_DEADLINE)
-                .await
-            {
+            match this.embed_background(&record.free_text).await {
                 Ok(v) => {
                     if let Ok(Some(mut current)) = store.get(&record.id).await {
                         current.embedding = Some(v.clone());
@@ -318,11 +343,55 @@ impl Semantic {
     }
 }
 
-/// Decrements a counter when dropped (also when the request is cancelled).
-struct Decrement<'a>(&'a std::sync::atomic::AtomicUsize);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::Embedding;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-impl Drop for Decrement<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    /// Counts the texts it is asked to embed; the vector depends on the text's length.
+    struct Counting(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Embedder for Counting {
+        async fn embed(&self, text: &str, _deadline: Instant) -> Result<Embedding, EmbedError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![1.0, text.len() as f32])
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn name(&self) -> &str {
+            "counting"
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(5)
+    }
+
+    async fn calls_for(cache_entries: usize, texts: &[&str]) -> (usize, Vec<Vec<f32>>) {
+        let counting = Arc::new(Counting(AtomicUsize::new(0)));
+        let s = Semantic::new(Some(counting.clone()), IndexConfig::default(), None)
+            .with_cache(cache_entries);
+        let mut out = Vec::new();
+        for t in texts {
+            out.push(s.embed(t, soon()).await.unwrap());
+        }
+        (counting.0.load(Ordering::SeqCst), out)
+    }
+
+    #[tokio::test]
+    async fn a_text_seen_before_is_not_embedded_again() {
+        let (calls, vectors) = calls_for(16, &["send the report", "a b", "send the report"]).await;
+        assert_eq!(calls, 2);
+        assert_eq!(vectors[0], vectors[2]);
+        assert_ne!(vectors[0], vectors[1]);
+    }
+
+    #[tokio::test]
+    async fn cache_off_embeds_every_time() {
+        let (calls, _) = calls_for(0, &["send the report", "send the report"]).await;
+        assert_eq!(calls, 2);
     }
 }

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{
-    CheckLog, Feedback, ListQuery, Page, SEP, StatsSnapshot, Store, StoreError, StoredVector, key,
+    Candidate, CheckLog, Feedback, ListQuery, Page, SEP, StatsSnapshot, Store, StoreError,
+    StoredVector, key,
 };
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
@@ -22,7 +23,9 @@ const RECORDS: TableDefinition<&str, &str> = TableDefinition::new("records");
 const EMBEDDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("embeddings");
 const BY_KEY: TableDefinition<&str, &str> = TableDefinition::new("by_key");
 const BY_EXACT: TableDefinition<&str, &str> = TableDefinition::new("by_exact");
-const CANDIDATES: TableDefinition<&str, ()> = TableDefinition::new("candidates");
+/// scope SEP tool SEP fingerprint SEP id -> `candidate_value`: the similarity stages read only
+/// this table, never the records.
+const CANDIDATES: TableDefinition<&str, &str> = TableDefinition::new("candidates.v2");
 const BY_SESSION: TableDefinition<&str, ()> = TableDefinition::new("by_session");
 const EXPIRY: TableDefinition<&str, ()> = TableDefinition::new("expiry");
 const SESSIONS: TableDefinition<&str, &str> = TableDefinition::new("sessions");
@@ -61,6 +64,39 @@ fn decode(id: &str, json: &str) -> Result<Record, StoreError> {
 
 fn encode(r: &Record) -> Result<String, StoreError> {
     serde_json::to_string(r).map_err(be)
+}
+
+fn candidate_key(r: &Record) -> String {
+    key(&[&r.match_scope, &r.tool, &r.identity_fingerprint, &r.id])
+}
+
+/// `created SEP expires SEP free text`.
+fn candidate_value(r: &Record) -> String {
+    format!(
+        "{}{SEP}{}{SEP}{}",
+        r.created_at_ms, r.expires_at_ms, r.free_text
+    )
+}
+
+fn decode_candidate(id: &str, v: &str) -> Result<Candidate, StoreError> {
+    let corrupt = || StoreError::Corrupt {
+        id: id.to_string(),
+        reason: "bad candidate index entry".into(),
+    };
+    let mut parts = v.splitn(3, SEP);
+    let mut millis = || -> Result<Millis, StoreError> {
+        parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(corrupt)
+    };
+    let (created_at_ms, expires_at_ms) = (millis()?, millis()?);
+    Ok(Candidate {
+        id: id.to_string(),
+        created_at_ms,
+        expires_at_ms,
+        free_text: parts.next().ok_or_else(corrupt)?.to_string(),
+    })
 }
 
 fn vec_to_bytes(v: &[f32]) -> Vec<u8> {
@@ -182,10 +218,9 @@ impl Store for EmbeddedStore {
                         r.id.as_str(),
                     )
                     .map_err(be)?;
-                let ck = key(&[&r.match_scope, &r.tool, &r.identity_fingerprint, &r.id]);
                 tx.open_table(CANDIDATES)
                     .map_err(be)?
-                    .insert(ck.as_str(), ())
+                    .insert(candidate_key(&r).as_str(), candidate_value(&r).as_str())
                     .map_err(be)?;
                 let sk = key(&[&r.tenant, &r.session, &r.id]);
                 tx.open_table(BY_SESSION)
@@ -219,6 +254,10 @@ impl Store for EmbeddedStore {
                     e.remove(expiry_key(old_expiry, &r.id).as_str())
                         .map_err(be)?;
                     e.insert(expiry_key(r.expires_at_ms, &r.id).as_str(), ())
+                        .map_err(be)?;
+                    tx.open_table(CANDIDATES)
+                        .map_err(be)?
+                        .insert(candidate_key(&r).as_str(), candidate_value(&r).as_str())
                         .map_err(be)?;
                 }
                 if let Some(v) = &r.embedding {
@@ -256,25 +295,21 @@ impl Store for EmbeddedStore {
         fingerprint: &str,
         since: Millis,
         limit: usize,
-    ) -> Result<Vec<Record>, StoreError> {
+    ) -> Result<Vec<Candidate>, StoreError> {
         let prefix = key(&[scope, tool, fingerprint]);
         self.blocking(move |db| {
             let (lo, hi) = prefix_range(&prefix);
             let tx = db.begin_read().map_err(be)?;
             let idx = tx.open_table(CANDIDATES).map_err(be)?;
-            let recs = tx.open_table(RECORDS).map_err(be)?;
             let mut out = Vec::new();
             for entry in idx.range(lo.as_str()..hi.as_str()).map_err(be)?.rev() {
-                let (k, _) = entry.map_err(be)?;
-                let id = k.value().rsplit(SEP).next().unwrap_or_default().to_string();
-                let Some(v) = recs.get(id.as_str()).map_err(be)? else {
-                    continue;
-                };
-                let r = decode(&id, v.value())?;
-                if r.created_at_ms < since || out.len() >= limit {
+                let (k, v) = entry.map_err(be)?;
+                let id = k.value().rsplit(SEP).next().unwrap_or_default();
+                let c = decode_candidate(id, v.value())?;
+                if c.created_at_ms < since || out.len() >= limit {
                     break;
                 }
-                out.push(r);
+                out.push(c);
             }
             Ok(out)
         })
@@ -366,11 +401,7 @@ impl Store for EmbeddedStore {
                     {
                         by_exact.remove(xk.as_str()).map_err(be)?;
                     }
-                    cands
-                        .remove(
-                            key(&[&r.match_scope, &r.tool, &r.identity_fingerprint, &id]).as_str(),
-                        )
-                        .map_err(be)?;
+                    cands.remove(candidate_key(&r).as_str()).map_err(be)?;
                     by_session
                         .remove(key(&[&r.tenant, &r.session, &id]).as_str())
                         .map_err(be)?;

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    CheckLog, Feedback, ListQuery, Page, StatsSnapshot, Store, StoreError, StoredVector, key,
+    Candidate, CheckLog, Feedback, ListQuery, Page, StatsSnapshot, Store, StoreError, StoredVector,
+    key,
 };
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
@@ -115,7 +116,7 @@ impl Store for MemoryStore {
         fingerprint: &str,
         since: Millis,
         limit: usize,
-    ) -> Result<Vec<Record>, StoreError> {
+    ) -> Result<Vec<Candidate>, StoreError> {
         let g = self.lock()?;
         let Some(ids) = g.candidates.get(&key(&[scope, tool, fingerprint])) else {
             return Ok(Vec::new());
@@ -126,7 +127,7 @@ impl Store for MemoryStore {
             .filter_map(|id| g.records.get(id))
             .take_while(|r| r.created_at_ms >= since)
             .take(limit)
-            .cloned()
+            .map(Candidate::of)
             .collect())
     }
 

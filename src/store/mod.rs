@@ -59,6 +59,34 @@ pub struct ListQuery {
     pub page_token: Option<String>,
 }
 
+/// An earlier call that may be an original: what the similarity stages compare, without the
+/// rest of the record (loaded only for the one that matches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: String,
+    pub created_at_ms: Millis,
+    pub expires_at_ms: Millis,
+    /// The call's canonical free text.
+    pub free_text: String,
+}
+
+impl Candidate {
+    /// The candidate view of a record.
+    pub fn of(r: &Record) -> Self {
+        Self {
+            id: r.id.clone(),
+            created_at_ms: r.created_at_ms,
+            expires_at_ms: r.expires_at_ms,
+            free_text: r.free_text.clone(),
+        }
+    }
+
+    /// Whether the call's record has expired at `now`.
+    pub fn is_expired(&self, now: Millis) -> bool {
+        now >= self.expires_at_ms
+    }
+}
+
 /// A stored embedding, for rebuilding vector indexes at start.
 #[derive(Debug, Clone)]
 pub struct StoredVector {
@@ -84,8 +112,9 @@ pub trait Store: Send + Sync + 'static {
         scope: &str,
         exact_hash: &str,
     ) -> Result<Option<Record>, StoreError>;
-    /// Records of `scope` and `tool` with identity `fingerprint` created at or after `since`,
-    /// newest first, at most `limit`.
+    /// Calls of `scope` and `tool` with identity `fingerprint` created at or after `since`,
+    /// newest first, at most `limit`. Hot: read on every similarity check, so backends keep
+    /// it cheap (no full record decoding).
     async fn candidates(
         &self,
         scope: &str,
@@ -93,7 +122,7 @@ pub trait Store: Send + Sync + 'static {
         fingerprint: &str,
         since: Millis,
         limit: usize,
-    ) -> Result<Vec<Record>, StoreError>;
+    ) -> Result<Vec<Candidate>, StoreError>;
     /// The intent log of a session, newest first.
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
     /// Deletes records expired at `now`; returns each one's (id, match scope).
