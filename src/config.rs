@@ -378,6 +378,10 @@ pub struct SemanticConfig {
     /// (a retried paraphrase, the same body to another recipient) is not embedded twice.
     /// 0 turns the cache off.
     pub embed_cache: usize,
+    /// Longest expected wait for the embedder a check is admitted with, in ms; a longer
+    /// backlog answers RESOURCE_EXHAUSTED at once (also when the check's own deadline is
+    /// further). Bounds the queueing delay of embedded checks under overload.
+    pub max_embed_wait_ms: u64,
     /// Remote embedder base URL.
     pub remote_url: Option<String>,
     /// Remote embedder model name.
@@ -396,6 +400,7 @@ impl Default for SemanticConfig {
             embed_workers: 1,
             embed_queue: 256,
             embed_cache: 4096,
+            max_embed_wait_ms: 25,
             remote_url: None,
             remote_model: None,
             remote_api_key_env: None,

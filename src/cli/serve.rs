@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// Free texts whose embedding is cached; 0 turns the cache off [default: 4096].
     #[arg(long, env = "IDEM_EMBED_CACHE")]
     pub embed_cache: Option<usize>,
+    /// Longest expected embedder wait a check is admitted with, in ms [default: 25].
+    #[arg(long, env = "IDEM_MAX_EMBED_WAIT_MS")]
+    pub max_embed_wait_ms: Option<u64>,
     /// Remote embedder base URL (OpenAI-compatible).
     #[arg(long, env = "IDEM_REMOTE_EMBED_URL")]
     pub remote_embed_url: Option<String>,
@@ -132,6 +135,7 @@ impl ServeArgs {
             embedder => semantic.embedder, models_dir => semantic.models_dir,
             embed_workers => semantic.embed_workers, embed_queue => semantic.embed_queue,
             embed_cache => semantic.embed_cache,
+            max_embed_wait_ms => semantic.max_embed_wait_ms,
             hnsw_threshold => semantic.hnsw_threshold, verifier_model => verifier.model,
             ttl_secs => defaults.ttl_secs, lease_secs => defaults.lease_secs,
             window_secs => defaults.window_secs, window_calls => defaults.window_calls,

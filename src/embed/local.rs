@@ -53,6 +53,10 @@ pub struct LocalEmbedderConfig {
     pub queue_capacity: usize,
     /// Most requests embedded in one model call (0 is read as 1).
     pub max_batch: usize,
+    /// Niceness added to the embedding threads (Linux; 0 keeps the server's). Checks that need
+    /// no embedding (exact repeats, the stages after the embedding, the durable write) then get
+    /// the CPU first, and embeddings take what is left.
+    pub nice: i32,
     /// Characters kept from each text: a cheap bound on tokenizer work, well above what fills
     /// `MAX_TOKENS` word pieces (0 is read as 1).
     pub max_chars: usize,
@@ -67,6 +71,7 @@ impl Default for LocalEmbedderConfig {
             queue_capacity: 64,
             max_batch: 16,
             max_chars: 2000,
+            nice: 5,
         }
     }
 }
@@ -110,21 +115,43 @@ impl LocalEmbedder {
 
         let model = read_model(&config.models_dir)?;
         let workers = config.workers.max(1);
-        let mut models = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            models.push(load_model(model.clone(), config.intra_threads.max(1))?);
-        }
-
         let queue = Arc::new(Lanes::new(config.queue_capacity, config.queue_capacity));
         let max_batch = config.max_batch.max(1);
-        for (i, model) in models.into_iter().enumerate() {
-            let queue = Arc::clone(&queue);
+        let (ready, started) = std::sync::mpsc::channel();
+        for i in 0..workers {
+            let (jobs, model, ready) = (Arc::clone(&queue), model.clone(), ready.clone());
+            let (intra_threads, nice) = (config.intra_threads.max(1), config.nice);
             std::thread::Builder::new()
                 .name(format!("idem-embed-{i}"))
-                .spawn(move || run_worker(model, &queue, max_batch))
+                .spawn(move || {
+                    // Before the model exists, so ONNX Runtime's own threads inherit it.
+                    lower_priority(nice);
+                    match load_model(model, intra_threads) {
+                        Ok(model) => {
+                            let _ = ready.send(Ok(()));
+                            run_worker(model, &jobs, max_batch);
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                        }
+                    }
+                })
                 .map_err(|e| {
+                    queue.close();
                     EmbedError::Backend(format!("could not start an embed worker: {e}"))
                 })?;
+        }
+        drop(ready);
+        for _ in 0..workers {
+            let outcome = started.recv().unwrap_or_else(|_| {
+                Err(EmbedError::Backend(
+                    "an embed worker stopped while loading the model".into(),
+                ))
+            });
+            if let Err(e) = outcome {
+                queue.close();
+                return Err(e);
+            }
         }
         tracing::info!(
             model = MODEL_NAME,
@@ -296,6 +323,26 @@ fn read_model(models_dir: &Path) -> Result<UserDefinedEmbeddingModel, EmbedError
         UserDefinedEmbeddingModel::new(read(MODEL_FILE)?, tokenizer_files)
             .with_pooling(Pooling::Mean),
     )
+}
+
+/// Lowers the calling thread's scheduling priority by `nice` (Linux: the priority is per
+/// thread, and threads it creates inherit it). Best effort: a refusal is logged, not fatal.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority takes no pointers; `who = 0` names the calling thread.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+        if rc != 0 {
+            tracing::warn!(
+                nice,
+                error = %std::io::Error::last_os_error(),
+                "could not lower the embedding threads' priority"
+            );
+        }
+    }
 }
 
 /// Builds one model session and checks it answers with vectors of the expected length.

@@ -2,6 +2,7 @@
 //! finding into a verdict and (for NEW) a durable reservation.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,7 +13,7 @@ use crate::clock::Millis;
 use crate::config::{BorderlinePolicy, ScopeMode, SessionSettings, ToolMode, canon_policy};
 use crate::error::IdemError;
 use crate::funnel::{
-    CheckContext, Finding, Found, FunnelResult, StageKind, StageReport, StopReason,
+    CheckContext, Finding, Found, FunnelResult, StageKind, StageReport, StopReason, load_candidates,
 };
 use crate::record::{CallStatus, Record, RepeatOutcome, match_scope};
 use crate::store::StatsDelta;
@@ -135,10 +136,13 @@ impl Engine {
     }
 
     async fn run_funnel(&self, p: &Prepared) -> Result<CheckOutcome, IdemError> {
-        // The embedding needs no lock: compute it first, unless a certain stage will settle.
+        // The embedding needs no lock: compute it first, unless a certain stage will settle,
+        // and read the candidates while the embedder works.
+        let stripe = self.stripe(&p.scope);
         let mut embedding = None;
         let mut embed_report = None;
         let mut embed_micros = 0u64;
+        let mut read_ahead = None;
         if let Some(sim) = &self.semantic {
             let text = p.call.free_text_joined();
             if p.mode == ToolMode::Semantic
@@ -146,16 +150,33 @@ impl Engine {
                 && !text.is_empty()
                 && !self.certain_hit(p).await?
             {
+                let inserts_seen = stripe.inserts.load(Ordering::Acquire);
                 let t = std::time::Instant::now();
-                match sim.embed(text, p.embed_deadline).await {
+                let embed = async {
+                    let r = sim.embed(text, p.embed_deadline).await;
+                    (r, t.elapsed().as_micros() as u64)
+                };
+                let ((embedded, micros), candidates) = tokio::join!(
+                    embed,
+                    load_candidates(
+                        self.store.as_ref(),
+                        &p.scope,
+                        &p.call,
+                        &p.settings,
+                        self.clock.now_ms(),
+                    )
+                );
+                // A failed read ahead is retried under the lock.
+                read_ahead = candidates.ok().map(|c| (inserts_seen, c));
+                match embedded {
                     Ok(v) => {
                         embedding = Some(v);
-                        embed_micros = t.elapsed().as_micros() as u64;
+                        embed_micros = micros;
                     }
                     Err(IdemError::DeadlineExceeded(_)) => {
                         embed_report = Some(StageReport {
                             stage: StageKind::Semantic,
-                            micros: t.elapsed().as_micros() as u64,
+                            micros,
                             outcome: "deadline".into(),
                             best_score: None,
                             eligible_score: None,
@@ -165,7 +186,7 @@ impl Engine {
                 }
             }
         }
-        let lock = self.lock_for(&p.scope);
+        let lock = &stripe.lock;
         let _guard = match tokio::time::timeout_at(
             p.deadline.max(Instant::now() + LOCK_GRACE),
             lock.lock(),
@@ -182,6 +203,12 @@ impl Engine {
         let now = self.clock.now_ms();
         let mut ctx = self.context(p, now);
         ctx.embedding = embedding;
+        // Nothing inserted under this stripe since the read ahead: it is still complete.
+        if let Some((seen, c)) = read_ahead
+            && stripe.inserts.load(Ordering::Acquire) == seen
+        {
+            ctx.candidates = Some(c);
+        }
         let mut result = self.funnel.run(&mut ctx).await?;
         // The embedding ran before the lock; charge it to the semantic stage that used it.
         if let Some(r) = result
@@ -413,6 +440,9 @@ impl Engine {
             embedding: ctx.embedding.clone(),
         };
         self.store.insert(&record).await?;
+        self.stripe(&p.scope)
+            .inserts
+            .fetch_add(1, Ordering::Release);
         if let Some(sim) = &self.semantic
             && p.mode == ToolMode::Semantic
             && !record.free_text.is_empty()

@@ -2,7 +2,9 @@
 //!
 //! A check runs the funnel under its match scope's lock (one of a fixed set of stripes), so N
 //! concurrent identical checks produce exactly one NEW. Expensive work that needs no lock (the
-//! embedding) is done before the lock is taken.
+//! embedding) is done before the lock is taken, and the candidates are read meanwhile: each
+//! stripe counts the records inserted under it, so a check knows under the lock whether what it
+//! read ahead is still the whole picture (this instance is the only writer of its store).
 
 mod calls;
 mod check;
@@ -31,6 +33,14 @@ const LOCK_STRIPES: usize = 1024;
 /// Cached session settings kept at most; the cache is cleared when it grows past this.
 const SESSION_CACHE_MAX: usize = 10_000;
 
+/// One lock stripe: the lock checks of its scopes run under, and how many records were
+/// inserted under it (read without the lock to validate candidates read ahead of it).
+#[derive(Default)]
+struct Stripe {
+    lock: Mutex<()>,
+    inserts: std::sync::atomic::AtomicU64,
+}
+
 /// The dedup engine.
 pub struct Engine {
     pub(crate) store: Arc<dyn Store>,
@@ -38,7 +48,7 @@ pub struct Engine {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) funnel: Funnel,
     pub(crate) semantic: Option<Arc<Semantic>>,
-    locks: Vec<Mutex<()>>,
+    stripes: Vec<Stripe>,
     sessions: DashMap<String, Arc<SessionSettings>>,
     stats: DashMap<String, StatsSnapshot>,
     check_log: std::sync::Mutex<Vec<crate::store::CheckLog>>,
@@ -69,7 +79,7 @@ impl Engine {
             clock,
             funnel: Funnel::new(stages),
             semantic,
-            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..LOCK_STRIPES).map(|_| Stripe::default()).collect(),
             sessions: DashMap::new(),
             stats: DashMap::new(),
             check_log: std::sync::Mutex::new(Vec::new()),
@@ -82,11 +92,15 @@ impl Engine {
         &self.config
     }
 
-    fn lock_for(&self, scope: &str) -> &Mutex<()> {
+    fn stripe(&self, scope: &str) -> &Stripe {
         let h = blake3::hash(scope.as_bytes());
         let idx = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8])) as usize
             % LOCK_STRIPES;
-        &self.locks[idx]
+        &self.stripes[idx]
+    }
+
+    fn lock_for(&self, scope: &str) -> &Mutex<()> {
+        &self.stripe(scope).lock
     }
 
     /// Rebuilds vector indexes from the store (at start).

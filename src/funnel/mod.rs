@@ -151,20 +151,15 @@ impl CheckContext {
     /// Identity-equal candidates inside the window, newest first, loaded once.
     pub async fn candidates(&mut self) -> Result<Arc<Vec<Candidate>>, IdemError> {
         if self.candidates.is_none() {
-            let since = self.now - (self.settings.window_secs as i64).saturating_mul(1000);
-            let mut c = self
-                .store
-                .candidates(
-                    &self.match_scope,
-                    &self.call.tool,
-                    &self.call.identity_fingerprint,
-                    since,
-                    self.settings.window_calls as usize,
-                )
-                .await?;
-            let now = self.now;
-            c.retain(|r| !r.is_expired(now));
-            self.candidates = Some(Arc::new(c));
+            let c = load_candidates(
+                self.store.as_ref(),
+                &self.match_scope,
+                &self.call,
+                &self.settings,
+                self.now,
+            )
+            .await?;
+            self.candidates = Some(c);
         }
         Ok(self.candidates.clone().unwrap_or_default())
     }
@@ -183,6 +178,29 @@ impl CheckContext {
             score,
         }))
     }
+}
+
+/// Identity-equal earlier calls of `call` in `scope` inside the session's window at `now`,
+/// newest first, unexpired.
+pub async fn load_candidates(
+    store: &dyn Store,
+    scope: &str,
+    call: &CanonicalCall,
+    settings: &SessionSettings,
+    now: Millis,
+) -> Result<Arc<Vec<Candidate>>, IdemError> {
+    let since = now - (settings.window_secs as i64).saturating_mul(1000);
+    let mut c = store
+        .candidates(
+            scope,
+            &call.tool,
+            &call.identity_fingerprint,
+            since,
+            settings.window_calls as usize,
+        )
+        .await?;
+    c.retain(|r| !r.is_expired(now));
+    Ok(Arc::new(c))
 }
 
 /// One stage of the funnel.

@@ -39,6 +39,8 @@ pub struct Semantic {
     pending: Arc<std::sync::atomic::AtomicUsize>,
     /// Sheds embeddings that could not finish before their deadline.
     admission: Admission,
+    /// Longest expected wait admitted, whatever the deadline.
+    max_wait: std::time::Duration,
     /// Embeddings of recently seen texts, by the text's hash; `None` when turned off.
     cache: Option<quick_cache::sync::Cache<[u8; 32], Arc<Vec<f32>>>>,
 }
@@ -62,8 +64,15 @@ impl Semantic {
             background: Arc::new(Semaphore::new(BACKGROUND_EMBEDS)),
             pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             admission: Admission::default(),
+            max_wait: std::time::Duration::from_secs(3600),
             cache: None,
         }
+    }
+
+    /// Sheds a check whose embedding is expected to wait longer than `max_wait`.
+    pub fn with_max_wait(mut self, max_wait: std::time::Duration) -> Self {
+        self.max_wait = max_wait;
+        self
     }
 
     /// Keeps the embeddings of the last `entries` distinct texts (0: no cache).
@@ -126,7 +135,9 @@ impl Semantic {
             ..IndexConfig::default()
         };
         Ok(Some(Arc::new(
-            Semantic::new(embedder, index_config, verifier).with_cache(s.embed_cache),
+            Semantic::new(embedder, index_config, verifier)
+                .with_cache(s.embed_cache)
+                .with_max_wait(std::time::Duration::from_millis(s.max_embed_wait_ms)),
         )))
     }
 
@@ -187,9 +198,11 @@ impl Semantic {
                 "no embedder configured".into(),
             )));
         };
-        let ticket = self.admission.enter(deadline).map_err(|(ahead, expected)| {
+        let admit_by = deadline.min(Instant::now() + self.max_wait);
+        let ticket = self.admission.enter(admit_by).map_err(|(ahead, expected)| {
             IdemError::ResourceExhausted(format!(
-                "embedding backlog ({ahead} ahead, ~{} ms) would not finish before the deadline; retry with backoff",
+                "embedding backlog ({ahead} ahead, ~{} ms) exceeds the deadline or the server's \
+                 max_embed_wait_ms; retry with backoff",
                 expected.as_millis()
             ))
         })?;
