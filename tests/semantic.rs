@@ -268,3 +268,50 @@ fn missing_model_files_fail_at_start_with_a_clear_message() {
         "{err}"
     );
 }
+
+/// Concurrent rewordings of one new call: the candidates each check reads while its embedding
+/// is computed are stale once the first is recorded, and must not let a second NEW through.
+#[tokio::test]
+async fn concurrent_rewordings_of_a_new_call_record_it_once() {
+    let mut config = semantic_config();
+    // Twelve embeddings at once: admit them all, however slow the machine.
+    config.semantic.max_embed_wait_ms = 10_000;
+    let srv = start_semantic(config).await;
+    let mut c = srv.client().await;
+    configure(&mut c, session(10_000)).await;
+    let words = [
+        "please", "archive", "the", "quarterly", "budget", "review", "thread", "today",
+    ];
+    // Twelve spellings of one request: other capitals and punctuation, so no exact match.
+    let variants: Vec<String> = (0..12)
+        .map(|i| {
+            let mut w: Vec<String> = words.iter().map(|s| s.to_string()).collect();
+            w[i % words.len()] = w[i % words.len()].to_uppercase();
+            let end = if i < words.len() { "." } else { "!" };
+            format!("{}{end}", w.join(" "))
+        })
+        .collect();
+    let calls = variants.iter().map(|text| {
+        let mut c = c.clone();
+        let args = serde_json::json!({"folder": "finance", "instruction": text}).to_string();
+        async move { run(&mut c, check("archive_thread", &args)).await }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let new: Vec<_> = answers
+        .iter()
+        .filter(|r| verdict(r) == Verdict::New)
+        .collect();
+    assert_eq!(
+        new.len(),
+        1,
+        "{:#?}",
+        answers.iter().map(describe).collect::<Vec<_>>()
+    );
+    for r in &answers {
+        assert!(
+            matches!(verdict(r), Verdict::New | Verdict::InFlight),
+            "{}",
+            describe(r)
+        );
+    }
+}

@@ -402,6 +402,46 @@ mod tests {
         assert_ne!(vectors[0], vectors[1]);
     }
 
+    /// Takes 200 ms per text.
+    struct Slow;
+
+    #[async_trait::async_trait]
+    impl Embedder for Slow {
+        async fn embed(&self, _text: &str, _deadline: Instant) -> Result<Embedding, EmbedError> {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            Ok(vec![1.0, 0.0])
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn name(&self) -> &str {
+            "slow"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backlog_longer_than_the_max_wait_is_shed_at_once() {
+        let s = Arc::new(
+            Semantic::new(Some(Arc::new(Slow)), IndexConfig::default(), None)
+                .with_max_wait(std::time::Duration::from_millis(5)),
+        );
+        let first = tokio::spawn({
+            let s = s.clone();
+            async move { s.embed("first", soon()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let started = std::time::Instant::now();
+        let second = s.embed("second", soon()).await;
+        assert!(
+            matches!(second, Err(IdemError::ResourceExhausted(_))),
+            "{second:?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        assert!(first.await.unwrap().is_ok(), "nothing ahead: always admitted");
+        // The backlog gone, the next one is admitted again.
+        assert!(s.embed("third", soon()).await.is_ok());
+    }
+
     #[tokio::test]
     async fn cache_off_embeds_every_time() {
         let (calls, _) = calls_for(0, &["send the report", "send the report"]).await;
