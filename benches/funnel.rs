@@ -1,5 +1,6 @@
 //! Per-stage and whole-check benches: canonicalise, exact lookup, fuzzy over 1,000
-//! candidates, and whole checks (exact repeat; paraphrase needing an embedding).
+//! candidates, and whole checks (exact repeat; a paraphrase needing an embedding, in a session
+//! whose window is full: 1,000 identity-equal candidates).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -103,6 +104,8 @@ fn semantic_check(c: &mut Criterion) {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let mut cfg = ServerConfig::default();
     cfg.semantic.models_dir = models;
+    // Every paraphrase check must embed: no cache of texts seen before.
+    cfg.semantic.embed_cache = 0;
     let Ok(Some(sem)) = idem::semantic::Semantic::from_config(&cfg) else {
         eprintln!("model files missing (run `make models`): skipping the semantic bench");
         return;
@@ -123,6 +126,17 @@ fn semantic_check(c: &mut Criterion) {
     let original = "Reminder: the quarterly budget review meeting is tomorrow at the main office.";
     let para = "Just a reminder that the quarterly budget review meeting takes place tomorrow at the main office.";
     rt.block_on(async {
+        // A full window: 999 other calls of the same identity, then the original.
+        for i in 0..999 {
+            let other = format!(
+                "Draft note {i} about the {} initiative for the {} team.",
+                ["orchard", "lantern", "glacier", "velvet", "harbor"][i % 5],
+                [
+                    "design", "sales", "support", "legal", "ops", "data", "infra"
+                ][i % 7]
+            );
+            engine.check(req(email(&other))).await.unwrap();
+        }
         let r = engine.check(req(email(original))).await.unwrap();
         engine
             .complete(idem::engine::CompleteRequest {
@@ -144,7 +158,7 @@ fn semantic_check(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    g.bench_function("check/paraphrase_duplicate", |b| {
+    g.bench_function("check/paraphrase_duplicate_1000_candidates", |b| {
         b.iter(|| {
             let r = rt.block_on(engine.check(req(email(para)))).unwrap();
             assert_eq!(r.verdict, idem::engine::Verdict::Duplicate);

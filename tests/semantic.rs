@@ -280,7 +280,14 @@ async fn concurrent_rewordings_of_a_new_call_record_it_once() {
     let mut c = srv.client().await;
     configure(&mut c, session(10_000)).await;
     let words = [
-        "please", "archive", "the", "quarterly", "budget", "review", "thread", "today",
+        "please",
+        "archive",
+        "the",
+        "quarterly",
+        "budget",
+        "review",
+        "thread",
+        "today",
     ];
     // Twelve spellings of one request: other capitals and punctuation, so no exact match.
     let variants: Vec<String> = (0..12)

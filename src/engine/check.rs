@@ -13,7 +13,8 @@ use crate::clock::Millis;
 use crate::config::{BorderlinePolicy, ScopeMode, SessionSettings, ToolMode, canon_policy};
 use crate::error::IdemError;
 use crate::funnel::{
-    CheckContext, Finding, Found, FunnelResult, StageKind, StageReport, StopReason, load_candidates,
+    CheckContext, Finding, Found, FunnelResult, StageKind, StageReport, StopReason, fuzzy_scan,
+    load_candidates,
 };
 use crate::record::{CallStatus, Record, RepeatOutcome, match_scope};
 use crate::store::StatsDelta;
@@ -156,18 +157,21 @@ impl Engine {
                     let r = sim.embed(text, p.embed_deadline).await;
                     (r, t.elapsed().as_micros() as u64)
                 };
-                let ((embedded, micros), candidates) = tokio::join!(
-                    embed,
-                    load_candidates(
+                let ahead = async {
+                    let c = load_candidates(
                         self.store.as_ref(),
                         &p.scope,
                         &p.call,
                         &p.settings,
                         self.clock.now_ms(),
                     )
-                );
+                    .await?;
+                    let scan = fuzzy_scan(text, &c, p.settings.fuzzy_threshold);
+                    Ok::<_, IdemError>((c, scan))
+                };
+                let ((embedded, micros), candidates) = tokio::join!(embed, ahead);
                 // A failed read ahead is retried under the lock.
-                read_ahead = candidates.ok().map(|c| (inserts_seen, c));
+                read_ahead = candidates.ok().map(|(c, scan)| (inserts_seen, c, scan));
                 match embedded {
                     Ok(v) => {
                         embedding = Some(v);
@@ -204,10 +208,11 @@ impl Engine {
         let mut ctx = self.context(p, now);
         ctx.embedding = embedding;
         // Nothing inserted under this stripe since the read ahead: it is still complete.
-        if let Some((seen, c)) = read_ahead
+        if let Some((seen, c, scan)) = read_ahead
             && stripe.inserts.load(Ordering::Acquire) == seen
         {
             ctx.candidates = Some(c);
+            ctx.fuzzy_ahead = Some(scan);
         }
         let mut result = self.funnel.run(&mut ctx).await?;
         // The embedding ran before the lock; charge it to the semantic stage that used it.
@@ -244,6 +249,7 @@ impl Engine {
             deadline: p.deadline,
             store: self.store.clone(),
             candidates: None,
+            fuzzy_ahead: None,
             embedding: None,
             borderline: None,
             best_score: None,

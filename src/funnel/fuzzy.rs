@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use super::text::{compare, fuzzy_form, similarity, similarity_bound};
 use super::{CheckContext, Finding, Stage, StageKind};
 use crate::error::IdemError;
+use crate::store::Candidate;
 
 /// Settles near-verbatim repeats (typo fixes, punctuation, casing, a word added) without an
 /// embedding. Normalized Levenshtein over lower-cased words: order-aware, so a swap scores low;
@@ -13,10 +14,11 @@ pub struct FuzzyStage;
 
 /// Newest candidates scored for the best-score report (unless they cannot beat the best so
 /// far); older ones only when they can reach the threshold.
-const ALWAYS_SCORED: usize = 16;
+const ALWAYS_SCORED: usize = 8;
 /// Candidates the fuzzy stage looks at, newest first. Near-verbatim retries follow their
-/// original closely; older calls are left to the semantic stage's index, which scales.
-const MAX_SCANNED: usize = 256;
+/// original closely; older calls are left to the semantic stage's index, which scales (a
+/// near-verbatim repeat is also a semantic one) and costs no CPU while the embedder needs it.
+const MAX_SCANNED: usize = 64;
 
 #[async_trait]
 impl Stage for FuzzyStage {
@@ -31,50 +33,18 @@ impl Stage for FuzzyStage {
             return Ok(Finding::Pass);
         }
         let threshold = ctx.settings.fuzzy_threshold;
-        let query = fuzzy_form(&text);
         let candidates = ctx.candidates().await?;
-        let mut best: Option<(f64, usize)> = None;
-        let mut best_any = 0.0f64;
-        let mut eligible: Option<f64> = None;
-        let mut best_any_at: Option<usize> = None;
-        for (i, c) in candidates.iter().enumerate().take(MAX_SCANNED) {
-            if c.free_text.is_empty() {
-                continue;
-            }
-            let other = fuzzy_form(&c.free_text);
-            // Skip pairs whose character counts alone rule out what they could change: past the
-            // newest few a match, among those the best scores too.
-            let bound = similarity_bound(&query, &other);
-            let skip = if i >= ALWAYS_SCORED {
-                bound < threshold
-            } else {
-                best_any_at.is_some() && bound <= best_any && eligible.is_some_and(|e| bound <= e)
-            };
-            if skip {
-                continue;
-            }
-            let s = similarity(&query, &other);
-            if best_any_at.is_none() || s > best_any {
-                best_any = s;
-                best_any_at = Some(i);
-            }
-            if eligible.is_none_or(|e| s > e) {
-                let rel = compare(&text, &c.free_text);
-                if rel.conflict.is_none() && !rel.reordered {
-                    eligible = Some(s);
-                    if s >= threshold {
-                        best = Some((s, i));
-                    }
-                }
-            }
-        }
+        let scan = match ctx.fuzzy_ahead.take() {
+            Some(s) if s.threshold == threshold && s.scanned_of == candidates.len() => s,
+            _ => scan(&text, &candidates, threshold),
+        };
         let n = candidates.len();
-        ctx.best_score = (n > 0).then_some(best_any);
-        if let Some(i) = best_any_at {
-            ctx.nearest = Some((candidates[i].id.clone(), best_any));
+        ctx.best_score = (n > 0).then(|| scan.best_any.map_or(0.0, |(s, _)| s));
+        if let Some((s, i)) = scan.best_any {
+            ctx.nearest = Some((candidates[i].id.clone(), s));
         }
-        ctx.eligible_score = eligible;
-        match best {
+        ctx.eligible_score = scan.eligible;
+        match scan.matched {
             Some((score, i)) => Ok(ctx
                 .found(&candidates[i], StageKind::Fuzzy, score)
                 .await?
@@ -87,4 +57,63 @@ impl Stage for FuzzyStage {
             }
         }
     }
+}
+
+/// What a fuzzy scan of a candidate list found: a pure function of the text, the list and the
+/// threshold, so it can run while the embedding is computed (see the engine).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FuzzyScan {
+    threshold: f64,
+    /// Length of the candidate list scanned (the indexes below point into it).
+    scanned_of: usize,
+    /// Best score against any candidate scored, and its index.
+    best_any: Option<(f64, usize)>,
+    /// Best score among candidates the prose checks allow to match.
+    eligible: Option<f64>,
+    /// The eligible candidate at or above the threshold with the best score, if any.
+    matched: Option<(f64, usize)>,
+}
+
+/// Scores `text` against `candidates` (newest first) with the fuzzy measure.
+pub fn scan(text: &str, candidates: &[Candidate], threshold: f64) -> FuzzyScan {
+    let query = fuzzy_form(text);
+    let mut out = FuzzyScan {
+        threshold,
+        scanned_of: candidates.len(),
+        best_any: None,
+        eligible: None,
+        matched: None,
+    };
+    for (i, c) in candidates.iter().enumerate().take(MAX_SCANNED) {
+        if c.free_text.is_empty() {
+            continue;
+        }
+        let other = fuzzy_form(&c.free_text);
+        // Skip pairs whose character counts alone rule out what they could change: past the
+        // newest few a match, among those the best scores too.
+        let bound = similarity_bound(&query, &other);
+        let skip = if i >= ALWAYS_SCORED {
+            bound < threshold
+        } else {
+            out.best_any.is_some_and(|(b, _)| bound <= b)
+                && out.eligible.is_some_and(|e| bound <= e)
+        };
+        if skip {
+            continue;
+        }
+        let s = similarity(&query, &other);
+        if out.best_any.is_none_or(|(b, _)| s > b) {
+            out.best_any = Some((s, i));
+        }
+        if out.eligible.is_none_or(|e| s > e) {
+            let rel = compare(text, &c.free_text);
+            if rel.conflict.is_none() && !rel.reordered {
+                out.eligible = Some(s);
+                if s >= threshold {
+                    out.matched = Some((s, i));
+                }
+            }
+        }
+    }
+    out
 }

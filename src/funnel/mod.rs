@@ -14,7 +14,7 @@ pub mod text;
 mod verify;
 
 pub use exact::ExactStage;
-pub use fuzzy::FuzzyStage;
+pub use fuzzy::{FuzzyScan, FuzzyStage, scan as fuzzy_scan};
 pub use key::KeyStage;
 pub use semantic::SemanticStage;
 pub use verify::{Verifier, VerifyStage};
@@ -128,6 +128,8 @@ pub struct CheckContext {
     pub store: Arc<dyn Store>,
     /// Identity-equal earlier calls inside the window (loaded once, by the first stage that needs them).
     pub candidates: Option<Arc<Vec<Candidate>>>,
+    /// The fuzzy scan of `candidates`, when it was done ahead of the lock.
+    pub fuzzy_ahead: Option<FuzzyScan>,
     /// Embedding of the call's free text, when computed.
     pub embedding: Option<Vec<f32>>,
     /// A borderline finding a later stage (verify) may settle.

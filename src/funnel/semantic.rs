@@ -1,6 +1,5 @@
 //! SEMANTIC stage: cosine of free-text embeddings among identity-equal candidates.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -53,7 +52,8 @@ impl Stage for SemanticStage {
             ctx.note = Some("deadline".into());
             return Ok(Finding::Pass);
         };
-        let by_vid: HashMap<u64, usize> = candidates
+        // Vector ids are hash-derived already: the cheap Fx hasher is enough.
+        let by_vid: rustc_hash::FxHashMap<u64, usize> = candidates
             .iter()
             .enumerate()
             .map(|(i, r)| (vector_id(&r.id), i))

@@ -181,14 +181,15 @@ impl Semantic {
 
     /// Embeds a call's free text before `deadline` (from the cache when the text was seen).
     pub async fn embed(&self, text: &str, deadline: Instant) -> Result<Vec<f32>, IdemError> {
+        let Some(cache) = &self.cache else {
+            return self.embed_uncached(text, deadline).await;
+        };
         let key = *blake3::hash(text.as_bytes()).as_bytes();
-        if let Some(v) = self.cache.as_ref().and_then(|c| c.get(&key)) {
+        if let Some(v) = cache.get(&key) {
             return Ok(v.as_ref().clone());
         }
         let v = self.embed_uncached(text, deadline).await?;
-        if let Some(c) = &self.cache {
-            c.insert(key, Arc::new(v.clone()));
-        }
+        cache.insert(key, Arc::new(v.clone()));
         Ok(v)
     }
 
@@ -437,7 +438,10 @@ mod tests {
             "{second:?}"
         );
         assert!(started.elapsed() < std::time::Duration::from_millis(100));
-        assert!(first.await.unwrap().is_ok(), "nothing ahead: always admitted");
+        assert!(
+            first.await.unwrap().is_ok(),
+            "nothing ahead: always admitted"
+        );
         // The backlog gone, the next one is admitted again.
         assert!(s.embed("third", soon()).await.is_ok());
     }
