@@ -72,6 +72,8 @@ impl Calibrator {
         // settle early: every stage runs and reports its score, so a sweep is exact. The
         // configured thresholds are then applied to the scores (the funnel's own rule).
         config.defaults.deadline_ms = 60_000;
+        // Offline: every pair waits its turn for the embedder, none is shed.
+        config.semantic.max_embed_wait_ms = 60_000;
         let thresholds = (
             config.defaults.fuzzy_threshold,
             config.defaults.semantic_duplicate,

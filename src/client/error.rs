@@ -53,6 +53,12 @@ impl ClientError {
         }
     }
 
+    /// True when idem shed the check because it is overloaded (RESOURCE_EXHAUSTED): worth
+    /// retrying after a short, jittered pause.
+    pub fn is_overloaded(&self) -> bool {
+        matches!(self, Self::Rpc { status, .. } if status.code() == tonic::Code::ResourceExhausted)
+    }
+
     /// True when idem could not answer at all (down, unreachable, timed out, overloaded): the
     /// case a fail-open or fail-closed policy decides. False when idem answered with a verdict
     /// about the request itself (invalid arguments, key reuse, ...).

@@ -48,6 +48,33 @@ impl Default for InFlightWait {
     }
 }
 
+/// Retries of a check idem shed as overloaded (RESOURCE_EXHAUSTED) before the failure policy
+/// decides: exponential backoff with jitter, so shed clients do not return in step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverloadRetry {
+    /// Retries after the first attempt (0: the policy decides at once).
+    pub retries: u32,
+    /// Pause before the first retry; doubled each time, each pause jittered to 50-150%.
+    pub initial_backoff: Duration,
+}
+
+impl Default for OverloadRetry {
+    fn default() -> Self {
+        Self {
+            retries: 3,
+            initial_backoff: Duration::from_millis(20),
+        }
+    }
+}
+
+impl OverloadRetry {
+    /// The pause before retry number `attempt` (0-based), jittered by `jitter` in [0, 1).
+    fn pause(&self, attempt: u32, jitter: f64) -> Duration {
+        let base = self.initial_backoff.saturating_mul(1 << attempt.min(16));
+        base.mul_f64(0.5 + jitter)
+    }
+}
+
 /// A borderline match handed to the borderline callback.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BorderlineCase {
@@ -105,6 +132,7 @@ pub struct Guard {
     session: String,
     wait: InFlightWait,
     policy: FailurePolicy,
+    overload: OverloadRetry,
     borderline: Option<BorderlineCallback>,
 }
 
@@ -143,6 +171,7 @@ impl Guard {
             session: session.into(),
             wait: InFlightWait::default(),
             policy: FailurePolicy::default(),
+            overload: OverloadRetry::default(),
             borderline: None,
         }
     }
@@ -150,6 +179,12 @@ impl Guard {
     /// Sets what happens when idem is unreachable.
     pub fn on_unavailable(mut self, policy: FailurePolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Sets how often a check shed as overloaded is retried before the failure policy decides.
+    pub fn overload_retry(mut self, retry: OverloadRetry) -> Self {
+        self.overload = retry;
         self
     }
 
@@ -274,6 +309,7 @@ impl Guard {
     ) -> Result<Step, GuardError<Never>> {
         let mut wait_until: Option<Instant> = None;
         let started = Instant::now();
+        let mut shed = 0u32;
         loop {
             let check = match self
                 .client
@@ -281,6 +317,11 @@ impl Guard {
                 .await
             {
                 Ok(c) => c,
+                Err(e) if e.is_overloaded() && shed < self.overload.retries => {
+                    tokio::time::sleep(self.overload.pause(shed, jitter())).await;
+                    shed += 1;
+                    continue;
+                }
                 Err(e) if e.is_unavailable() => {
                     return match self.policy {
                         FailurePolicy::FailClosed => Err(GuardError::Unavailable(e)),
@@ -382,6 +423,15 @@ impl Guard {
     }
 }
 
+/// A number in [0, 1) that differs between clients and calls: enough to spread retries.
+fn jitter() -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mixed = u64::from(nanos).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    mixed as f64 / (1u64 << 53) as f64
+}
+
 /// Milliseconds since the Unix epoch on this machine (0 if the clock is before 1970).
 fn unix_ms() -> i64 {
     SystemTime::now()
@@ -407,5 +457,43 @@ impl GuardError<Never> {
                 GuardError::Borderline { call_id, reason }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_pauses_double_and_stay_within_the_jitter_band() {
+        let r = OverloadRetry {
+            retries: 3,
+            initial_backoff: Duration::from_millis(20),
+        };
+        assert_eq!(r.pause(0, 0.5), Duration::from_millis(20));
+        assert_eq!(r.pause(2, 0.5), Duration::from_millis(80));
+        assert_eq!(r.pause(1, 0.0), Duration::from_millis(20));
+        assert!(r.pause(1, 0.999) < Duration::from_millis(60));
+        // A huge attempt number saturates instead of overflowing.
+        assert!(r.pause(u32::MAX, 0.5) > Duration::from_secs(600));
+    }
+
+    #[test]
+    fn jitter_is_a_fraction() {
+        for _ in 0..100 {
+            let j = jitter();
+            assert!((0.0..1.0).contains(&j), "{j}");
+        }
+    }
+
+    #[test]
+    fn only_resource_exhausted_counts_as_overloaded() {
+        let err = |code| ClientError::Rpc {
+            rpc: "CheckAndRecord",
+            status: Box::new(tonic::Status::new(code, "x")),
+        };
+        assert!(err(tonic::Code::ResourceExhausted).is_overloaded());
+        assert!(!err(tonic::Code::Unavailable).is_overloaded());
+        assert!(!err(tonic::Code::InvalidArgument).is_overloaded());
     }
 }

@@ -32,6 +32,7 @@ mod types;
 pub use connection::{CheckOptions, IdemClient};
 pub use error::{ClientError, GuardError};
 pub use guard::{
-    BorderlineCase, BorderlineDecision, Execution, FailurePolicy, Guard, GuardOutcome, InFlightWait,
+    BorderlineCase, BorderlineDecision, Execution, FailurePolicy, Guard, GuardOutcome,
+    InFlightWait, OverloadRetry,
 };
 pub use types::{CallInfo, CallStatus, Check, Outcome, Verdict};

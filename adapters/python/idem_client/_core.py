@@ -25,6 +25,9 @@ _POLICIES = (FAIL_CLOSED, FAIL_OPEN)
 # gRPC codes that mean "idem is not there (in time)": the unavailability policy decides.
 UNREACHABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
+# idem shed the check (overloaded): retried with jittered backoff, then treated as unreachable.
+OVERLOADED = grpc.StatusCode.RESOURCE_EXHAUSTED
+
 VERDICT_NAMES = {1: "NEW", 2: "DUPLICATE", 3: "IN_FLIGHT", 4: "BORDERLINE"}
 STATUS_NAMES = {1: "IN_PROGRESS", 2: "SUCCEEDED", 3: "FAILED"}
 STAGE_NAMES = {1: "KEY", 2: "EXACT", 3: "FUZZY", 4: "SEMANTIC", 5: "VERIFIED"}
@@ -134,6 +137,22 @@ def rpc_error(e: grpc.RpcError, what: str) -> Exception:
     if code in UNREACHABLE_CODES:
         return IdemUnavailable(f"idem unreachable during {what}: {getattr(code, 'name', code)}: {details}")
     return IdemRpcError(code, details)
+
+
+def is_overloaded(e: BaseException) -> bool:
+    return isinstance(e, IdemRpcError) and e.code == OVERLOADED
+
+
+def overload_pause(attempt: int, first: float = 0.02) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based) of a shed check: doubling, jittered to
+    50-150% so shed clients do not come back in step."""
+    import random
+
+    return first * (2 ** min(attempt, 16)) * (0.5 + random.random())
+
+
+def overloaded_unavailable(e: BaseException, what: str) -> IdemUnavailable:
+    return IdemUnavailable(f"idem overloaded during {what} after retries: {e}")
 
 
 def is_unreachable(e: BaseException) -> bool:

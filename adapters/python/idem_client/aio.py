@@ -12,7 +12,7 @@ import grpc
 from . import _core
 from ._core import Outcome, borderline_from, borderline_says_duplicate, pb2, pb2_grpc
 from .client import MAX_ROUNDS, _Base
-from .errors import BorderlineError, IdemUnavailable, InFlightTimeout, ReplayError, ToolFailed
+from .errors import BorderlineError, IdemRpcError, IdemUnavailable, InFlightTimeout, ReplayError, ToolFailed
 
 
 async def _maybe_await(x):
@@ -51,7 +51,15 @@ class AsyncIdemClient(_Base):
             tenant or self.tenant, session or self.session, tool, arguments, idempotency_key,
             deadline_ms if deadline_ms is not None else self.deadline_ms, retry_of,
         )
-        return await self._call(self._stub.CheckAndRecord, req, "CheckAndRecord")
+        for attempt in range(self.overload_retries + 1):
+            try:
+                return await self._call(self._stub.CheckAndRecord, req, "CheckAndRecord")
+            except IdemRpcError as e:
+                if not _core.is_overloaded(e):
+                    raise
+                if attempt == self.overload_retries:
+                    raise _core.overloaded_unavailable(e, "CheckAndRecord") from e
+                await asyncio.sleep(_core.overload_pause(attempt))
 
     async def complete(self, call_id: str, result: Any = None, *, error: Optional[str] = None,
                        cost: Optional[float] = None, result_json: Optional[str] = None):

@@ -17,7 +17,7 @@ from ._core import (
     pb2,
     pb2_grpc,
 )
-from .errors import BorderlineError, IdemUnavailable, InFlightTimeout, ReplayError, ToolFailed
+from .errors import BorderlineError, IdemRpcError, IdemUnavailable, InFlightTimeout, ReplayError, ToolFailed
 
 MAX_ROUNDS = 8
 
@@ -38,6 +38,7 @@ class _Base:
         on_borderline: Optional[Callable[[_core.Borderline], Any]] = None,
         serialize: _core.Serializer = _core.default_serialize,
         deserialize: _core.Deserializer = _core.default_deserialize,
+        overload_retries: int = 3,
     ):
         if on_unavailable not in _core._POLICIES:
             raise ValueError(f"on_unavailable must be one of {_core._POLICIES}, got {on_unavailable!r}")
@@ -53,6 +54,9 @@ class _Base:
         self.on_borderline = on_borderline
         self.serialize = serialize
         self.deserialize = deserialize
+        # Retries of a check idem shed as overloaded (RESOURCE_EXHAUSTED) before it counts as
+        # unreachable and ``on_unavailable`` decides.
+        self.overload_retries = overload_retries
 
     @property
     def fail_open(self) -> bool:
@@ -111,7 +115,15 @@ class IdemClient(_Base):
             deadline_ms if deadline_ms is not None else self.deadline_ms,
             retry_of,
         )
-        return self._call(self._stub.CheckAndRecord, req, "CheckAndRecord")
+        for attempt in range(self.overload_retries + 1):
+            try:
+                return self._call(self._stub.CheckAndRecord, req, "CheckAndRecord")
+            except IdemRpcError as e:
+                if not _core.is_overloaded(e):
+                    raise
+                if attempt == self.overload_retries:
+                    raise _core.overloaded_unavailable(e, "CheckAndRecord") from e
+                time.sleep(_core.overload_pause(attempt))
 
     def complete(self, call_id: str, result: Any = None, *, error: Optional[str] = None,
                  cost: Optional[float] = None, result_json: Optional[str] = None):

@@ -217,3 +217,60 @@ async def test_async_unreachable(counter, caplog):
         assert await c.run("t", {"a": 1}, lambda: counter() or 5) == 5
     assert counter.n == 1
     await c.close()
+
+
+class _SheddingIdem:
+    """A gRPC endpoint that sheds the first `shed` checks (RESOURCE_EXHAUSTED), then says NEW:
+    what an overloaded idem does, without having to overload one."""
+
+    def __init__(self, shed):
+        from concurrent import futures
+
+        from idem_client._core import pb2_grpc
+
+        self.shed, self.calls = shed, 0
+        outer = self
+
+        class Servicer(pb2_grpc.IdemServicer):
+            def CheckAndRecord(self, request, context):
+                outer.calls += 1
+                if outer.calls <= outer.shed:
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "embedding backlog")
+                return pb2.CheckResponse(verdict=1, call_id="c-1")
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        pb2_grpc.add_IdemServicer_to_server(Servicer(), self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.stop(0)
+
+
+def test_a_shed_check_is_retried_then_left_to_the_unavailability_policy():
+    with _SheddingIdem(shed=2) as srv:
+        c = IdemClient(f"127.0.0.1:{srv.port}", overload_retries=3)
+        assert c.check("send_email", {"to": "a@example.com"}).call_id == "c-1"
+        assert srv.calls == 3
+    with _SheddingIdem(shed=10) as srv:
+        c = IdemClient(f"127.0.0.1:{srv.port}", overload_retries=2)
+        with pytest.raises(IdemUnavailable):
+            c.check("send_email", {"to": "a@example.com"})
+        assert srv.calls == 3
+        ran = []
+        opened = IdemClient(f"127.0.0.1:{srv.port}", overload_retries=0, on_unavailable="fail_open")
+        assert opened.run("send_email", {"to": "a@example.com"}, lambda: ran.append(1) or "sent") == "sent"
+        assert ran == [1]
+
+
+def test_async_client_retries_a_shed_check():
+    async def go(port):
+        async with AsyncIdemClient(f"127.0.0.1:{port}", overload_retries=3) as c:
+            return (await c.check("send_email", {"to": "a@example.com"})).call_id
+
+    with _SheddingIdem(shed=1) as srv:
+        assert asyncio.run(go(srv.port)) == "c-1"
+        assert srv.calls == 2
