@@ -10,6 +10,7 @@ DURATION=${1:-15s}
 shift || true
 LEVELS=("${@:-1 8 64}")
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 PORT=${PORT:-50977}
 cargo build --release --quiet
 for c in ${LEVELS[@]}; do

@@ -382,6 +382,9 @@ pub struct SemanticConfig {
     /// backlog answers RESOURCE_EXHAUSTED at once (also when the check's own deadline is
     /// further). Bounds the queueing delay of embedded checks under overload.
     pub max_embed_wait_ms: u64,
+    /// Niceness added to the local embedding threads (Linux): cheap checks get the CPU first.
+    /// Higher starves embeddings sooner when cheap requests flood the server; 0 turns it off.
+    pub embed_nice: i32,
     /// Remote embedder base URL.
     pub remote_url: Option<String>,
     /// Remote embedder model name.
@@ -401,6 +404,7 @@ impl Default for SemanticConfig {
             embed_queue: 256,
             embed_cache: 4096,
             max_embed_wait_ms: 25,
+            embed_nice: 5,
             remote_url: None,
             remote_model: None,
             remote_api_key_env: None,

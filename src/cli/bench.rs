@@ -29,9 +29,9 @@ pub struct BenchArgs {
     /// `--concurrency`). Without it each of `--concurrency` clients waits for its answer.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Closed loop: how long a client waits after RESOURCE_EXHAUSTED before its next check,
-    /// as a client that respects "retry with backoff" would (0: retry at once).
-    #[arg(long, default_value = "25ms", value_parser = humantime::parse_duration)]
+    /// Closed loop: a client's pause after RESOURCE_EXHAUSTED, doubled for each shed in a row
+    /// (up to 16x) and jittered to 50-150%, as idem's clients back off (0: retry at once).
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
     pub shed_backoff: Duration,
     /// Request mix in percent: exact repeats, paraphrased repeats, new calls.
     #[arg(long, default_value = "exact=40,paraphrase=30,new=30")]
@@ -313,13 +313,19 @@ async fn closed_loop(
         workers.push(tokio::spawn(async move {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1));
             let mut n = 0u64;
+            let mut shed_in_a_row = 0u32;
             while Instant::now() < end {
                 let (kind, args) = load.draw(&mut rng, w, &mut n);
                 if load
                     .send(&mut c, &session, kind, args, Instant::now())
                     .await
                 {
-                    tokio::time::sleep(shed_backoff).await;
+                    let jitter = 0.5 + (rng.next() % 1000) as f64 / 1000.0;
+                    let pause = shed_backoff.saturating_mul(1 << shed_in_a_row.min(4));
+                    tokio::time::sleep(pause.mul_f64(jitter)).await;
+                    shed_in_a_row += 1;
+                } else {
+                    shed_in_a_row = 0;
                 }
             }
         }));

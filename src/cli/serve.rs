@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// Longest expected embedder wait a check is admitted with, in ms [default: 25].
     #[arg(long, env = "IDEM_MAX_EMBED_WAIT_MS")]
     pub max_embed_wait_ms: Option<u64>,
+    /// Niceness added to the local embedding threads [default: 5].
+    #[arg(long, env = "IDEM_EMBED_NICE")]
+    pub embed_nice: Option<i32>,
     /// Remote embedder base URL (OpenAI-compatible).
     #[arg(long, env = "IDEM_REMOTE_EMBED_URL")]
     pub remote_embed_url: Option<String>,
@@ -136,6 +139,7 @@ impl ServeArgs {
             embed_workers => semantic.embed_workers, embed_queue => semantic.embed_queue,
             embed_cache => semantic.embed_cache,
             max_embed_wait_ms => semantic.max_embed_wait_ms,
+            embed_nice => semantic.embed_nice,
             hnsw_threshold => semantic.hnsw_threshold, verifier_model => verifier.model,
             ttl_secs => defaults.ttl_secs, lease_secs => defaults.lease_secs,
             window_secs => defaults.window_secs, window_calls => defaults.window_calls,

@@ -223,14 +223,17 @@ impl Engine {
         {
             r.micros += embed_micros;
         }
-        if let Some(r) = embed_report
-            && !result
+        // The embedding missed its deadline: say so, whatever the stages reported after it.
+        if let Some(r) = embed_report {
+            match result
                 .reports
-                .iter()
-                .any(|x| x.stage == StageKind::Semantic)
-        {
-            result.reports.push(r);
-            if matches!(result.finding, Finding::Pass) {
+                .iter_mut()
+                .find(|x| x.stage == StageKind::Semantic)
+            {
+                Some(x) => x.micros += r.micros,
+                None => result.reports.push(r),
+            }
+            if matches!(result.finding, Finding::Pass) && result.stop == StopReason::Settled {
                 result.stop = StopReason::Deadline;
             }
         }

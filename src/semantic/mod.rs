@@ -95,6 +95,7 @@ impl Semantic {
                     models_dir: s.models_dir.clone(),
                     workers,
                     intra_threads: (cores / workers).max(1),
+                    nice: s.embed_nice,
                     queue_capacity: s.embed_queue.max(1),
                     ..LocalEmbedderConfig::default()
                 };
