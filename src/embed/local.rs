@@ -1,9 +1,11 @@
 //! The local embedder: all-MiniLM-L6-v2 (int8 ONNX) through fastembed, on a pool of OS threads.
 //!
 //! fastembed's `embed` takes `&mut self` and burns CPU, so each worker thread owns one model and
-//! drains a bounded queue, batching whatever requests are waiting into one model call. A full
-//! queue answers `Overloaded` at once; a request whose deadline passed while it waited is answered
-//! `DeadlineExceeded` without being embedded. ONNX Runtime is loaded from `models/` at run time.
+//! drains a bounded two-lane queue (`lanes`): whatever checks are waiting go into one model call;
+//! background backfills run only when no check waits. A full lane answers `Overloaded` at once; a
+//! request whose deadline passed while it waited is answered `DeadlineExceeded` without being
+//! embedded. The worker threads (and ONNX Runtime's, which inherit it) run at a lower priority.
+//! ONNX Runtime is loaded from `models/` at run time.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};

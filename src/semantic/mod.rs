@@ -27,6 +27,14 @@ const BACKGROUND_EMBEDS: usize = 8;
 /// How long a background embedding may take.
 const BACKGROUND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Who waits for an embedding: a check (admission control, request lane) or nobody (a
+/// backfill, background lane).
+#[derive(Debug, Clone, Copy)]
+enum Waiter {
+    Check,
+    Nobody,
+}
+
 /// Embedder, indexes and verifier, shared by the similarity stages.
 pub struct Semantic {
     embedder: Option<Arc<dyn Embedder>>,
@@ -182,54 +190,55 @@ impl Semantic {
 
     /// Embeds a call's free text before `deadline` (from the cache when the text was seen).
     pub async fn embed(&self, text: &str, deadline: Instant) -> Result<Vec<f32>, IdemError> {
-        let Some(cache) = &self.cache else {
-            return self.embed_uncached(text, deadline).await;
-        };
-        let key = *blake3::hash(text.as_bytes()).as_bytes();
-        if let Some(v) = cache.get(&key) {
-            return Ok(v.as_ref().clone());
-        }
-        let v = self.embed_uncached(text, deadline).await?;
-        cache.insert(key, Arc::new(v.clone()));
-        Ok(v)
-    }
-
-    async fn embed_uncached(&self, text: &str, deadline: Instant) -> Result<Vec<f32>, IdemError> {
-        let Some(e) = &self.embedder else {
-            return Err(IdemError::Embed(EmbedError::Backend(
-                "no embedder configured".into(),
-            )));
-        };
-        let admit_by = deadline.min(Instant::now() + self.max_wait);
-        let ticket = self.admission.enter(admit_by).map_err(|(ahead, expected)| {
-            IdemError::ResourceExhausted(format!(
-                "embedding backlog ({ahead} ahead, ~{} ms) exceeds the deadline or the server's \
-                 max_embed_wait_ms; retry with backoff",
-                expected.as_millis()
-            ))
-        })?;
-        let v = e.embed(text, deadline).await?;
-        ticket.done();
-        Ok(v)
+        self.embed_for(Waiter::Check, text, deadline).await
     }
 
     /// Embeds a text nobody waits for, behind every check's embedding (no admission control:
     /// it never delays a check by more than one embedding).
     async fn embed_background(&self, text: &str) -> Result<Vec<f32>, IdemError> {
+        self.embed_for(Waiter::Nobody, text, Instant::now() + BACKGROUND_DEADLINE)
+            .await
+    }
+
+    async fn embed_for(
+        &self,
+        waiter: Waiter,
+        text: &str,
+        deadline: Instant,
+    ) -> Result<Vec<f32>, IdemError> {
+        let key = self
+            .cache
+            .as_ref()
+            .map(|_| *blake3::hash(text.as_bytes()).as_bytes());
+        if let (Some(cache), Some(key)) = (&self.cache, &key)
+            && let Some(v) = cache.get(key)
+        {
+            return Ok(v.as_ref().clone());
+        }
         let Some(e) = &self.embedder else {
             return Err(IdemError::Embed(EmbedError::Backend(
                 "no embedder configured".into(),
             )));
         };
-        let key = *blake3::hash(text.as_bytes()).as_bytes();
-        if let Some(v) = self.cache.as_ref().and_then(|c| c.get(&key)) {
-            return Ok(v.as_ref().clone());
-        }
-        let v = e
-            .embed_background(text, Instant::now() + BACKGROUND_DEADLINE)
-            .await?;
-        if let Some(c) = &self.cache {
-            c.insert(key, Arc::new(v.clone()));
+        let v =
+            match waiter {
+                Waiter::Check => {
+                    let admit_by = deadline.min(Instant::now() + self.max_wait);
+                    let ticket = self.admission.enter(admit_by).map_err(|(ahead, expected)| {
+                    IdemError::ResourceExhausted(format!(
+                        "embedding backlog ({ahead} ahead, ~{} ms) exceeds the deadline or the \
+                         server's max_embed_wait_ms; retry with backoff",
+                        expected.as_millis()
+                    ))
+                })?;
+                    let v = e.embed(text, deadline).await?;
+                    ticket.done();
+                    v
+                }
+                Waiter::Nobody => e.embed_background(text, deadline).await?,
+            };
+        if let (Some(cache), Some(key)) = (&self.cache, key) {
+            cache.insert(key, Arc::new(v.clone()));
         }
         Ok(v)
     }
