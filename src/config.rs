@@ -323,6 +323,12 @@ impl ServerConfig {
         if self.sweep_interval_secs == 0 {
             return Err("sweep_interval_secs must be > 0".into());
         }
+        let share = self.semantic.max_embed_wait_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(format!(
+                "semantic.max_embed_wait_share must be in (0, 1], got {share}"
+            ));
+        }
         self.defaults
             .validate()
             .map_err(|e| format!("defaults: {e}"))
@@ -378,10 +384,11 @@ pub struct SemanticConfig {
     /// (a retried paraphrase, the same body to another recipient) is not embedded twice.
     /// 0 turns the cache off.
     pub embed_cache: usize,
-    /// Longest expected wait for the embedder a check is admitted with, in ms; a longer
-    /// backlog answers RESOURCE_EXHAUSTED at once (also when the check's own deadline is
-    /// further). Bounds the queueing delay of embedded checks under overload.
-    pub max_embed_wait_ms: u64,
+    /// Longest expected wait for the embedder a check is admitted with, as a share of its own
+    /// budget (0.5: 25 ms of a 50 ms deadline); a longer backlog answers RESOURCE_EXHAUSTED at
+    /// once. Bounds the queueing delay of embedded checks under overload while honouring
+    /// sessions and requests that set a longer deadline.
+    pub max_embed_wait_share: f64,
     /// Niceness added to the local embedding threads (Linux): cheap checks get the CPU first.
     /// Higher starves embeddings sooner when cheap requests flood the server; 0 turns it off.
     pub embed_nice: i32,
@@ -403,7 +410,7 @@ impl Default for SemanticConfig {
             embed_workers: 1,
             embed_queue: 256,
             embed_cache: 4096,
-            max_embed_wait_ms: 25,
+            max_embed_wait_share: 0.5,
             embed_nice: 5,
             remote_url: None,
             remote_model: None,
@@ -438,6 +445,19 @@ impl Default for VerifierConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn embed_wait_share_must_be_a_fraction_of_the_budget() {
+        let mut c = ServerConfig::default();
+        assert!(c.validate().is_ok());
+        for bad in [0.0, -0.5, 1.5, f64::NAN] {
+            c.semantic.max_embed_wait_share = bad;
+            let err = c.validate().unwrap_err();
+            assert!(err.contains("max_embed_wait_share"), "{err}");
+        }
+        c.semantic.max_embed_wait_share = 1.0;
+        assert!(c.validate().is_ok());
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -73,7 +73,7 @@ impl Calibrator {
         // configured thresholds are then applied to the scores (the funnel's own rule).
         config.defaults.deadline_ms = 60_000;
         // Offline: every pair waits its turn for the embedder, none is shed.
-        config.semantic.max_embed_wait_ms = 60_000;
+        config.semantic.max_embed_wait_share = 1.0;
         let thresholds = (
             config.defaults.fuzzy_threshold,
             config.defaults.semantic_duplicate,

@@ -55,9 +55,10 @@ pub struct ServeArgs {
     /// Free texts whose embedding is cached; 0 turns the cache off [default: 4096].
     #[arg(long, env = "IDEM_EMBED_CACHE")]
     pub embed_cache: Option<usize>,
-    /// Longest expected embedder wait a check is admitted with, in ms [default: 25].
-    #[arg(long, env = "IDEM_MAX_EMBED_WAIT_MS")]
-    pub max_embed_wait_ms: Option<u64>,
+    /// Longest expected embedder wait a check is admitted with, as a share of its budget
+    /// [default: 0.5].
+    #[arg(long, env = "IDEM_MAX_EMBED_WAIT_SHARE")]
+    pub max_embed_wait_share: Option<f64>,
     /// Niceness added to the local embedding threads [default: 5].
     #[arg(long, env = "IDEM_EMBED_NICE")]
     pub embed_nice: Option<i32>,
@@ -138,7 +139,7 @@ impl ServeArgs {
             embedder => semantic.embedder, models_dir => semantic.models_dir,
             embed_workers => semantic.embed_workers, embed_queue => semantic.embed_queue,
             embed_cache => semantic.embed_cache,
-            max_embed_wait_ms => semantic.max_embed_wait_ms,
+            max_embed_wait_share => semantic.max_embed_wait_share,
             embed_nice => semantic.embed_nice,
             hnsw_threshold => semantic.hnsw_threshold, verifier_model => verifier.model,
             ttl_secs => defaults.ttl_secs, lease_secs => defaults.lease_secs,

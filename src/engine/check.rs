@@ -30,6 +30,8 @@ struct Prepared {
     /// When the embedding must be ready: the deadline less a reserve for the stages after it
     /// and the durable write of a NEW, so the whole check ends inside its budget.
     embed_deadline: Instant,
+    /// The embedder admits the check only when its expected wait ends by then.
+    embed_admit_by: Instant,
 }
 
 impl Engine {
@@ -99,6 +101,9 @@ impl Engine {
         let deadline = now + Duration::from_millis(deadline_ms);
         let reserve = (Duration::from_millis(deadline_ms) / 4).min(MAX_WRITE_RESERVE);
         let embed_deadline = deadline - reserve;
+        let budget = Duration::from_millis(deadline_ms);
+        let embed_admit_by = embed_deadline
+            .min(now + budget.mul_f64(self.config.semantic.max_embed_wait_share.clamp(0.0, 1.0)));
         let policy = settings.tool_policy(&req.tool);
         let call = CanonicalCall::build(
             &req.tool,
@@ -133,6 +138,7 @@ impl Engine {
             settings,
             deadline,
             embed_deadline,
+            embed_admit_by,
         }))
     }
 
@@ -154,7 +160,9 @@ impl Engine {
                 let inserts_seen = stripe.inserts.load(Ordering::Acquire);
                 let t = std::time::Instant::now();
                 let embed = async {
-                    let r = sim.embed(text, p.embed_deadline).await;
+                    let r = sim
+                        .embed_admitted_by(text, p.embed_admit_by, p.embed_deadline)
+                        .await;
                     (r, t.elapsed().as_micros() as u64)
                 };
                 let ahead = async {

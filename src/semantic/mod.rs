@@ -31,7 +31,10 @@ const BACKGROUND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(
 /// backfill, background lane).
 #[derive(Debug, Clone, Copy)]
 enum Waiter {
-    Check,
+    /// Admitted when the expected wait ends by `admit_by`.
+    Check {
+        admit_by: Instant,
+    },
     Nobody,
 }
 
@@ -47,8 +50,6 @@ pub struct Semantic {
     pending: Arc<std::sync::atomic::AtomicUsize>,
     /// Sheds embeddings that could not finish before their deadline.
     admission: Admission,
-    /// Longest expected wait admitted, whatever the deadline.
-    max_wait: std::time::Duration,
     /// Embeddings of recently seen texts, by the text's hash; `None` when turned off.
     cache: Option<quick_cache::sync::Cache<[u8; 32], Arc<Vec<f32>>>>,
 }
@@ -72,15 +73,8 @@ impl Semantic {
             background: Arc::new(Semaphore::new(BACKGROUND_EMBEDS)),
             pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             admission: Admission::default(),
-            max_wait: std::time::Duration::from_secs(3600),
             cache: None,
         }
-    }
-
-    /// Sheds a check whose embedding is expected to wait longer than `max_wait`.
-    pub fn with_max_wait(mut self, max_wait: std::time::Duration) -> Self {
-        self.max_wait = max_wait;
-        self
     }
 
     /// Keeps the embeddings of the last `entries` distinct texts (0: no cache).
@@ -144,9 +138,7 @@ impl Semantic {
             ..IndexConfig::default()
         };
         Ok(Some(Arc::new(
-            Semantic::new(embedder, index_config, verifier)
-                .with_cache(s.embed_cache)
-                .with_max_wait(std::time::Duration::from_millis(s.max_embed_wait_ms)),
+            Semantic::new(embedder, index_config, verifier).with_cache(s.embed_cache),
         )))
     }
 
@@ -190,7 +182,20 @@ impl Semantic {
 
     /// Embeds a call's free text before `deadline` (from the cache when the text was seen).
     pub async fn embed(&self, text: &str, deadline: Instant) -> Result<Vec<f32>, IdemError> {
-        self.embed_for(Waiter::Check, text, deadline).await
+        self.embed_for(Waiter::Check { admit_by: deadline }, text, deadline)
+            .await
+    }
+
+    /// [`Semantic::embed`], admitted only when the expected wait for the embedder ends by
+    /// `admit_by` (else RESOURCE_EXHAUSTED at once).
+    pub async fn embed_admitted_by(
+        &self,
+        text: &str,
+        admit_by: Instant,
+        deadline: Instant,
+    ) -> Result<Vec<f32>, IdemError> {
+        self.embed_for(Waiter::Check { admit_by }, text, deadline)
+            .await
     }
 
     /// Embeds a text nobody waits for, behind every check's embedding (no admission control:
@@ -220,23 +225,21 @@ impl Semantic {
                 "no embedder configured".into(),
             )));
         };
-        let v =
-            match waiter {
-                Waiter::Check => {
-                    let admit_by = deadline.min(Instant::now() + self.max_wait);
-                    let ticket = self.admission.enter(admit_by).map_err(|(ahead, expected)| {
+        let v = match waiter {
+            Waiter::Check { admit_by } => {
+                let ticket = self.admission.enter(admit_by).map_err(|(ahead, expected)| {
                     IdemError::ResourceExhausted(format!(
-                        "embedding backlog ({ahead} ahead, ~{} ms) exceeds the deadline or the \
-                         server's max_embed_wait_ms; retry with backoff",
+                        "embedding backlog ({ahead} ahead, ~{} ms) is longer than this check may \
+                         wait (semantic.max_embed_wait_share of its deadline); retry with backoff",
                         expected.as_millis()
                     ))
                 })?;
-                    let v = e.embed(text, deadline).await?;
-                    ticket.done();
-                    v
-                }
-                Waiter::Nobody => e.embed_background(text, deadline).await?,
-            };
+                let v = e.embed(text, deadline).await?;
+                ticket.done();
+                v
+            }
+            Waiter::Nobody => e.embed_background(text, deadline).await?,
+        };
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             cache.insert(key, Arc::new(v.clone()));
         }
@@ -432,17 +435,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_backlog_longer_than_the_max_wait_is_shed_at_once() {
-        let s = Arc::new(
-            Semantic::new(Some(Arc::new(Slow)), IndexConfig::default(), None)
-                .with_max_wait(std::time::Duration::from_millis(5)),
-        );
+        let s = Arc::new(Semantic::new(
+            Some(Arc::new(Slow)),
+            IndexConfig::default(),
+            None,
+        ));
         let first = tokio::spawn({
             let s = s.clone();
             async move { s.embed("first", soon()).await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let started = std::time::Instant::now();
-        let second = s.embed("second", soon()).await;
+        let admit_by = Instant::now() + std::time::Duration::from_millis(5);
+        let second = s.embed_admitted_by("second", admit_by, soon()).await;
         assert!(
             matches!(second, Err(IdemError::ResourceExhausted(_))),
             "{second:?}"
