@@ -381,8 +381,8 @@ pub struct SemanticConfig {
     /// Pending embeddings allowed; more are shed with RESOURCE_EXHAUSTED.
     pub embed_queue: usize,
     /// Recent free texts whose embedding is kept (about 1.6 KB each), so a text seen again
-    /// (a retried paraphrase, the same body to another recipient) is not embedded twice.
-    /// 0 turns the cache off.
+    /// (a retried paraphrase, the same body to another recipient) is not embedded twice, and
+    /// concurrent checks of one text share one embedding. 0 turns both off.
     pub embed_cache: usize,
     /// Longest expected wait for the embedder a check is admitted with, as a share of its own
     /// budget (0.5: 25 ms of a 50 ms deadline); a longer backlog answers RESOURCE_EXHAUSTED at

@@ -123,10 +123,6 @@ impl Calibrator {
                 })
                 .await?;
         }
-        if let Some(s) = &self.semantic {
-            // Indexing happens on a blocking thread; wait until it is visible.
-            s.settle().await;
-        }
         let second = engine.check(req(&pair.b)).await?;
         let stage_score = |k: StageKind| {
             second

@@ -464,7 +464,7 @@ impl Engine {
             && p.mode == ToolMode::Semantic
             && !record.free_text.is_empty()
         {
-            sim.index_new(&record, self.store.clone());
+            sim.index_new(&record, self.store.clone()).await;
         }
         Ok(CheckOutcome {
             previous_attempt_unknown,

@@ -46,8 +46,6 @@ pub struct Semantic {
     dim: usize,
     verifier: Option<Arc<Verifier>>,
     background: Arc<Semaphore>,
-    /// Index inserts handed to blocking threads and not yet applied.
-    pending: Arc<std::sync::atomic::AtomicUsize>,
     /// Sheds embeddings that could not finish before their deadline.
     admission: Admission,
     /// Embeddings of recently seen texts, by the text's hash; `None` when turned off.
@@ -71,7 +69,6 @@ impl Semantic {
             dim,
             verifier: verifier.map(Arc::new),
             background: Arc::new(Semaphore::new(BACKGROUND_EMBEDS)),
-            pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             admission: Admission::default(),
             cache: None,
         }
@@ -168,13 +165,6 @@ impl Semantic {
         }
     }
 
-    /// Waits until every index insert handed off so far is applied (calibration, tests).
-    pub async fn settle(&self) {
-        while self.pending.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
-        }
-    }
-
     /// Whether an embedder is configured.
     pub fn has_embedder(&self) -> bool {
         self.embedder.is_some()
@@ -211,14 +201,21 @@ impl Semantic {
         text: &str,
         deadline: Instant,
     ) -> Result<Vec<f32>, IdemError> {
-        let key = self
-            .cache
-            .as_ref()
-            .map(|_| *blake3::hash(text.as_bytes()).as_bytes());
-        if let (Some(cache), Some(key)) = (&self.cache, &key)
-            && let Some(v) = cache.get(key)
-        {
-            return Ok(v.as_ref().clone());
+        // Seen before: from the cache. Being embedded right now for another check: wait for
+        // that one (a burst of identical calls costs one embedding, not one each); if it fails,
+        // the next waiter takes over.
+        let mut placeholder = None;
+        if let Some(cache) = &self.cache {
+            let key = *blake3::hash(text.as_bytes()).as_bytes();
+            match tokio::time::timeout_at(deadline, cache.get_value_or_guard_async(&key)).await {
+                Ok(Ok(v)) => return Ok(v.as_ref().clone()),
+                Ok(Err(guard)) => placeholder = Some(guard),
+                Err(_) => {
+                    return Err(IdemError::DeadlineExceeded(
+                        "the same text was still being embedded at the deadline".into(),
+                    ));
+                }
+            }
         }
         let Some(e) = &self.embedder else {
             return Err(IdemError::Embed(EmbedError::Backend(
@@ -240,8 +237,9 @@ impl Semantic {
             }
             Waiter::Nobody => e.embed_background(text, deadline).await?,
         };
-        if let (Some(cache), Some(key)) = (&self.cache, key) {
-            cache.insert(key, Arc::new(v.clone()));
+        if let Some(guard) = placeholder {
+            // Err only when the entry was replaced meanwhile; the value is ours either way.
+            let _ = guard.insert(Arc::new(v.clone()));
         }
         Ok(v)
     }
@@ -281,7 +279,10 @@ impl Semantic {
 
     /// Adds a newly recorded call to its scope's index; embeds it in the background when the
     /// check could not (deadline), so later paraphrases can still find it.
-    pub fn index_new(self: &Arc<Self>, record: &Record, store: Arc<dyn Store>) {
+    ///
+    /// A call with its embedding is searchable when this returns (the caller answers NEW after
+    /// it, under the scope lock, so an immediate rewording finds it).
+    pub async fn index_new(self: &Arc<Self>, record: &Record, store: Arc<dyn Store>) {
         if let Some(v) = &record.embedding {
             let (this, scope, id, v) = (
                 self.clone(),
@@ -290,13 +291,11 @@ impl Semantic {
                 v.clone(),
             );
             // Inserting may migrate the index to HNSW: keep it off the tokio workers.
-            self.pending
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::task::spawn_blocking(move || {
-                this.insert_vector(&scope, &id, &v);
-                this.pending
-                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            });
+            if let Err(e) =
+                tokio::task::spawn_blocking(move || this.insert_vector(&scope, &id, &v)).await
+            {
+                tracing::warn!(%e, call = %record.id, "vector index insert failed");
+            }
             return;
         }
         if self.embedder.is_none() || record.free_text.is_empty() {
@@ -459,6 +458,41 @@ mod tests {
         );
         // The backlog gone, the next one is admitted again.
         assert!(s.embed("third", soon()).await.is_ok());
+    }
+
+    /// Counts its calls and takes 50 ms per text.
+    struct SlowCounting(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Embedder for SlowCounting {
+        async fn embed(&self, _text: &str, _deadline: Instant) -> Result<Embedding, EmbedError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Ok(vec![0.0, 1.0])
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn name(&self) -> &str {
+            "slow-counting"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_the_same_text_costs_one_embedding_and_sheds_none() {
+        let counting = Arc::new(SlowCounting(AtomicUsize::new(0)));
+        let s = Arc::new(
+            Semantic::new(Some(counting.clone()), IndexConfig::default(), None).with_cache(16),
+        );
+        // A tight admission bound: only a request with nothing ahead would be admitted.
+        let admit_by = Instant::now() + std::time::Duration::from_millis(1);
+        let calls = (0..10).map(|_| {
+            let s = s.clone();
+            async move { s.embed_admitted_by("same words", admit_by, soon()).await }
+        });
+        let results = futures::future::join_all(calls).await;
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+        assert_eq!(counting.0.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
