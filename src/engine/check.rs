@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{CheckOutcome, CheckRequest, Engine, RetryIntent, Verdict, validate};
+use super::{CheckOutcome, CheckRequest, Engine, RetryIntent, Stripe, Verdict, validate};
 use crate::canonical::{CanonError, CanonicalCall};
 use crate::clock::Millis;
 use crate::config::{BorderlinePolicy, ScopeMode, SessionSettings, ToolMode, canon_policy};
 use crate::error::IdemError;
 use crate::funnel::{
-    CheckContext, Finding, Found, FunnelResult, StageKind, StageReport, StopReason, fuzzy_scan,
-    load_candidates,
+    CheckContext, Finding, Found, FunnelResult, FuzzyScan, StageKind, StageReport, StopReason,
+    fuzzy_scan, load_candidates,
 };
 use crate::record::{CallStatus, Record, RepeatOutcome, match_scope};
-use crate::store::StatsDelta;
+use crate::store::{Candidate, StatsDelta};
 
 /// A call ready for the funnel.
 struct Prepared {
@@ -143,65 +143,11 @@ impl Engine {
     }
 
     async fn run_funnel(&self, p: &Prepared) -> Result<CheckOutcome, IdemError> {
-        // The embedding needs no lock: compute it first, unless a certain stage will settle,
-        // and read the candidates while the embedder works.
         let stripe = self.stripe(&p.scope);
-        let mut embedding = None;
-        let mut embed_report = None;
-        let mut embed_micros = 0u64;
-        let mut read_ahead = None;
-        if let Some(sim) = &self.semantic {
-            let text = p.call.free_text_joined();
-            if p.mode == ToolMode::Semantic
-                && sim.has_embedder()
-                && !text.is_empty()
-                && !self.certain_hit(p).await?
-            {
-                let inserts_seen = stripe.inserts.load(Ordering::Acquire);
-                let t = std::time::Instant::now();
-                let embed = async {
-                    let r = sim
-                        .embed_admitted_by(text, p.embed_admit_by, p.embed_deadline)
-                        .await;
-                    (r, t.elapsed().as_micros() as u64)
-                };
-                let ahead = async {
-                    let c = load_candidates(
-                        self.store.as_ref(),
-                        &p.scope,
-                        &p.call,
-                        &p.settings,
-                        self.clock.now_ms(),
-                    )
-                    .await?;
-                    let scan = fuzzy_scan(text, &c, p.settings.fuzzy_threshold);
-                    Ok::<_, IdemError>((c, scan))
-                };
-                let ((embedded, micros), candidates) = tokio::join!(embed, ahead);
-                // A failed read ahead is retried under the lock.
-                read_ahead = candidates.ok().map(|(c, scan)| (inserts_seen, c, scan));
-                match embedded {
-                    Ok(v) => {
-                        embedding = Some(v);
-                        embed_micros = micros;
-                    }
-                    Err(IdemError::DeadlineExceeded(_)) => {
-                        embed_report = Some(StageReport {
-                            stage: StageKind::Semantic,
-                            micros,
-                            outcome: "deadline".into(),
-                            best_score: None,
-                            eligible_score: None,
-                        });
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        let lock = &stripe.lock;
+        let before = self.before_lock(p, stripe).await?;
         let _guard = match tokio::time::timeout_at(
             p.deadline.max(Instant::now() + LOCK_GRACE),
-            lock.lock(),
+            stripe.lock.lock(),
         )
         .await
         {
@@ -214,38 +160,72 @@ impl Engine {
         };
         let now = self.clock.now_ms();
         let mut ctx = self.context(p, now);
-        ctx.embedding = embedding;
+        let embed_micros = before.embedding.as_ref().map_or(0, |(_, micros)| *micros);
+        ctx.embedding = before.embedding.map(|(v, _)| v);
         // Nothing inserted under this stripe since the read ahead: it is still complete.
-        if let Some((seen, c, scan)) = read_ahead
+        if let Some((seen, c, scan)) = before.read_ahead
             && stripe.inserts.load(Ordering::Acquire) == seen
         {
             ctx.candidates = Some(c);
             ctx.fuzzy_ahead = Some(scan);
         }
         let mut result = self.funnel.run(&mut ctx).await?;
-        // The embedding ran before the lock; charge it to the semantic stage that used it.
-        if let Some(r) = result
-            .reports
-            .iter_mut()
-            .find(|r| r.stage == StageKind::Semantic)
-        {
-            r.micros += embed_micros;
-        }
-        // The embedding missed its deadline: say so, whatever the stages reported after it.
-        if let Some(r) = embed_report {
-            match result
-                .reports
-                .iter_mut()
-                .find(|x| x.stage == StageKind::Semantic)
-            {
-                Some(x) => x.micros += r.micros,
-                None => result.reports.push(r),
-            }
-            if matches!(result.finding, Finding::Pass) && result.stop == StopReason::Settled {
-                result.stop = StopReason::Deadline;
-            }
-        }
+        charge_embedding(&mut result, embed_micros, before.missed);
         self.conclude(p, ctx, result).await
+    }
+
+    /// The work that needs no lock: the embedding (unless a certain stage will settle), and,
+    /// while the embedder works, the candidates and their fuzzy scan.
+    async fn before_lock(&self, p: &Prepared, stripe: &Stripe) -> Result<BeforeLock, IdemError> {
+        let mut out = BeforeLock::default();
+        let Some(sim) = &self.semantic else {
+            return Ok(out);
+        };
+        let text = p.call.free_text_joined();
+        if p.mode != ToolMode::Semantic
+            || !sim.has_embedder()
+            || text.is_empty()
+            || self.certain_hit(p).await?
+        {
+            return Ok(out);
+        }
+        let inserts_seen = stripe.inserts.load(Ordering::Acquire);
+        let t = std::time::Instant::now();
+        let embed = async {
+            let r = sim
+                .embed_admitted_by(text, p.embed_admit_by, p.embed_deadline)
+                .await;
+            (r, t.elapsed().as_micros() as u64)
+        };
+        let ahead = async {
+            let c = load_candidates(
+                self.store.as_ref(),
+                &p.scope,
+                &p.call,
+                &p.settings,
+                self.clock.now_ms(),
+            )
+            .await?;
+            let scan = fuzzy_scan(text, &c, p.settings.fuzzy_threshold);
+            Ok::<_, IdemError>((c, scan))
+        };
+        let ((embedded, micros), candidates) = tokio::join!(embed, ahead);
+        // A failed read ahead is retried under the lock.
+        out.read_ahead = candidates.ok().map(|(c, scan)| (inserts_seen, c, scan));
+        match embedded {
+            Ok(v) => out.embedding = Some((v, micros)),
+            Err(IdemError::DeadlineExceeded(_)) => {
+                out.missed = Some(StageReport {
+                    stage: StageKind::Semantic,
+                    micros,
+                    outcome: "deadline".into(),
+                    best_score: None,
+                    eligible_score: None,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(out)
     }
 
     /// A fresh funnel context for a prepared call at `now`.
@@ -525,6 +505,38 @@ impl Engine {
             },
         };
         self.record_stats(&p.req.tenant, &p.req.session, &delta);
+    }
+}
+
+/// What a check did before taking its scope's lock.
+#[derive(Default)]
+struct BeforeLock {
+    /// The free text's embedding and the microseconds it took.
+    embedding: Option<(Vec<f32>, u64)>,
+    /// The report of an embedding that missed its deadline.
+    missed: Option<StageReport>,
+    /// Candidates and their fuzzy scan, with the stripe's insert count when they were read.
+    read_ahead: Option<(u64, Arc<Vec<Candidate>>, FuzzyScan)>,
+}
+
+/// Charges the embedding, computed before the lock, to the semantic stage; when it missed its
+/// deadline, says so whatever the stages reported after it.
+fn charge_embedding(result: &mut FunnelResult, embed_micros: u64, missed: Option<StageReport>) {
+    let missed_deadline = missed.is_some();
+    let micros = missed.as_ref().map_or(embed_micros, |m| m.micros);
+    match result
+        .reports
+        .iter_mut()
+        .find(|r| r.stage == StageKind::Semantic)
+    {
+        Some(r) => r.micros += micros,
+        None => result.reports.extend(missed),
+    }
+    if missed_deadline
+        && matches!(result.finding, Finding::Pass)
+        && result.stop == StopReason::Settled
+    {
+        result.stop = StopReason::Deadline;
     }
 }
 
