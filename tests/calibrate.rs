@@ -31,18 +31,24 @@ fn small() -> String {
         .to_string()
 }
 
-#[test]
-fn small_pair_file_gives_the_expected_confusion_counts() {
-    // Without an embedder the funnel is key, exact and fuzzy: deterministic.
-    let (ok, r, err) = calibrate(&[
+/// `idem calibrate --json` on the small pair file without an embedder (key, exact and fuzzy:
+/// deterministic), recommending for the false-duplicate rate `target`.
+fn small_without_embedder(target: &str) -> (bool, serde_json::Value, String) {
+    calibrate(&[
         "--pairs",
         &small(),
         "--embedder",
         "none",
         "--json",
         "--target-false-dup-rate",
-        "0.6",
-    ]);
+        target,
+    ])
+}
+
+#[test]
+fn small_pair_file_gives_the_expected_confusion_counts() {
+    // Without an embedder the funnel is key, exact and fuzzy: deterministic.
+    let (ok, r, err) = small_without_embedder("0.6");
     assert!(ok, "{err}");
     let c = &r["confusion"];
     // 5 of 6 duplicates caught (the reworded one needs the semantic stage); no distinct pair merged.
@@ -95,27 +101,11 @@ fn malformed_lines_are_reported_and_strict_makes_them_fatal() {
 #[test]
 fn the_recommendation_respects_the_target_on_its_data() {
     // Four distinct pairs cannot show a 10% rate with 95% confidence: no recommendation.
-    let (ok, r, err) = calibrate(&[
-        "--pairs",
-        &small(),
-        "--embedder",
-        "none",
-        "--json",
-        "--target-false-dup-rate",
-        "0.1",
-    ]);
+    let (ok, r, err) = small_without_embedder("0.1");
     assert!(ok, "{err}");
     assert!(r["recommended"].is_null(), "{}", r["recommended"]);
     for target in ["0.6", "0.9"] {
-        let (ok, r, err) = calibrate(&[
-            "--pairs",
-            &small(),
-            "--embedder",
-            "none",
-            "--json",
-            "--target-false-dup-rate",
-            target,
-        ]);
+        let (ok, r, err) = small_without_embedder(target);
         assert!(ok, "{err}");
         let rec = &r["recommended"];
         let t: f64 = target.parse().unwrap();

@@ -375,20 +375,38 @@ mod tests {
     use crate::embed::Embedding;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Counts the texts it is asked to embed; the vector depends on the text's length.
-    struct Counting(AtomicUsize);
+    /// Counts the texts it is asked to embed and takes `delay` for each; the vector depends on
+    /// the text's length.
+    struct Fake {
+        calls: AtomicUsize,
+        delay: std::time::Duration,
+    }
+
+    impl Fake {
+        fn new(delay_ms: u64) -> Arc<Self> {
+            Arc::new(Self {
+                calls: AtomicUsize::new(0),
+                delay: std::time::Duration::from_millis(delay_ms),
+            })
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
 
     #[async_trait::async_trait]
-    impl Embedder for Counting {
+    impl Embedder for Fake {
         async fn embed(&self, text: &str, _deadline: Instant) -> Result<Embedding, EmbedError> {
-            self.0.fetch_add(1, Ordering::SeqCst);
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
             Ok(vec![1.0, text.len() as f32])
         }
         fn dim(&self) -> usize {
             2
         }
         fn name(&self) -> &str {
-            "counting"
+            "fake"
         }
     }
 
@@ -397,14 +415,14 @@ mod tests {
     }
 
     async fn calls_for(cache_entries: usize, texts: &[&str]) -> (usize, Vec<Vec<f32>>) {
-        let counting = Arc::new(Counting(AtomicUsize::new(0)));
-        let s = Semantic::new(Some(counting.clone()), IndexConfig::default(), None)
+        let fake = Fake::new(0);
+        let s = Semantic::new(Some(fake.clone()), IndexConfig::default(), None)
             .with_cache(cache_entries);
         let mut out = Vec::new();
         for t in texts {
             out.push(s.embed(t, soon()).await.unwrap());
         }
-        (counting.0.load(Ordering::SeqCst), out)
+        (fake.calls(), out)
     }
 
     #[tokio::test]
@@ -415,27 +433,10 @@ mod tests {
         assert_ne!(vectors[0], vectors[1]);
     }
 
-    /// Takes 200 ms per text.
-    struct Slow;
-
-    #[async_trait::async_trait]
-    impl Embedder for Slow {
-        async fn embed(&self, _text: &str, _deadline: Instant) -> Result<Embedding, EmbedError> {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            Ok(vec![1.0, 0.0])
-        }
-        fn dim(&self) -> usize {
-            2
-        }
-        fn name(&self) -> &str {
-            "slow"
-        }
-    }
-
     #[tokio::test]
     async fn a_backlog_longer_than_the_max_wait_is_shed_at_once() {
         let s = Arc::new(Semantic::new(
-            Some(Arc::new(Slow)),
+            Some(Fake::new(200)),
             IndexConfig::default(),
             None,
         ));
@@ -460,29 +461,11 @@ mod tests {
         assert!(s.embed("third", soon()).await.is_ok());
     }
 
-    /// Counts its calls and takes 50 ms per text.
-    struct SlowCounting(AtomicUsize);
-
-    #[async_trait::async_trait]
-    impl Embedder for SlowCounting {
-        async fn embed(&self, _text: &str, _deadline: Instant) -> Result<Embedding, EmbedError> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            Ok(vec![0.0, 1.0])
-        }
-        fn dim(&self) -> usize {
-            2
-        }
-        fn name(&self) -> &str {
-            "slow-counting"
-        }
-    }
-
     #[tokio::test]
     async fn a_burst_of_the_same_text_costs_one_embedding_and_sheds_none() {
-        let counting = Arc::new(SlowCounting(AtomicUsize::new(0)));
+        let fake = Fake::new(50);
         let s = Arc::new(
-            Semantic::new(Some(counting.clone()), IndexConfig::default(), None).with_cache(16),
+            Semantic::new(Some(fake.clone()), IndexConfig::default(), None).with_cache(16),
         );
         // A tight admission bound: only a request with nothing ahead would be admitted.
         let admit_by = Instant::now() + std::time::Duration::from_millis(1);
@@ -492,7 +475,7 @@ mod tests {
         });
         let results = futures::future::join_all(calls).await;
         assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
-        assert_eq!(counting.0.load(Ordering::SeqCst), 1);
+        assert_eq!(fake.calls(), 1);
     }
 
     #[tokio::test]

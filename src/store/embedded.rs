@@ -55,7 +55,7 @@ fn expiry_key(at: Millis, id: &str) -> String {
     format!("{:020}{SEP}{id}", at.max(0))
 }
 
-fn decode(id: &str, json: &str) -> Result<Record, StoreError> {
+fn decode<T: serde::de::DeserializeOwned>(id: &str, json: &str) -> Result<T, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
         id: id.to_string(),
         reason: e.to_string(),
@@ -162,13 +162,22 @@ fn keys_before(
         .map_err(be)
 }
 
-fn read_record(db: &Database, id: &str) -> Result<Option<Record>, StoreError> {
+/// The JSON value stored under `k` in `table`, decoded.
+fn read_json<T: serde::de::DeserializeOwned>(
+    db: &Database,
+    table: TableDefinition<&str, &str>,
+    k: &str,
+) -> Result<Option<T>, StoreError> {
     let tx = db.begin_read().map_err(be)?;
-    let t = tx.open_table(RECORDS).map_err(be)?;
-    let Some(v) = t.get(id).map_err(be)? else {
+    let t = tx.open_table(table).map_err(be)?;
+    let Some(v) = t.get(k).map_err(be)? else {
         return Ok(None);
     };
-    decode(id, v.value()).map(Some)
+    decode(k, v.value()).map(Some)
+}
+
+fn read_record(db: &Database, id: &str) -> Result<Option<Record>, StoreError> {
+    read_json(db, RECORDS, id)
 }
 
 fn read_pointer(
@@ -245,7 +254,7 @@ impl Store for EmbeddedStore {
             {
                 let mut t = tx.open_table(RECORDS).map_err(be)?;
                 let old_expiry = match t.get(r.id.as_str()).map_err(be)? {
-                    Some(v) => decode(&r.id, v.value())?.expires_at_ms,
+                    Some(v) => decode::<Record>(&r.id, v.value())?.expires_at_ms,
                     None => return Err(StoreError::Missing(r.id.clone())),
                 };
                 t.insert(r.id.as_str(), json.as_str()).map_err(be)?;
@@ -335,7 +344,7 @@ impl Store for EmbeddedStore {
                 let Some(v) = recs.get(id.as_str()).map_err(be)? else {
                     continue;
                 };
-                let r = decode(&id, v.value())?;
+                let r: Record = decode(&id, v.value())?;
                 if q.status.is_some_and(|s| s != r.status) {
                     continue;
                 }
@@ -378,7 +387,7 @@ impl Store for EmbeddedStore {
                 for ek in expired {
                     exp.remove(ek.as_str()).map_err(be)?;
                     let id = ek.rsplit(SEP).next().unwrap_or_default().to_string();
-                    let r = match recs.remove(id.as_str()).map_err(be)? {
+                    let r: Record = match recs.remove(id.as_str()).map_err(be)? {
                         Some(v) => decode(&id, v.value())?,
                         None => continue,
                     };
@@ -426,7 +435,7 @@ impl Store for EmbeddedStore {
                 let Some(rv) = recs.get(id).map_err(be)? else {
                     continue;
                 };
-                let r = decode(id, rv.value())?;
+                let r: Record = decode(id, rv.value())?;
                 if r.is_expired(now) {
                     continue;
                 }
@@ -466,22 +475,7 @@ impl Store for EmbeddedStore {
         session: &str,
     ) -> Result<Option<SessionOverrides>, StoreError> {
         let k = key(&[tenant, session]);
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(be)?;
-            let t = tx.open_table(SESSIONS).map_err(be)?;
-            match t.get(k.as_str()).map_err(be)? {
-                Some(v) => {
-                    serde_json::from_str(v.value())
-                        .map(Some)
-                        .map_err(|e| StoreError::Corrupt {
-                            id: k.clone(),
-                            reason: e.to_string(),
-                        })
-                }
-                None => Ok(None),
-            }
-        })
-        .await
+        self.blocking(move |db| read_json(db, SESSIONS, &k)).await
     }
 
     async fn add_stats(
@@ -561,22 +555,7 @@ impl Store for EmbeddedStore {
 
     async fn get_check(&self, check_id: &str) -> Result<Option<CheckLog>, StoreError> {
         let id = check_id.to_string();
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(be)?;
-            let t = tx.open_table(CHECKS).map_err(be)?;
-            match t.get(id.as_str()).map_err(be)? {
-                Some(v) => {
-                    serde_json::from_str(v.value())
-                        .map(Some)
-                        .map_err(|e| StoreError::Corrupt {
-                            id: id.clone(),
-                            reason: e.to_string(),
-                        })
-                }
-                None => Ok(None),
-            }
-        })
-        .await
+        self.blocking(move |db| read_json(db, CHECKS, &id)).await
     }
 
     async fn put_feedback(&self, f: &Feedback) -> Result<(), StoreError> {
