@@ -1,5 +1,7 @@
 //! Local embedding latency: one short text, one ~80-token text, and 16 concurrent texts
-//! (batched by the worker into one model call), through the real queue and worker pool.
+//! (batched by the worker into one model call), through the real queue and worker pool; then
+//! texts/s at batch 1, 4, 8 and 16 of 10-40-word texts, for one worker of 2 ONNX Runtime
+//! threads and for two workers of one thread each (`IDEM_BENCH_LAYOUTS=1x2,2x1`).
 //!
 //! Needs the model in `models/` (`make models`); without it, says so and measures nothing.
 
@@ -60,6 +62,99 @@ fn embed(c: &mut Criterion) {
         })
     });
     group.finish();
+    drop(embedder);
+    batches(c, &runtime);
+}
+
+/// Agent-like free text of 10-40 words, each distinct.
+fn agent_texts(n: usize) -> Vec<String> {
+    const WORDS: [&str; 24] = [
+        "please",
+        "send",
+        "the",
+        "quarterly",
+        "report",
+        "to",
+        "finance",
+        "team",
+        "before",
+        "friday",
+        "and",
+        "include",
+        "latest",
+        "numbers",
+        "from",
+        "billing",
+        "database",
+        "nightly",
+        "backup",
+        "summary",
+        "with",
+        "customer",
+        "feedback",
+        "notes",
+    ];
+    (0..n)
+        .map(|i| {
+            let len = 10 + (i * 7) % 31;
+            (0..len)
+                .map(|j| WORDS[(i * 13 + j * 5 + j * j) % WORDS.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// Texts per second at batch sizes 1-16, per worker layout (workers x threads).
+fn batches(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
+    let layouts = std::env::var("IDEM_BENCH_LAYOUTS").unwrap_or_else(|_| "1x2,2x1".into());
+    let texts = agent_texts(64);
+    for layout in layouts.split(',') {
+        let Some((workers, threads)) = layout
+            .split_once('x')
+            .and_then(|(w, t)| Some((w.parse().ok()?, t.parse().ok()?)))
+        else {
+            eprintln!("bad layout {layout:?}: want WORKERSxTHREADS");
+            continue;
+        };
+        let embedder = match LocalEmbedder::new(LocalEmbedderConfig {
+            models_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+            workers,
+            intra_threads: threads,
+            ..LocalEmbedderConfig::default()
+        }) {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                eprintln!("embed bench skipped: {e}");
+                return;
+            }
+        };
+        let mut group = c.benchmark_group(format!("embed_batch_{layout}"));
+        group
+            .sample_size(20)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(5));
+        for batch in [1usize, 4, 8, 16] {
+            group.throughput(criterion::Throughput::Elements(batch as u64));
+            let mut next = 0usize;
+            group.bench_function(format!("batch_{batch}"), |b| {
+                b.to_async(runtime).iter(|| {
+                    let start = next;
+                    next = (next + batch) % texts.len();
+                    let embedder = Arc::clone(&embedder);
+                    let texts = &texts;
+                    async move {
+                        let calls = (0..batch)
+                            .map(|i| embedder.embed(&texts[(start + i) % texts.len()], far()));
+                        for result in futures::future::join_all(calls).await {
+                            result.expect("embeds");
+                        }
+                    }
+                })
+            });
+        }
+        group.finish();
+    }
 }
 
 criterion_group!(benches, embed);

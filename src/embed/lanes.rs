@@ -95,6 +95,12 @@ impl<T> Lanes<T> {
         }
     }
 
+    /// `weight` of each request waiting, in queue order (for the admission estimate).
+    pub fn waiting_requests(&self, weight: impl Fn(&T) -> u32) -> Vec<u32> {
+        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.request.iter().map(weight).collect()
+    }
+
     /// Refuses new jobs and wakes every worker; jobs already queued are still handed out.
     pub fn close(&self) {
         self.state

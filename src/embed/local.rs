@@ -18,7 +18,8 @@ use fastembed::{
 use tokio::sync::oneshot;
 
 use super::lanes::{Lane, Lanes, PushError};
-use super::{EMBEDDING_DIM, EmbedError, Embedder, Embedding, l2_normalize};
+use super::pipeline::{BatchCost, CostModel, Pipeline, estimate_tokens};
+use super::{EMBEDDING_DIM, EmbedError, Embedder, Embedding, ExpectedWait, l2_normalize};
 
 /// The ONNX model file, in the models folder.
 pub const MODEL_FILE: &str = "model.onnx";
@@ -81,6 +82,8 @@ impl Default for LocalEmbedderConfig {
 /// One request in the queue: the text, when its answer stops being useful, where to answer.
 struct Job {
     text: String,
+    /// Estimated word pieces of `text`.
+    tokens: u32,
     deadline: std::time::Instant,
     reply: oneshot::Sender<Result<Embedding, EmbedError>>,
 }
@@ -91,7 +94,52 @@ struct Job {
 pub struct LocalEmbedder {
     queue: Arc<Lanes<Job>>,
     max_chars: usize,
+    max_batch: usize,
+    /// What the workers are doing: per worker, when its batch started and what it should cost.
+    busy: Arc<Busy>,
+    /// Batch costs learned from the workers' model calls.
+    cost: Arc<CostModel>,
 }
+
+/// Per worker, the batch in hand: when it started and what it is expected to cost.
+#[derive(Debug, Default)]
+struct Busy {
+    slots: std::sync::Mutex<Vec<Option<(std::time::Instant, Duration)>>>,
+}
+
+impl Busy {
+    fn set(&self, worker: usize, batch: Option<(std::time::Instant, Duration)>) {
+        let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = s.get_mut(worker) {
+            *slot = batch;
+        }
+    }
+
+    /// Time left of each worker's batch (zero when idle; a batch past its estimate is taken to
+    /// end soon).
+    fn left(&self, now: std::time::Instant) -> Vec<Duration> {
+        let s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        s.iter()
+            .map(|slot| match slot {
+                Some((started, cost)) => cost
+                    .saturating_sub(now.saturating_duration_since(*started))
+                    .max(*cost / 10),
+                None => Duration::ZERO,
+            })
+            .collect()
+    }
+}
+
+/// First guess of the batch cost, before any batch is measured: about what one short text
+/// takes on 2 cores (refined within the first few batches).
+const COST_PRIOR: BatchCost = BatchCost {
+    overhead_us: 1500.0,
+    per_token_us: 150.0,
+};
+
+/// Most padding tolerated in one model call: texts are grouped by length so that padded
+/// tokens are at most this share above the real ones.
+const MAX_PADDING: f64 = 0.25;
 
 impl std::fmt::Debug for LocalEmbedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,8 +168,13 @@ impl LocalEmbedder {
         let queue = Arc::new(Lanes::new(config.queue_capacity, config.queue_capacity));
         let max_batch = config.max_batch.max(1);
         let (ready, started) = std::sync::mpsc::channel();
+        let busy = Arc::new(Busy {
+            slots: std::sync::Mutex::new(vec![None; workers]),
+        });
+        let cost = Arc::new(CostModel::new(COST_PRIOR));
         for i in 0..workers {
             let (jobs, model, ready) = (Arc::clone(&queue), model.clone(), ready.clone());
+            let (busy, cost) = (Arc::clone(&busy), Arc::clone(&cost));
             let (intra_threads, nice) = (config.intra_threads.max(1), config.nice);
             std::thread::Builder::new()
                 .name(format!("idem-embed-{i}"))
@@ -131,7 +184,13 @@ impl LocalEmbedder {
                     match load_model(model, intra_threads) {
                         Ok(model) => {
                             let _ = ready.send(Ok(()));
-                            run_worker(model, &jobs, max_batch);
+                            let worker = Worker {
+                                index: i,
+                                busy: &busy,
+                                cost: &cost,
+                                max_batch,
+                            };
+                            worker.run(model, &jobs);
                         }
                         Err(e) => {
                             let _ = ready.send(Err(e));
@@ -166,6 +225,9 @@ impl LocalEmbedder {
         Ok(Self {
             queue,
             max_chars: config.max_chars.max(1),
+            max_batch,
+            busy,
+            cost,
         })
     }
 
@@ -177,8 +239,10 @@ impl LocalEmbedder {
         deadline: std::time::Instant,
     ) -> Result<oneshot::Receiver<Result<Embedding, EmbedError>>, EmbedError> {
         let (reply, answer) = oneshot::channel();
+        let text = truncate_chars(text, self.max_chars);
         let job = Job {
-            text: truncate_chars(text, self.max_chars).to_owned(),
+            tokens: estimate_tokens(text, MAX_TOKENS),
+            text: text.to_owned(),
             deadline,
             reply,
         };
@@ -241,6 +305,26 @@ impl Embedder for LocalEmbedder {
         deadline: tokio::time::Instant,
     ) -> Result<Embedding, EmbedError> {
         self.embed_in(Lane::Background, text, deadline).await
+    }
+
+    /// From the batch pipeline: what is left of the running batches, then the batches of
+    /// waiting texts ahead, at the learned batch cost.
+    fn expected_wait(&self, text: &str) -> Option<ExpectedWait> {
+        let tokens = estimate_tokens(truncate_chars(text, self.max_chars), MAX_TOKENS);
+        let pipeline = Pipeline {
+            running_left: self.busy.left(std::time::Instant::now()),
+            waiting: self.queue.waiting_requests(|j| j.tokens),
+            max_batch: self.max_batch,
+        };
+        let running = pipeline
+            .running_left
+            .iter()
+            .filter(|d| !d.is_zero())
+            .count();
+        Some(ExpectedWait {
+            wait: pipeline.expected_wait(tokens, &self.cost.cost()),
+            ahead: pipeline.waiting.len() + running,
+        })
     }
 
     fn dim(&self) -> usize {
@@ -374,29 +458,54 @@ fn load_model(
     Ok(session)
 }
 
-/// A worker: takes whatever requests are queued (up to `max_batch`; else one background job), drops what is too late, embeds the
-/// rest in one call and answers each request. Returns when the queue is closed.
-fn run_worker(mut model: TextEmbedding, queue: &Lanes<Job>, max_batch: usize) {
-    while let Some((_, batch)) = queue.next_batch(max_batch) {
-        let now = std::time::Instant::now();
-        let (live, late): (Vec<Job>, Vec<Job>) = batch
-            .into_iter()
-            .partition(|job| job.deadline > now && !job.reply.is_closed());
-        for job in late {
-            // The caller may have gone; nobody to tell then.
-            let _ = job.reply.send(Err(EmbedError::DeadlineExceeded));
+/// One embedding thread: its slot in `busy`, and what it learns batch costs into.
+struct Worker<'a> {
+    index: usize,
+    busy: &'a Busy,
+    cost: &'a CostModel,
+    max_batch: usize,
+}
+
+impl Worker<'_> {
+    /// Takes whatever requests are queued (up to `max_batch`; else one background job), drops
+    /// what is too late, embeds the rest grouped by length and answers each request. Returns
+    /// when the queue is closed.
+    fn run(&self, mut model: TextEmbedding, queue: &Lanes<Job>) {
+        while let Some((_, batch)) = queue.next_batch(self.max_batch) {
+            let now = std::time::Instant::now();
+            let (live, late): (Vec<Job>, Vec<Job>) = batch
+                .into_iter()
+                .partition(|job| job.deadline > now && !job.reply.is_closed());
+            for job in late {
+                // The caller may have gone; nobody to tell then.
+                let _ = job.reply.send(Err(EmbedError::DeadlineExceeded));
+            }
+            if live.is_empty() {
+                continue;
+            }
+            let tokens: u64 = live.iter().map(|j| u64::from(j.tokens)).sum();
+            self.busy
+                .set(self.index, Some((now, self.cost.cost().of(tokens))));
+            for group in by_length(live) {
+                self.embed_group(&mut model, group);
+            }
+            self.busy.set(self.index, None);
         }
-        if live.is_empty() {
-            continue;
-        }
-        let texts: Vec<&str> = live.iter().map(|job| job.text.as_str()).collect();
+    }
+
+    /// One model call for texts of similar length; answers each job.
+    fn embed_group(&self, model: &mut TextEmbedding, group: Vec<Job>) {
+        let texts: Vec<&str> = group.iter().map(|job| job.text.as_str()).collect();
+        let padded = group.iter().map(|j| j.tokens).max().unwrap_or(0) as u64 * group.len() as u64;
         let started = std::time::Instant::now();
         // A panic inside the model must not take the worker (and the queue) down with it.
         let outcome = catch_unwind(AssertUnwindSafe(|| model.embed(&texts, Some(texts.len()))));
-        log_batch(live.len(), started.elapsed());
+        let took = started.elapsed();
+        log_batch(group.len(), took);
         match outcome {
-            Ok(Ok(vectors)) if vectors.len() == live.len() => {
-                for (job, vector) in live.into_iter().zip(vectors) {
+            Ok(Ok(vectors)) if vectors.len() == group.len() => {
+                self.cost.learn(padded, took);
+                for (job, vector) in group.into_iter().zip(vectors) {
                     let _ = job.reply.send(l2_normalize(vector));
                 }
             }
@@ -404,14 +513,40 @@ fn run_worker(mut model: TextEmbedding, queue: &Lanes<Job>, max_batch: usize) {
                 let message = format!(
                     "the model returned {} embeddings for {} texts",
                     vectors.len(),
-                    live.len()
+                    group.len()
                 );
-                answer_all(live, &message)
+                answer_all(group, &message)
             }
-            Ok(Err(e)) => answer_all(live, &format!("the embedding model failed: {e}")),
-            Err(_) => answer_all(live, "the embedding model panicked"),
+            Ok(Err(e)) => answer_all(group, &format!("the embedding model failed: {e}")),
+            Err(_) => answer_all(group, "the embedding model panicked"),
         }
     }
+}
+
+/// Splits a batch into runs of similar length (shortest first), so that padding each run to
+/// its longest text adds at most `MAX_PADDING` to its real tokens.
+fn by_length(mut jobs: Vec<Job>) -> Vec<Vec<Job>> {
+    jobs.sort_by_key(|j| j.tokens);
+    let mut groups: Vec<Vec<Job>> = Vec::new();
+    let mut real = 0u64;
+    for job in jobs {
+        let t = u64::from(job.tokens);
+        let fits = groups.last().is_some_and(|g| {
+            let padded = t * (g.len() as u64 + 1);
+            padded as f64 <= (real + t) as f64 * (1.0 + MAX_PADDING)
+        });
+        match groups.last_mut() {
+            Some(g) if fits => {
+                g.push(job);
+                real += t;
+            }
+            _ => {
+                groups.push(vec![job]);
+                real = t;
+            }
+        }
+    }
+    groups
 }
 
 /// Answers every job of a failed batch with the same backend error.
@@ -508,6 +643,30 @@ mod tests {
                 assert!(hint.contains("ORT_DYLIB_PATH"));
             }
             other => panic!("expected ModelMissing, got {other:?}"),
+        }
+    }
+
+    fn job(tokens: u32) -> Job {
+        Job {
+            text: String::new(),
+            tokens,
+            deadline: std::time::Instant::now(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn batches_are_grouped_by_length_with_little_padding() {
+        let groups = by_length(vec![job(40), job(10), job(42), job(11), job(200), job(12)]);
+        let lengths: Vec<Vec<u32>> = groups
+            .iter()
+            .map(|g| g.iter().map(|j| j.tokens).collect())
+            .collect();
+        assert_eq!(lengths, vec![vec![10, 11, 12], vec![40, 42], vec![200]]);
+        for g in &groups {
+            let real: u32 = g.iter().map(|j| j.tokens).sum();
+            let padded = g.iter().map(|j| j.tokens).max().unwrap() * g.len() as u32;
+            assert!(f64::from(padded) <= f64::from(real) * (1.0 + MAX_PADDING));
         }
     }
 

@@ -6,6 +6,7 @@
 
 mod lanes;
 pub mod local;
+pub mod pipeline;
 pub mod remote;
 
 use std::path::PathBuf;
@@ -63,10 +64,24 @@ pub trait Embedder: Send + Sync + 'static {
     ) -> Result<Embedding, EmbedError> {
         self.embed(text, deadline).await
     }
+    /// How long a check's text queued now would wait for its embedding, for admission
+    /// control; `None` when the embedder cannot tell (it is then always admitted).
+    fn expected_wait(&self, _text: &str) -> Option<ExpectedWait> {
+        None
+    }
     /// Length of the vectors this embedder returns.
     fn dim(&self) -> usize;
     /// Short name of the model, for logs and stats.
     fn name(&self) -> &str;
+}
+
+/// An embedder's estimate of the wait for one more text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpectedWait {
+    /// Until the text's embedding is ready.
+    pub wait: std::time::Duration,
+    /// Texts ahead of it (waiting or being embedded): with none, it is always admitted.
+    pub ahead: usize,
 }
 
 /// Cosine similarity of two normalised vectors: their dot product.

@@ -14,7 +14,7 @@ use crate::config::{BorderlinePolicy, ScopeMode, SessionSettings, ToolMode, cano
 use crate::error::IdemError;
 use crate::funnel::{
     CheckContext, Finding, Found, FunnelResult, FuzzyScan, StageKind, StageReport, StopReason,
-    fuzzy_scan, load_candidates,
+    fuzzy_scan, load_candidates, may_match,
 };
 use crate::record::{CallStatus, Record, RepeatOutcome, match_scope};
 use crate::store::{Candidate, StatsDelta};
@@ -144,74 +144,196 @@ impl Engine {
 
     async fn run_funnel(&self, p: &Prepared) -> Result<CheckOutcome, IdemError> {
         let stripe = self.stripe(&p.scope);
-        let before = self.before_lock(p, stripe).await?;
-        let _guard = match tokio::time::timeout_at(
-            p.deadline.max(Instant::now() + LOCK_GRACE),
-            stripe.lock.lock(),
-        )
-        .await
-        {
-            Ok(g) => g,
-            Err(_) => {
-                return Err(IdemError::DeadlineExceeded(
-                    "too many concurrent checks in this scope: no verdict before the deadline; retry".into(),
-                ));
-            }
-        };
-        let now = self.clock.now_ms();
-        let mut ctx = self.context(p, now);
-        let embed_micros = before.embedding.as_ref().map_or(0, |(_, micros)| *micros);
-        ctx.embedding = before.embedding.map(|(v, _)| v);
-        // Nothing inserted under this stripe since the read ahead: it is still complete.
-        if let Some((seen, c, scan)) = before.read_ahead
-            && stripe.inserts.load(Ordering::Acquire) == seen
-        {
-            ctx.candidates = Some(c);
-            ctx.fuzzy_ahead = Some(scan);
+        if let Some(out) = self.settle_without_lock(p).await? {
+            return Ok(out);
         }
-        let mut result = self.funnel.run(&mut ctx).await?;
-        charge_embedding(&mut result, embed_micros, before.missed);
-        self.conclude(p, ctx, result).await
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let before = self.before_lock(p, stripe).await?;
+            let _guard = match self.lock_or_settle(p, stripe).await? {
+                Waited::Locked(guard) => guard,
+                Waited::Settled(out) => return Ok(out),
+                Waited::TimedOut => {
+                    return match self.settle_without_lock(p).await? {
+                        Some(out) => Ok(out),
+                        None => Err(IdemError::DeadlineExceeded(
+                            "no verdict before the deadline: other checks of this scope held \
+                             its lock and none of them recorded this call; retry"
+                                .into(),
+                        )),
+                    };
+                }
+            };
+            let now = self.clock.now_ms();
+            let mut ctx = self.context(p, now);
+            let embed_micros = before.embedding.as_ref().map_or(0, |(_, micros)| *micros);
+            let embedded = before.embedding.is_some();
+            ctx.embedding = before.embedding.map(|(v, _)| v);
+            // Nothing inserted under this stripe since the read ahead: it is still complete.
+            match before.read_ahead {
+                Some((seen, c, scan)) if stripe.inserts.load(Ordering::Acquire) == seen => {
+                    ctx.candidates = Some(c);
+                    ctx.fuzzy_ahead = Some(scan);
+                }
+                // Calls were recorded meanwhile. If one of them may be this call's original
+                // and this check skipped its embedding (it had nothing to compare with), let
+                // go of the lock and embed now: an embedding never waits under the lock.
+                _ if before.may_embed
+                    && before.missed.is_none()
+                    && attempts < MAX_ATTEMPTS
+                    && self.needs_embedding(p, &mut ctx, embedded).await? =>
+                {
+                    continue;
+                }
+                _ => {}
+            }
+            let mut result = self.funnel.run(&mut ctx).await?;
+            charge_embedding(&mut result, embed_micros, before.missed);
+            return self.conclude(p, ctx, result).await;
+        }
     }
 
-    /// The work that needs no lock: the embedding (unless a certain stage will settle), and,
-    /// while the embedder works, the candidates and their fuzzy scan.
+    /// Whether an earlier call the fuzzy stage does not settle may still be this call's
+    /// original and only embeddings can tell: this call's (unless `embedded`) or the earlier
+    /// call's are missing. Read under the lock, on fresh candidates.
+    async fn needs_embedding(
+        &self,
+        p: &Prepared,
+        ctx: &mut CheckContext,
+        embedded: bool,
+    ) -> Result<bool, IdemError> {
+        let Some(sim) = &self.semantic else {
+            return Ok(false);
+        };
+        let text = p.call.free_text_joined();
+        let candidates = ctx.candidates().await?;
+        let scan = fuzzy_scan(text, &candidates, p.settings.fuzzy_threshold);
+        let needed = !scan.settles()
+            && candidates.iter().any(|c| {
+                may_match(text, &c.free_text, &p.settings)
+                    && (!embedded || !sim.has_vector(&p.scope, &c.id))
+            });
+        ctx.fuzzy_ahead = Some(scan);
+        Ok(needed)
+    }
+
+    /// A check whose key or exact lookup finds a live original (running or succeeded) is
+    /// answered from that record, lock-free: the lock only guards the reservation of a NEW,
+    /// and identical checks must not queue behind each other (a retry storm).
+    async fn settle_without_lock(&self, p: &Prepared) -> Result<Option<CheckOutcome>, IdemError> {
+        let mut ctx = self.context(p, self.clock.now_ms());
+        let result = self.funnel.run_certain(&mut ctx).await?;
+        let Finding::Found(f) = &result.finding else {
+            return Ok(None);
+        };
+        if !matches!(
+            f.record.repeat_outcome(ctx.now),
+            RepeatOutcome::Duplicate | RepeatOutcome::InFlight
+        ) {
+            return Ok(None);
+        }
+        self.conclude(p, ctx, result).await.map(Some)
+    }
+
+    /// Waits for the scope's lock until the deadline (at least `LOCK_GRACE`), looking again for
+    /// a settling original after every insert under the stripe.
+    async fn lock_or_settle<'a>(
+        &self,
+        p: &Prepared,
+        stripe: &'a Stripe,
+    ) -> Result<Waited<'a>, IdemError> {
+        let until = p.deadline.max(Instant::now() + LOCK_GRACE);
+        // One lock future for the whole wait keeps this check's place in the lock's queue.
+        let lock = stripe.lock.lock();
+        tokio::pin!(lock);
+        loop {
+            let inserted = stripe.inserted.notified();
+            tokio::pin!(inserted);
+            // Registered before the lock is polled, so an insert meanwhile is not missed.
+            inserted.as_mut().enable();
+            tokio::select! {
+                biased;
+                guard = &mut lock => return Ok(Waited::Locked(guard)),
+                _ = &mut inserted => {
+                    if let Some(out) = self.settle_without_lock(p).await? {
+                        return Ok(Waited::Settled(out));
+                    }
+                }
+                _ = tokio::time::sleep_until(until) => return Ok(Waited::TimedOut),
+            }
+        }
+    }
+
+    /// The work that needs no lock: the candidates and their fuzzy scan, then the embedding
+    /// of the free text, only when an earlier call the fuzzy stage did not settle may be this
+    /// call's original. A call with nothing to compare with is recorded without waiting for
+    /// the model; its text is embedded in the background for later checks.
     async fn before_lock(&self, p: &Prepared, stripe: &Stripe) -> Result<BeforeLock, IdemError> {
         let mut out = BeforeLock::default();
         let Some(sim) = &self.semantic else {
             return Ok(out);
         };
         let text = p.call.free_text_joined();
-        if p.mode != ToolMode::Semantic
-            || !sim.has_embedder()
-            || text.is_empty()
-            || self.certain_hit(p).await?
-        {
+        if p.mode != ToolMode::Semantic || text.is_empty() {
             return Ok(out);
         }
+        out.may_embed = sim.has_embedder();
         let inserts_seen = stripe.inserts.load(Ordering::Acquire);
+        let candidates = load_candidates(
+            self.store.as_ref(),
+            &p.scope,
+            &p.call,
+            &p.settings,
+            self.clock.now_ms(),
+        )
+        .await;
+        // A failed read ahead is retried under the lock; the embedding is then needed.
+        let needed = match candidates {
+            Ok(c) => {
+                let scan = fuzzy_scan(text, &c, p.settings.fuzzy_threshold);
+                let needed =
+                    !scan.settles() && c.iter().any(|c| may_match(text, &c.free_text, &p.settings));
+                out.read_ahead = Some((inserts_seen, c, scan));
+                needed
+            }
+            Err(_) => true,
+        };
+        if !needed || !out.may_embed {
+            return Ok(out);
+        }
+        // Candidates that may match but were recorded without an embedding (nothing to
+        // compare with then, or their backfill is still queued) are embedded with the call,
+        // in the same batch.
+        let unembedded: Vec<Candidate> = out
+            .read_ahead
+            .as_ref()
+            .map(|(_, c, _)| {
+                c.iter()
+                    .filter(|c| {
+                        may_match(text, &c.free_text, &p.settings)
+                            && !sim.has_vector(&p.scope, &c.id)
+                    })
+                    .take(MAX_EMBEDDED_CANDIDATES)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         let t = std::time::Instant::now();
-        let embed = async {
-            let r = sim
-                .embed_admitted_by(text, p.embed_admit_by, p.embed_deadline)
-                .await;
-            (r, t.elapsed().as_micros() as u64)
-        };
-        let ahead = async {
-            let c = load_candidates(
-                self.store.as_ref(),
-                &p.scope,
-                &p.call,
-                &p.settings,
-                self.clock.now_ms(),
-            )
-            .await?;
-            let scan = fuzzy_scan(text, &c, p.settings.fuzzy_threshold);
-            Ok::<_, IdemError>((c, scan))
-        };
-        let ((embedded, micros), candidates) = tokio::join!(embed, ahead);
-        // A failed read ahead is retried under the lock.
-        out.read_ahead = candidates.ok().map(|(c, scan)| (inserts_seen, c, scan));
+        let query = sim.embed_admitted_by(text, p.embed_admit_by, p.embed_deadline);
+        let others = futures::future::join_all(
+            unembedded
+                .iter()
+                .map(|c| sim.embed_admitted_by(&c.free_text, p.embed_admit_by, p.embed_deadline)),
+        );
+        let (embedded, others) = tokio::join!(query, others);
+        let micros = t.elapsed().as_micros() as u64;
+        for (c, v) in unembedded.iter().zip(others) {
+            match v {
+                Ok(v) => sim.add_vector(&p.scope, &c.id, v).await,
+                Err(e) => tracing::debug!(%e, call = %c.id, "candidate not embedded"),
+            }
+        }
         match embedded {
             Ok(v) => out.embedding = Some((v, micros)),
             Err(IdemError::DeadlineExceeded(_)) => {
@@ -248,29 +370,6 @@ impl Engine {
             nearest: None,
             note: None,
         }
-    }
-
-    /// A lock-free look at the key and exact indexes: true when a live original exists that
-    /// would settle the check (so no embedding is needed).
-    async fn certain_hit(&self, p: &Prepared) -> Result<bool, IdemError> {
-        let now = self.clock.now_ms();
-        let blocking = |r: &Record| {
-            matches!(
-                r.repeat_outcome(now),
-                RepeatOutcome::Duplicate | RepeatOutcome::InFlight
-            )
-        };
-        if let Some(k) = &p.req.idempotency_key
-            && let Some(r) = self.store.latest_by_key(&p.scope, k).await?
-            && blocking(&r)
-        {
-            return Ok(true);
-        }
-        Ok(self
-            .store
-            .latest_by_exact(&p.scope, &p.call.exact_hash)
-            .await?
-            .is_some_and(|r| blocking(&r)))
     }
 
     /// Turns the funnel's finding into a verdict; reserves a record for NEW.
@@ -437,9 +536,9 @@ impl Engine {
             embedding: ctx.embedding.clone(),
         };
         self.store.insert(&record).await?;
-        self.stripe(&p.scope)
-            .inserts
-            .fetch_add(1, Ordering::Release);
+        let stripe = self.stripe(&p.scope);
+        stripe.inserts.fetch_add(1, Ordering::Release);
+        stripe.inserted.notify_waiters();
         if let Some(sim) = &self.semantic
             && p.mode == ToolMode::Semantic
             && !record.free_text.is_empty()
@@ -508,11 +607,23 @@ impl Engine {
     }
 }
 
+/// How a wait for a scope's lock ended.
+enum Waited<'a> {
+    /// The lock is held.
+    Locked(tokio::sync::MutexGuard<'a, ()>),
+    /// An original recorded meanwhile settled the check.
+    Settled(CheckOutcome),
+    /// The deadline passed first.
+    TimedOut,
+}
+
 /// What a check did before taking its scope's lock.
 #[derive(Default)]
 struct BeforeLock {
     /// The free text's embedding and the microseconds it took.
     embedding: Option<(Vec<f32>, u64)>,
+    /// Whether the call could be embedded at all (semantic mode, free text, an embedder).
+    may_embed: bool,
     /// The report of an embedding that missed its deadline.
     missed: Option<StageReport>,
     /// Candidates and their fuzzy scan, with the stripe's insert count when they were read.
@@ -544,5 +655,86 @@ fn charge_embedding(result: &mut FunnelResult, embed_micros: u64, missed: Option
 /// durable write of a NEW (a quarter of the budget when that is less).
 const MAX_WRITE_RESERVE: Duration = Duration::from_millis(12);
 
+/// Lock attempts of one check: a second only when calls recorded meanwhile need an embedding
+/// the first attempt skipped.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Candidates without a vector embedded by one check, newest first (older ones are left to
+/// their background embedding).
+const MAX_EMBEDDED_CANDIDATES: usize = 4;
+
 /// How long a check may wait for its scope's lock even when its deadline is shorter.
 const LOCK_GRACE: Duration = Duration::from_millis(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::store::MemoryStore;
+
+    fn request(args: &str) -> CheckRequest {
+        CheckRequest {
+            tenant: "t".into(),
+            session: "s".into(),
+            tool: "transfer".into(),
+            arguments_json: args.into(),
+            idempotency_key: None,
+            deadline_ms: None,
+            retry: RetryIntent::Transient,
+            retry_of: None,
+            transport_deadline_ms: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exact_repeat_is_answered_while_another_check_holds_the_scope_lock() {
+        let engine = Engine::new(Arc::new(MemoryStore::new()), ServerConfig::default());
+        let args = r#"{"to": "bob", "amount": 100}"#;
+        let first = engine.check(request(args)).await.unwrap();
+        assert_eq!(first.verdict, Verdict::New);
+        let scope = match_scope("t", "s", false);
+        let _held = engine.lock_for(&scope).lock().await;
+        let repeat = tokio::time::timeout(Duration::from_secs(5), engine.check(request(args)))
+            .await
+            .expect("answered without the lock")
+            .unwrap();
+        assert_eq!(repeat.verdict, Verdict::InFlight);
+        assert_eq!(repeat.call_id, first.call_id);
+    }
+
+    #[tokio::test]
+    async fn a_check_waiting_for_the_lock_is_settled_by_the_insert_of_its_original() {
+        let engine = Arc::new(Engine::new(
+            Arc::new(MemoryStore::new()),
+            ServerConfig::default(),
+        ));
+        let args = r#"{"to": "bob", "amount": 100}"#;
+        let scope = match_scope("t", "s", false);
+        let held = engine.lock_for(&scope).lock().await;
+        // Nothing recorded yet: this check queues for the lock (with a deadline long enough
+        // that only the insert can end its wait).
+        let waiting = tokio::spawn({
+            let engine = engine.clone();
+            let req = CheckRequest {
+                deadline_ms: Some(30_000),
+                ..request(args)
+            };
+            async move { engine.check(req).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "nothing could settle it yet");
+        // The holder records the original (as the check holding the lock would) and keeps
+        // the lock: the waiter is answered from the new record, not after the lock.
+        let p = engine.prepare(request(args)).await.unwrap().ok().unwrap();
+        let ctx = engine.context(&p, engine.clock.now_ms());
+        let original = engine.reserve(&p, &ctx, None, false, "test").await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("answered while the lock is still held")
+            .unwrap()
+            .unwrap();
+        drop(held);
+        assert_eq!(answer.verdict, Verdict::InFlight);
+        assert_eq!(answer.call_id, original.call_id);
+    }
+}

@@ -39,6 +39,9 @@ const SESSION_CACHE_MAX: usize = 10_000;
 struct Stripe {
     lock: Mutex<()>,
     inserts: std::sync::atomic::AtomicU64,
+    /// Woken after every insert, so checks waiting for the lock can look again for an
+    /// original that settles them without it.
+    inserted: tokio::sync::Notify,
 }
 
 /// The dedup engine.

@@ -74,6 +74,13 @@ pub struct FuzzyScan {
     matched: Option<(f64, usize)>,
 }
 
+impl FuzzyScan {
+    /// Whether an eligible candidate reached the threshold: the fuzzy stage will settle.
+    pub fn settles(&self) -> bool {
+        self.matched.is_some()
+    }
+}
+
 /// Scores `text` against `candidates` (newest first) with the fuzzy measure.
 pub fn scan(text: &str, candidates: &[Candidate], threshold: f64) -> FuzzyScan {
     let query = fuzzy_form(text);

@@ -205,6 +205,15 @@ pub async fn load_candidates(
     Ok(Arc::new(c))
 }
 
+/// Whether `candidate_text` may be the original of a call with `query_text` for some cosine:
+/// false only when the pair is distinct whatever the embeddings say (a changed value, name or
+/// role inside the text). The engine embeds a call only when some candidate may match, so
+/// this must never say false for a pair the similarity stages could call a duplicate or
+/// borderline. Cheap: it runs on every candidate before any embedding.
+pub fn may_match(query_text: &str, candidate_text: &str, _settings: &SessionSettings) -> bool {
+    !candidate_text.is_empty() && text::compare(query_text, candidate_text).conflict.is_none()
+}
+
 /// One stage of the funnel.
 #[async_trait]
 pub trait Stage: Send + Sync {
@@ -246,8 +255,25 @@ impl Funnel {
 
     /// Runs the stages the tool's mode enables, until one settles or time runs out.
     pub async fn run(&self, ctx: &mut CheckContext) -> Result<FunnelResult, IdemError> {
+        self.run_stages(ctx, false).await
+    }
+
+    /// Runs only the certain stages (key, exact): what a check can settle without the scope's
+    /// lock, because their finding (a live original) does not depend on what is reserved next.
+    pub async fn run_certain(&self, ctx: &mut CheckContext) -> Result<FunnelResult, IdemError> {
+        self.run_stages(ctx, true).await
+    }
+
+    async fn run_stages(
+        &self,
+        ctx: &mut CheckContext,
+        certain_only: bool,
+    ) -> Result<FunnelResult, IdemError> {
         let mut reports = Vec::new();
         for stage in &self.stages {
+            if certain_only && !stage.always_runs() {
+                break;
+            }
             let kind = stage.kind();
             if !kind.enabled_in(ctx.mode) {
                 return Ok(FunnelResult {

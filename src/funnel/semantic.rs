@@ -49,7 +49,18 @@ impl Stage for SemanticStage {
             return Ok(Finding::Pass);
         }
         let Some(query) = ctx.embedding.clone() else {
-            ctx.note = Some("deadline".into());
+            // Not embedded: either no candidate may match (nothing to compare), or time ran out.
+            let comparable = candidates
+                .iter()
+                .any(|c| super::may_match(&text, &c.free_text, &ctx.settings));
+            ctx.note = Some(
+                if comparable {
+                    "deadline"
+                } else {
+                    "no_match_values_differ"
+                }
+                .into(),
+            );
             return Ok(Finding::Pass);
         };
         // Vector ids are hash-derived already: the cheap Fx hasher is enough.

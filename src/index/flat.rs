@@ -84,6 +84,10 @@ impl VectorIndex for FlatIndex {
         self.data.truncate(last * self.dim);
     }
 
+    fn contains(&self, id: u64) -> bool {
+        self.slots.contains_key(&id)
+    }
+
     fn search(&self, query: &[f32], k: usize, keep: &dyn Fn(u64) -> bool) -> Vec<(u64, f32)> {
         if k == 0 || query.len() != self.dim {
             return Vec::new();

@@ -228,6 +228,10 @@ impl VectorIndex for HnswIndex {
         }
     }
 
+    fn contains(&self, id: u64) -> bool {
+        self.slots.contains_key(&id)
+    }
+
     fn search(&self, query: &[f32], k: usize, keep: &dyn Fn(u64) -> bool) -> Vec<(u64, f32)> {
         if k == 0 || self.slots.is_empty() || query.len() != self.dim {
             return Vec::new();

@@ -22,6 +22,8 @@ pub trait VectorIndex: Send + Sync {
     fn remove(&mut self, id: u64);
     /// Top-k (id, cosine) with cosine descending, skipping ids for which `keep` returns false.
     fn search(&self, query: &[f32], k: usize, keep: &dyn Fn(u64) -> bool) -> Vec<(u64, f32)>;
+    /// Whether `id` has a live vector.
+    fn contains(&self, id: u64) -> bool;
     /// Live vectors.
     fn len(&self) -> usize;
     /// Whether no vector is live.
@@ -218,6 +220,10 @@ impl VectorIndex for AdaptiveIndex {
 
     fn search(&self, query: &[f32], k: usize, keep: &dyn Fn(u64) -> bool) -> Vec<(u64, f32)> {
         self.index().search(query, k, keep)
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.index().contains(id)
     }
 
     fn len(&self) -> usize {

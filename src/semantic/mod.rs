@@ -1,8 +1,6 @@
 //! Shared state of the similarity stages: the embedder, the per-scope vector indexes and the
 //! verifier client. The stages themselves live in `funnel`.
 
-mod admission;
-
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -10,7 +8,6 @@ use dashmap::DashMap;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use self::admission::Admission;
 use crate::clock::Millis;
 use crate::config::{EmbedderKind, ServerConfig};
 use crate::embed::{
@@ -46,8 +43,6 @@ pub struct Semantic {
     dim: usize,
     verifier: Option<Arc<Verifier>>,
     background: Arc<Semaphore>,
-    /// Sheds embeddings that could not finish before their deadline.
-    admission: Admission,
     /// Embeddings of recently seen texts, by the text's hash; `None` when turned off.
     cache: Option<quick_cache::sync::Cache<[u8; 32], Arc<Vec<f32>>>>,
 }
@@ -69,7 +64,6 @@ impl Semantic {
             dim,
             verifier: verifier.map(Arc::new),
             background: Arc::new(Semaphore::new(BACKGROUND_EMBEDS)),
-            admission: Admission::default(),
             cache: None,
         }
     }
@@ -224,16 +218,20 @@ impl Semantic {
         };
         let v = match waiter {
             Waiter::Check { admit_by } => {
-                let ticket = self.admission.enter(admit_by).map_err(|(ahead, expected)| {
-                    IdemError::ResourceExhausted(format!(
-                        "embedding backlog ({ahead} ahead, ~{} ms) is longer than this check may \
+                // Shed at once when the batches ahead cannot be embedded in time; a text with
+                // nothing ahead is always admitted (the embedder's deadline covers it).
+                if let Some(w) = e.expected_wait(text)
+                    && w.ahead > 0
+                    && w.wait > admit_by.saturating_duration_since(Instant::now())
+                {
+                    return Err(IdemError::ResourceExhausted(format!(
+                        "embedding backlog ({} ahead, ~{} ms) is longer than this check may \
                          wait (semantic.max_embed_wait_share of its deadline); retry with backoff",
-                        expected.as_millis()
-                    ))
-                })?;
-                let v = e.embed(text, deadline).await?;
-                ticket.done();
-                v
+                        w.ahead,
+                        w.wait.as_millis()
+                    )));
+                }
+                e.embed(text, deadline).await?
             }
             Waiter::Nobody => e.embed_background(text, deadline).await?,
         };
@@ -257,6 +255,25 @@ impl Semantic {
         };
         let Ok(g) = idx.read() else { return Vec::new() };
         g.search(query, k, keep)
+    }
+
+    /// Whether the call `call_id` of `scope` has a vector in the index.
+    pub fn has_vector(&self, scope: &str, call_id: &str) -> bool {
+        let Some(idx) = self.indexes.get(scope).map(|e| e.clone()) else {
+            return false;
+        };
+        idx.read().is_ok_and(|g| g.contains(vector_id(call_id)))
+    }
+
+    /// Adds the vector of an earlier call a check embedded because it had none yet (its own
+    /// check skipped the embedding: it had nothing to compare with then).
+    pub async fn add_vector(self: &Arc<Self>, scope: &str, call_id: &str, vector: Vec<f32>) {
+        let (this, scope, id) = (self.clone(), scope.to_string(), call_id.to_string());
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || this.insert_vector(&scope, &id, &vector)).await
+        {
+            tracing::warn!(%e, call = %call_id, "vector index insert failed");
+        }
     }
 
     fn scope_index(&self, scope: &str) -> Arc<RwLock<AdaptiveIndex>> {
@@ -379,6 +396,7 @@ mod tests {
     /// the text's length.
     struct Fake {
         calls: AtomicUsize,
+        in_flight: AtomicUsize,
         delay: std::time::Duration,
     }
 
@@ -386,6 +404,7 @@ mod tests {
         fn new(delay_ms: u64) -> Arc<Self> {
             Arc::new(Self {
                 calls: AtomicUsize::new(0),
+                in_flight: AtomicUsize::new(0),
                 delay: std::time::Duration::from_millis(delay_ms),
             })
         }
@@ -399,8 +418,18 @@ mod tests {
     impl Embedder for Fake {
         async fn embed(&self, text: &str, _deadline: Instant) -> Result<Embedding, EmbedError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             Ok(vec![1.0, text.len() as f32])
+        }
+        /// One text at a time: each text ahead adds a whole delay.
+        fn expected_wait(&self, _text: &str) -> Option<crate::embed::ExpectedWait> {
+            let ahead = self.in_flight.load(Ordering::SeqCst);
+            Some(crate::embed::ExpectedWait {
+                wait: self.delay * (ahead as u32 + 1),
+                ahead,
+            })
         }
         fn dim(&self) -> usize {
             2
