@@ -42,9 +42,63 @@ pub struct BenchArgs {
     /// Also time raw local embeddings of the paraphrase texts (needs the model files).
     #[arg(long)]
     pub models_dir: Option<PathBuf>,
+    /// Calls to load with, one JSON object `{tool, args}` per line (e.g.
+    /// benches/data/load_calls.jsonl). Each new call takes one and appends four random words to
+    /// its longest string, so it is unique and, having identity-equal earlier calls, must be
+    /// compared by embedding; `exact` resends one of the worker's earlier calls; `paraphrase`
+    /// is read as `new`. Without it, the built-in email templates are used.
+    #[arg(long, value_name = "FILE")]
+    pub calls: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Reads `{tool, args}` lines.
+fn read_calls(path: &std::path::Path) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+        let (Some(tool), Some(args)) = (v["tool"].as_str(), v.get("args")) else {
+            anyhow::bail!("{}:{}: want {{\"tool\", \"args\"}}", path.display(), i + 1);
+        };
+        anyhow::ensure!(args.is_object(), "{}:{}: args must be an object", path.display(), i + 1);
+        out.push((tool.to_string(), args.clone()));
+    }
+    anyhow::ensure!(!out.is_empty(), "{} holds no calls", path.display());
+    Ok(out)
+}
+
+/// The `m`-th unique call of worker `w`: one of `calls` with four random words appended to its
+/// longest string (the same `(w, m)` gives the same call, so an exact repeat regenerates it).
+fn unique_call(calls: &[(String, serde_json::Value)], w: usize, m: u64) -> (String, String) {
+    let mut rng = Rng(0xA076_1D64_78BD_642F ^ ((w as u64) << 40) ^ m.wrapping_mul(0x9E37_79B9));
+    for _ in 0..4 {
+        rng.next();
+    }
+    let (tool, args) = &calls[rng.below(calls.len())];
+    let mut args = args.clone();
+    let suffix: Vec<&str> = (0..4).map(|_| WORDS[rng.below(WORDS.len())]).collect();
+    if let Some(obj) = args.as_object_mut() {
+        let longest = obj
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.len())))
+            .max_by_key(|(_, n)| *n)
+            .map(|(k, _)| k);
+        match longest {
+            Some(k) => {
+                let text = format!("{} {}", obj[&k].as_str().unwrap_or_default(), suffix.join(" "));
+                obj.insert(k, serde_json::Value::String(text));
+            }
+            None => {
+                obj.insert("note".into(), serde_json::Value::String(suffix.join(" ")));
+            }
+        }
+    }
+    (tool.clone(), args.to_string())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -202,11 +256,13 @@ struct Load {
     total: u32,
     deadline_ms: Option<u32>,
     tally: Arc<Mutex<Tally>>,
+    /// `--calls`: what new calls are made of.
+    calls: Option<Arc<Vec<(String, serde_json::Value)>>>,
 }
 
 impl Load {
     /// Draws the next request's kind and arguments for worker `w` (its `n`-th new call).
-    fn draw(&self, rng: &mut Rng, w: usize, n: &mut u64) -> (Kind, String) {
+    fn draw(&self, rng: &mut Rng, w: usize, n: &mut u64) -> (Kind, String, String) {
         let mut roll = rng.below(self.total as usize) as u32;
         let kind = self
             .mix
@@ -220,6 +276,18 @@ impl Load {
                 }
             })
             .map_or(Kind::New, |(k, _)| *k);
+        if let Some(calls) = &self.calls {
+            let m = match kind {
+                Kind::Exact if *n > 0 => rng.below(*n as usize) as u64,
+                _ => {
+                    *n += 1;
+                    *n
+                }
+            };
+            let kind = if matches!(kind, Kind::Exact) && m != *n { Kind::Exact } else { Kind::New };
+            let (tool, args) = unique_call(calls, w, m);
+            return (kind, tool, args);
+        }
         let (orig, para) = TEMPLATES[rng.below(TEMPLATES.len())];
         let topic = TOPICS[rng.below(TOPICS.len())];
         let args = match kind {
@@ -234,7 +302,7 @@ impl Load {
                 .to_string()
             }
         };
-        (kind, args)
+        (kind, "send_email".into(), args)
     }
 
     /// Sends one check and tallies it; latency counts from `since` (the scheduled send time
@@ -244,15 +312,14 @@ impl Load {
         &self,
         c: &mut IdemClient<tonic::transport::Channel>,
         session: &str,
-        kind: Kind,
-        args: String,
+        (kind, tool, args): (Kind, String, String),
         since: Instant,
     ) -> bool {
         let res = c
             .check_and_record(proto::CheckRequest {
                 tenant: "bench".into(),
                 session: session.to_string(),
-                tool: "send_email".into(),
+                tool,
                 arguments_json: args,
                 deadline_ms: self.deadline_ms,
                 ..Default::default()
@@ -315,9 +382,9 @@ async fn closed_loop(
             let mut n = 0u64;
             let mut shed_in_a_row = 0u32;
             while Instant::now() < end {
-                let (kind, args) = load.draw(&mut rng, w, &mut n);
+                let call = load.draw(&mut rng, w, &mut n);
                 if load
-                    .send(&mut c, &session, kind, args, Instant::now())
+                    .send(&mut c, &session, call, Instant::now())
                     .await
                 {
                     let jitter = 0.5 + (rng.next() % 1000) as f64 / 1000.0;
@@ -360,7 +427,7 @@ async fn open_loop(
         }
         tokio::time::sleep_until(slot.into()).await;
         let w = (i as usize) % sessions.len();
-        let (kind, args) = load.draw(&mut rng, w, &mut counters[w]);
+        let call = load.draw(&mut rng, w, &mut counters[w]);
         let permit = gate.clone().acquire_owned().await?;
         let (mut c, load, session) = (client.clone(), load.clone(), sessions[w].clone());
         tasks.spawn(async move {
@@ -368,7 +435,7 @@ async fn open_loop(
             let sent = Instant::now();
             let lag = sent.saturating_duration_since(slot).as_micros() as u64;
             load.tally.lock().await.generator_lag.push(lag);
-            load.send(&mut c, &session, kind, args, sent).await;
+            load.send(&mut c, &session, call, sent).await;
         });
         while tasks.try_join_next().is_some() {}
     }
@@ -447,6 +514,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         total,
         deadline_ms: a.deadline_ms,
         tally: tally.clone(),
+        calls: match &a.calls {
+            Some(path) => Some(Arc::new(read_calls(path)?)),
+            None => None,
+        },
     };
     match a.rate {
         None => closed_loop(&client, sessions, &load, end, a.shed_backoff).await?,
