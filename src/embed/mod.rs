@@ -8,11 +8,13 @@ mod lanes;
 pub mod local;
 pub mod pipeline;
 pub mod remote;
+mod service;
 
 use std::path::PathBuf;
 
 pub use local::{LocalEmbedder, LocalEmbedderConfig};
 pub use remote::{RemoteEmbedder, RemoteEmbedderConfig};
+pub use service::EmbedService;
 
 /// Dimension of the local model's embeddings (all-MiniLM-L6-v2).
 pub const EMBEDDING_DIM: usize = 384;
