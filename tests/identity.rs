@@ -11,7 +11,7 @@ use idem::proto::Verdict;
 /// Records `a` in a fresh session, completes it, then checks `b` there.
 async fn verdict_after(srv: &TestServer, session: &str, tool: &str, a: &str, b: &str) -> Verdict {
     let mut c = srv.client().await;
-    let mut req = |args: &str| {
+    let req = |args: &str| {
         let mut r = check(tool, args);
         r.session = session.into();
         r
@@ -61,9 +61,17 @@ async fn the_same_value_spelt_otherwise_is_a_duplicate() {
             r#"{"to":"a","amount":1000000000000000000001}"#,
             r#"{"amount":1.000000000000000000001e21,"to":"a"}"#,
         ),
-        ("pay", r#"{"to":"a","amount":1e3}"#, r#"{"to":"a","amount":1000.0}"#),
+        (
+            "pay",
+            r#"{"to":"a","amount":1e3}"#,
+            r#"{"to":"a","amount":1000.0}"#,
+        ),
         ("close_ticket", r#"{"ticket_id":"5"}"#, r#"{"ticket_id":5}"#),
-        ("deploy", r#"{"service":"api","version":"1.10"}"#, r#"{"version":"1.10","service":" api"}"#),
+        (
+            "deploy",
+            r#"{"service":"api","version":"1.10"}"#,
+            r#"{"version":"1.10","service":" api"}"#,
+        ),
     ]
     .iter()
     .enumerate()
@@ -84,15 +92,36 @@ async fn a_schema_typed_number_field_reads_number_strings() {
             ..ToolPolicy::default()
         },
     );
-    let srv = TestServer::start_with(std::sync::Arc::new(idem::store::MemoryStore::new()), config)
-        .await;
+    let srv =
+        TestServer::start_with(std::sync::Arc::new(idem::store::MemoryStore::new()), config).await;
     let typed = r#"{"service":"api","replicas":"2.0"}"#;
-    let v = verdict_after(&srv, "s1", "scale", typed, r#"{"service":"api","replicas":2}"#).await;
+    let v = verdict_after(
+        &srv,
+        "s1",
+        "scale",
+        typed,
+        r#"{"service":"api","replicas":2}"#,
+    )
+    .await;
     assert_eq!(v, Verdict::Duplicate);
-    let v = verdict_after(&srv, "s2", "scale", typed, r#"{"service":"api","replicas":"2.5"}"#).await;
+    let v = verdict_after(
+        &srv,
+        "s2",
+        "scale",
+        typed,
+        r#"{"service":"api","replicas":"2.5"}"#,
+    )
+    .await;
     assert_eq!(v, Verdict::New);
     // Another tool, no schema: "2.0" is a string, not 2.
-    let v = verdict_after(&srv, "s3", "deploy", typed, r#"{"service":"api","replicas":2}"#).await;
+    let v = verdict_after(
+        &srv,
+        "s3",
+        "deploy",
+        typed,
+        r#"{"service":"api","replicas":2}"#,
+    )
+    .await;
     assert_eq!(v, Verdict::New);
     srv.stop().await;
 }
@@ -104,7 +133,10 @@ async fn the_whole_funnel_keeps_different_amounts_apart() {
     let memo = "monthly payout to the treasury wallet as agreed with finance";
     let a = format!(r#"{{"to":"0xabc","wei":1000000000000000000000000,"memo":"{memo}"}}"#);
     let b = format!(r#"{{"to":"0xabc","wei":1000000000000000000000001,"memo":"{memo}"}}"#);
-    assert_eq!(verdict_after(&srv, "s1", "transfer", &a, &b).await, Verdict::New);
+    assert_eq!(
+        verdict_after(&srv, "s1", "transfer", &a, &b).await,
+        Verdict::New
+    );
     let respelt = format!(r#"{{"memo":"{memo}","to":"0xabc","wei":1e24}}"#);
     assert_eq!(
         verdict_after(&srv, "s2", "transfer", &a, &respelt).await,

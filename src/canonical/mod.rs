@@ -76,7 +76,11 @@ impl CanonicalCall {
     }
 
     /// Canonicalises the JSON text `arguments` (an object) of `tool`, every number exact.
-    pub fn from_json(tool: &str, arguments: &str, policy: &CanonPolicy) -> Result<Self, CanonError> {
+    pub fn from_json(
+        tool: &str,
+        arguments: &str,
+        policy: &CanonPolicy,
+    ) -> Result<Self, CanonError> {
         Self::from_value(tool, parse(arguments)?, policy)
     }
 

@@ -66,7 +66,12 @@ impl CanonNumber {
         let mantissa = mantissa.trim_start_matches('-');
         let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
         let exp: i64 = exp.parse().ok()?;
-        Some(Self::from_parts(negative, int, frac, exp - frac.len() as i64))
+        Some(Self::from_parts(
+            negative,
+            int,
+            frac,
+            exp - frac.len() as i64,
+        ))
     }
 
     /// The exact value of an integer.
@@ -258,10 +263,7 @@ mod tests {
 
     #[test]
     fn big_values_keep_every_digit() {
-        assert_eq!(
-            canon("1000000000000000000001"),
-            "1000000000000000000001"
-        );
+        assert_eq!(canon("1000000000000000000001"), "1000000000000000000001");
         assert_ne!(canon("1e21"), canon("1000000000000000000001"));
         assert_ne!(canon("0.3"), canon("0.30000000000000004"));
         let uint256_max =
@@ -314,9 +316,15 @@ mod tests {
         );
         assert_eq!(CanonNumber::from_f64(2.0).map(|n| n.0), Some("2".into()));
         assert_eq!(CanonNumber::from_f64(-0.0).map(|n| n.0), Some("0".into()));
-        assert_eq!(CanonNumber::from_f64(1e21).map(|n| n.0), Some(canon("1e21")));
+        assert_eq!(
+            CanonNumber::from_f64(1e21).map(|n| n.0),
+            Some(canon("1e21"))
+        );
         assert_eq!(CanonNumber::from_f64(f64::NAN), None);
         assert_eq!(CanonNumber::from_i128(-42).0, "-42");
-        assert_eq!(CanonNumber::from_i128(u64::MAX.into()).0, u64::MAX.to_string());
+        assert_eq!(
+            CanonNumber::from_i128(u64::MAX.into()).0,
+            u64::MAX.to_string()
+        );
     }
 }

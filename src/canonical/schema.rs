@@ -75,7 +75,14 @@ mod tests {
         got.sort();
         assert_eq!(
             got,
-            ["amount", "count", "legs[].price", "limit", "profile.age", "sizes[]"]
+            [
+                "amount",
+                "count",
+                "legs[].price",
+                "limit",
+                "profile.age",
+                "sizes[]"
+            ]
         );
         assert!(numeric_paths(&json!({"type": "number"})).is_empty());
     }

@@ -1,6 +1,6 @@
 use super::*;
 use proptest::prelude::*;
-use serde_json::json;
+use serde_json::{Map, json};
 
 fn canon(v: Value) -> CanonicalCall {
     CanonicalCall::build("send_email", &v, &CanonPolicy::default()).expect("object")
@@ -335,7 +335,12 @@ fn same(a: &CanonicalCall, b: &CanonicalCall) -> bool {
 fn version_1_10_is_not_version_1_1() {
     let a = canon_text("deploy", r#"{"service":"api","version":"1.10"}"#);
     let b = canon_text("deploy", r#"{"service":"api","version":"1.1"}"#);
-    assert!(differ(&a, &b), "{} vs {}", a.canonical_json, b.canonical_json);
+    assert!(
+        differ(&a, &b),
+        "{} vs {}",
+        a.canonical_json,
+        b.canonical_json
+    );
     assert_eq!(a.canonical_json, r#"{"service":"api","version":"1.10"}"#);
 }
 
@@ -343,14 +348,24 @@ fn version_1_10_is_not_version_1_1() {
 fn version_2_0_is_not_version_2() {
     let a = canon_text("deploy", r#"{"service":"api","version":"2.0"}"#);
     let b = canon_text("deploy", r#"{"service":"api","version":"2"}"#);
-    assert!(differ(&a, &b), "{} vs {}", a.canonical_json, b.canonical_json);
+    assert!(
+        differ(&a, &b),
+        "{} vs {}",
+        a.canonical_json,
+        b.canonical_json
+    );
 }
 
 #[test]
 fn amount_1e21_is_not_1e21_plus_one() {
     let a = canon_text("pay", r#"{"to":"a","amount":1e21}"#);
     let b = canon_text("pay", r#"{"to":"a","amount":1000000000000000000001}"#);
-    assert!(differ(&a, &b), "{} vs {}", a.canonical_json, b.canonical_json);
+    assert!(
+        differ(&a, &b),
+        "{} vs {}",
+        a.canonical_json,
+        b.canonical_json
+    );
     assert_eq!(
         b.canonical_json,
         r#"{"amount":1000000000000000000001,"to":"a"}"#
@@ -362,8 +377,14 @@ fn amount_1e21_is_not_1e21_plus_one() {
 
 #[test]
 fn amounts_differing_in_the_last_base_unit_differ() {
-    let a = canon_text("transfer", r#"{"wei":115792089237316195423570985008687907853269984665640564039457584007913129639935}"#);
-    let b = canon_text("transfer", r#"{"wei":115792089237316195423570985008687907853269984665640564039457584007913129639934}"#);
+    let a = canon_text(
+        "transfer",
+        r#"{"wei":115792089237316195423570985008687907853269984665640564039457584007913129639935}"#,
+    );
+    let b = canon_text(
+        "transfer",
+        r#"{"wei":115792089237316195423570985008687907853269984665640564039457584007913129639934}"#,
+    );
     assert!(differ(&a, &b));
 }
 
@@ -405,11 +426,20 @@ fn cases_already_told_apart_stay_apart() {
     for (a, b) in [
         (r#"{"id":"007"}"#, r#"{"id":"7"}"#),
         (r#"{"x":0.30000000000000004}"#, r#"{"x":0.3}"#),
-        (r#"{"id":"12345678901234567"}"#, r#"{"id":"12345678901234568"}"#),
+        (
+            r#"{"id":"12345678901234567"}"#,
+            r#"{"id":"12345678901234568"}"#,
+        ),
         (r#"{"id":12345678901234567}"#, r#"{"id":12345678901234568}"#),
-        (r#"{"id":"12345678901234567"}"#, r#"{"id":12345678901234568}"#),
+        (
+            r#"{"id":"12345678901234567"}"#,
+            r#"{"id":12345678901234568}"#,
+        ),
     ] {
-        assert!(differ(&canon_text("t", a), &canon_text("t", b)), "{a} vs {b}");
+        assert!(
+            differ(&canon_text("t", a), &canon_text("t", b)),
+            "{a} vs {b}"
+        );
     }
 }
 
@@ -424,14 +454,16 @@ fn numeric_policy(paths: &[&str]) -> CanonPolicy {
 fn schema_typed_numeric_strings_read_as_numbers() {
     let p = numeric_policy(&["version", "legs[].price", "sizes[]"]);
     let build = |text: &str| CanonicalCall::from_json("t", text, &p).expect("object");
-    let a = build(r#"{"version":"2.0","legs":[{"price":"10.50","city":"007"}],"sizes":["1e1", 3]}"#);
+    let a =
+        build(r#"{"version":"2.0","legs":[{"price":"10.50","city":"007"}],"sizes":["1e1", 3]}"#);
     let b = build(r#"{"version":2,"legs":[{"price":10.5,"city":"007"}],"sizes":[10, "3.0"]}"#);
     assert!(same(&a, &b), "{} vs {}", a.canonical_json, b.canonical_json);
     // Only where the schema says number: the id beside the price stays a string.
     let c = build(r#"{"version":2,"legs":[{"price":10.5,"city":"7"}],"sizes":[10, 3]}"#);
     assert!(differ(&a, &c));
     // And different numbers stay different.
-    let d = build(r#"{"version":"2.01","legs":[{"price":"10.50","city":"007"}],"sizes":["1e1", 3]}"#);
+    let d =
+        build(r#"{"version":"2.01","legs":[{"price":"10.50","city":"007"}],"sizes":["1e1", 3]}"#);
     assert!(differ(&a, &d));
     // Without the schema, "2.0" is not 2.
     let e = canon_text("t", r#"{"version":"2.0"}"#);
@@ -532,7 +564,11 @@ impl IdentityValue {
     fn changed(&self, at: usize) -> Self {
         fn other_digit(c: char) -> char {
             // Never to '0', so a changed leading digit keeps the literal valid JSON.
-            if c == '9' { '1' } else { char::from(c as u8 + 1) }
+            if c == '9' {
+                '1'
+            } else {
+                char::from(c as u8 + 1)
+            }
         }
         fn change_digit(s: &str, at: usize) -> String {
             let digits: Vec<usize> = s

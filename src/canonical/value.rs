@@ -85,7 +85,7 @@ impl fmt::Display for CanonValue {
                     if i > 0 {
                         f.write_char(',')?;
                     }
-                    v.fmt(f)?;
+                    write!(f, "{v}")?;
                 }
                 f.write_char(']')
             }
