@@ -586,7 +586,9 @@ impl IdentityValue {
             Self::NumericString(s) => Self::NumericString(change_digit(s, at)),
             Self::Decimal(s) => Self::Decimal(change_digit(s, at)),
             Self::Version(s) => Self::Version(match s.strip_suffix('0') {
-                Some(rest) if at % 2 == 0 && rest.contains('.') && !rest.ends_with('.') => {
+                Some(rest)
+                    if at.is_multiple_of(2) && rest.contains('.') && !rest.ends_with('.') =>
+                {
                     rest.to_string()
                 }
                 _ if s.contains('.') => format!("{s}0"),
