@@ -708,3 +708,17 @@ proptest! {
         prop_assert!(same(&a, &b), "{} vs {}", a.canonical_json, b.canonical_json);
     }
 }
+
+proptest! {
+    /// The exact reader and serde_json agree wherever serde_json is exact.
+    #[test]
+    fn exact_reader_agrees_with_serde_json(v in arb_json()) {
+        prop_assert_eq!(parse(&v.to_string()).unwrap(), CanonValue::from(&v));
+    }
+
+    /// Any text: an answer or a typed error, never a panic.
+    #[test]
+    fn exact_reader_never_panics(text in "[\\[\\]{}\",:0-9eE+.\\-a-z\\\\ ]{0,40}") {
+        let _ = parse(&text);
+    }
+}
