@@ -70,6 +70,9 @@ pub struct ToolPolicy {
     pub free_text_fields: Vec<String>,
     /// Dotted paths dropped before comparison.
     pub ignored_fields: Vec<String>,
+    /// Paths the tool's schema types as numbers (`[]` for array elements): a string there that
+    /// is a number literal reads as that number (`"2.0"` = `2`); elsewhere strings stay strings.
+    pub numeric_fields: Vec<String>,
     /// Schema defaults: a top-level field equal to its default is dropped.
     pub defaults: Map<String, Value>,
     /// Record TTL for this tool, overriding the session's.
@@ -83,6 +86,7 @@ impl Default for ToolPolicy {
             identity_fields: Vec::new(),
             free_text_fields: Vec::new(),
             ignored_fields: Vec::new(),
+            numeric_fields: Vec::new(),
             defaults: Map::new(),
             ttl_secs: None,
         }
@@ -261,6 +265,7 @@ pub fn canon_policy(tool: &ToolPolicy, ignored_metadata: &[String]) -> CanonPoli
         ignored_paths: set(&tool.ignored_fields),
         identity_fields: set(&tool.identity_fields),
         free_text_fields: set(&tool.free_text_fields),
+        numeric_fields: set(&tool.numeric_fields),
         defaults: tool
             .defaults
             .iter()

@@ -1,18 +1,29 @@
 //! Canonical form of a tool call: the normal form two retries of one action share.
 //!
 //! Pure functions only. `normalize` puts any JSON value in normal form (sorted keys, NFC,
-//! collapsed whitespace, one number form); `CanonicalCall::build` applies a tool's policy
-//! (ignored fields, schema defaults), splits the arguments into identity and free-text fields
-//! and computes the hashes the funnel matches on.
+//! collapsed whitespace, one exact spelling per number); `CanonicalCall::build` applies a
+//! tool's policy (ignored fields, schema-typed numbers, schema defaults), splits the arguments
+//! into identity and free-text fields and computes the hashes the funnel matches on. The one
+//! decision to know: identity values compare exactly. Strings stay strings (`"1.10"` is not
+//! `"1.1"`), numbers keep every digit (no f64 round trip), and a string is a number only when it
+//! is that number's canonical text or the tool's schema types the field as a number.
 
 mod classify;
 mod number;
+mod parse;
+mod schema;
+mod value;
 
 pub use classify::{FieldKind, classify_string};
+pub use number::CanonNumber;
+pub use parse::{MAX_DEPTH, parse};
+pub use schema::numeric_paths;
+pub use value::CanonValue;
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
 /// How a tool's arguments are to be read; built from the tool policy and server config.
@@ -26,8 +37,12 @@ pub struct CanonPolicy {
     pub identity_fields: HashSet<String>,
     /// Dotted paths that are free text, whatever their value looks like.
     pub free_text_fields: HashSet<String>,
-    /// Schema defaults: a top-level field equal to its (normalised) default is dropped.
-    pub defaults: Map<String, Value>,
+    /// Paths the tool's schema types as numbers (dotted, `[]` for every array element, as
+    /// [`numeric_paths`] gives them): a string there that is a JSON number literal is that
+    /// number (`"2.0"` = `2`). Everywhere else strings stay strings.
+    pub numeric_fields: HashSet<String>,
+    /// Schema defaults, normalised: a top-level field equal to its default is dropped.
+    pub defaults: BTreeMap<String, CanonValue>,
 }
 
 /// A call in canonical form, with what the funnel stages match on.
@@ -36,11 +51,11 @@ pub struct CanonicalCall {
     /// Tool name (trimmed, NFC).
     pub tool: String,
     /// The normalised arguments after ignored fields and defaults are dropped.
-    pub arguments: Value,
-    /// `arguments` serialised compactly (sorted keys): the exact-match form.
+    pub arguments: CanonValue,
+    /// `arguments` serialised compactly (sorted keys, canonical numbers): the exact-match form.
     pub canonical_json: String,
     /// Identity-bearing leaves, by dotted path.
-    pub identity: BTreeMap<String, Value>,
+    pub identity: BTreeMap<String, CanonValue>,
     /// Free-text leaves, by dotted path.
     pub free_text: BTreeMap<String, String>,
     /// Hash of tool + identity leaves: calls with different fingerprints are different actions.
@@ -53,28 +68,56 @@ pub struct CanonicalCall {
 
 impl CanonicalCall {
     /// Canonicalises `arguments` (which must be a JSON object) of `tool` under `policy`.
+    ///
+    /// A `serde_json::Value` has already rounded numbers beyond u64/i64 to f64; where the
+    /// arguments arrive as text, [`CanonicalCall::from_json`] keeps them exact.
     pub fn build(tool: &str, arguments: &Value, policy: &CanonPolicy) -> Result<Self, CanonError> {
-        let Value::Object(obj) = arguments else {
-            return Err(CanonError::NotAnObject(json_type(arguments)));
+        Self::from_value(tool, CanonValue::from(arguments), policy)
+    }
+
+    /// Canonicalises the JSON text `arguments` (an object) of `tool`, every number exact.
+    pub fn from_json(
+        tool: &str,
+        arguments: &str,
+        policy: &CanonPolicy,
+    ) -> Result<Self, CanonError> {
+        Self::from_value(tool, parse(arguments)?, policy)
+    }
+
+    /// Canonicalises an exact tree (an object) of `tool` under `policy`.
+    pub fn from_value(
+        tool: &str,
+        arguments: CanonValue,
+        policy: &CanonPolicy,
+    ) -> Result<Self, CanonError> {
+        let CanonValue::Object(obj) = arguments else {
+            return Err(CanonError::NotAnObject(arguments.type_name()));
         };
         let tool = normalize_str(tool);
-        let mut top = Map::new();
+        let mut top = BTreeMap::new();
         for (k, v) in obj {
-            let key = normalize_str(k);
+            let key = normalize_str(&k);
             if policy.ignored_names.contains(&key)
                 || policy.ignored_names.contains(&key.to_lowercase())
             {
                 continue;
             }
-            top.insert(key, normalize(v));
+            top.insert(key, normalize_value(v));
         }
-        let mut args = Value::Object(top);
+        let mut args = CanonValue::Object(top);
         for path in &policy.ignored_paths {
             remove_path(&mut args, path);
         }
-        if let Value::Object(m) = &mut args {
+        for path in &policy.numeric_fields {
+            read_numbers_at(&mut args, path);
+        }
+        if let CanonValue::Object(m) = &mut args {
             for (k, default) in &policy.defaults {
-                if m.get(k).is_some_and(|v| *v == normalize(default)) {
+                let numeric = policy.numeric_fields.contains(k);
+                let is_default = m.get(k).is_some_and(|v| {
+                    v == default || (numeric && number_in(default).is_some_and(|d| *v == d))
+                });
+                if is_default {
                     m.remove(k);
                 }
             }
@@ -114,26 +157,81 @@ pub enum CanonError {
     /// Tool arguments must be a JSON object.
     #[error("arguments must be a JSON object, got {0}")]
     NotAnObject(&'static str),
+    /// The arguments text is not JSON.
+    #[error("not valid JSON: {0}")]
+    InvalidJson(String),
+    /// Arrays and objects nested deeper than [`MAX_DEPTH`].
+    #[error("arrays and objects are nested deeper than {0} levels")]
+    TooDeep(usize),
+    /// A number literal whose exponent is beyond what idem compares (|exponent| > 10^9).
+    #[error("number {0} is out of range: its exponent is beyond 10^9")]
+    NumberOutOfRange(String),
 }
 
 /// Puts a JSON value in normal form: sorted keys, NFC strings with trimmed and collapsed
-/// whitespace, one number form, canonical-number strings as numbers. A fixed point.
-pub fn normalize(value: &Value) -> Value {
+/// whitespace, one exact spelling per number, a number's canonical text (`"5"`, `"0.5"`) as
+/// that number. A fixed point.
+pub fn normalize(value: &Value) -> CanonValue {
+    normalize_value(CanonValue::from(value))
+}
+
+/// [`normalize`] of an exact tree.
+pub fn normalize_value(value: CanonValue) -> CanonValue {
     match value {
-        Value::Object(m) => {
-            let mut sorted: BTreeMap<String, Value> = BTreeMap::new();
+        CanonValue::Object(m) => {
+            let mut sorted = BTreeMap::new();
             for (k, v) in m {
-                sorted.insert(normalize_str(k), normalize(v));
+                sorted.insert(normalize_str(&k), normalize_value(v));
             }
-            Value::Object(sorted.into_iter().collect())
+            CanonValue::Object(sorted)
         }
-        Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
-        Value::String(s) => {
-            let s = case_insensitive_parts(normalize_str(s));
-            number::parse_numeric_string(&s).unwrap_or(Value::String(s))
+        CanonValue::Array(a) => CanonValue::Array(a.into_iter().map(normalize_value).collect()),
+        CanonValue::String(s) => {
+            let s = case_insensitive_parts(normalize_str(&s));
+            match CanonNumber::from_canonical_text(&s) {
+                Some(n) => CanonValue::Number(n),
+                None => CanonValue::String(s),
+            }
         }
-        Value::Number(n) => number::normalize_number(n),
-        other => other.clone(),
+        other => other,
+    }
+}
+
+/// The number a schema-typed leaf holds: itself, or a string that is a JSON number literal.
+fn number_in(v: &CanonValue) -> Option<CanonValue> {
+    match v {
+        CanonValue::Number(_) => Some(v.clone()),
+        CanonValue::String(s) => CanonNumber::parse(s).map(CanonValue::Number),
+        _ => None,
+    }
+}
+
+/// Reads the string leaves at `path` (dotted, `[]` for every array element) as numbers where
+/// they are JSON number literals.
+fn read_numbers_at(value: &mut CanonValue, path: &str) {
+    if path.is_empty() {
+        if let Some(n) = number_in(value) {
+            *value = n;
+        }
+        return;
+    }
+    let (head, rest) = path.split_once('.').unwrap_or((path, ""));
+    let name = head.trim_end_matches("[]");
+    let arrays = (head.len() - name.len()) / 2;
+    if let CanonValue::Object(m) = value
+        && let Some(child) = m.get_mut(name)
+    {
+        read_numbers_through(child, arrays, rest);
+    }
+}
+
+fn read_numbers_through(value: &mut CanonValue, arrays: usize, rest: &str) {
+    if arrays == 0 {
+        read_numbers_at(value, rest);
+    } else if let CanonValue::Array(a) = value {
+        for v in a {
+            read_numbers_through(v, arrays - 1, rest);
+        }
     }
 }
 
@@ -185,11 +283,11 @@ pub fn normalize_str(s: &str) -> String {
     out
 }
 
-fn remove_path(value: &mut Value, path: &str) {
+fn remove_path(value: &mut CanonValue, path: &str) {
     let mut parts = path.split('.').peekable();
     let mut cur = value;
     while let Some(part) = parts.next() {
-        let Value::Object(m) = cur else { return };
+        let CanonValue::Object(m) = cur else { return };
         if parts.peek().is_none() {
             m.remove(part);
             return;
@@ -202,10 +300,10 @@ fn remove_path(value: &mut Value, path: &str) {
 }
 
 fn split_leaves(
-    value: &Value,
+    value: &CanonValue,
     path: String,
     policy: &CanonPolicy,
-    identity: &mut BTreeMap<String, Value>,
+    identity: &mut BTreeMap<String, CanonValue>,
     free_text: &mut BTreeMap<String, String>,
 ) {
     let forced_identity = !path.is_empty() && policy.identity_fields.contains(&path);
@@ -215,7 +313,7 @@ fn split_leaves(
         return;
     }
     match value {
-        Value::Object(m) => {
+        CanonValue::Object(m) => {
             if m.is_empty() && !path.is_empty() {
                 identity.insert(path.clone(), value.clone());
             }
@@ -228,7 +326,7 @@ fn split_leaves(
                 split_leaves(v, p, policy, identity, free_text);
             }
         }
-        Value::Array(a) => {
+        CanonValue::Array(a) => {
             if a.is_empty() {
                 identity.insert(path.clone(), value.clone());
             }
@@ -236,10 +334,10 @@ fn split_leaves(
                 split_leaves(v, format!("{path}[{i}]"), policy, identity, free_text);
             }
         }
-        Value::String(s) if forced_text => {
+        CanonValue::String(s) if forced_text => {
             free_text.insert(path, s.clone());
         }
-        Value::String(s) => {
+        CanonValue::String(s) => {
             // A policy that names free-text fields makes every other string identity.
             let inferred =
                 policy.free_text_fields.is_empty() && classify_string(s) == FieldKind::FreeText;
@@ -259,10 +357,10 @@ fn split_leaves(
 /// message body and one without are different actions, whatever the body says).
 fn fingerprint(
     tool: &str,
-    identity: &BTreeMap<String, Value>,
+    identity: &BTreeMap<String, CanonValue>,
     free_text: &BTreeMap<String, String>,
 ) -> String {
-    let body = serde_json::to_string(identity).unwrap_or_default();
+    let body = IdentityText(identity).to_string();
     let text_fields = free_text
         .keys()
         .map(String::as_str)
@@ -281,14 +379,13 @@ pub fn hash_parts(parts: &[&str]) -> String {
     h.finalize().to_hex()[..32].to_string()
 }
 
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// The identity leaves as one JSON object (path -> canonical value): strings quoted, numbers
+/// in their exact spelling, so no two different leaves write the same text.
+struct IdentityText<'a>(&'a BTreeMap<String, CanonValue>);
+
+impl fmt::Display for IdentityText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        value::write_object(f, self.0.iter())
     }
 }
 

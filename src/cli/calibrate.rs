@@ -29,7 +29,8 @@ pub struct CalibrateArgs {
     /// Server config (TOML) whose thresholds and tool policies are measured.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Tool schemas (JSON Lines of {"tool", "parameters"}): schema defaults become tool policy.
+    /// Tool schemas (JSON Lines of {"tool", "parameters"}): schema defaults and number-typed
+    /// fields become tool policy.
     #[arg(long)]
     pub tools: Option<PathBuf>,
     /// Directory of the local model files (overrides the config).
@@ -64,7 +65,7 @@ pub struct CalibrateArgs {
     pub scores_out: Option<PathBuf>,
 }
 
-fn tool_defaults(path: &PathBuf) -> anyhow::Result<BTreeMap<String, ToolPolicy>> {
+fn schema_policies(path: &PathBuf) -> anyhow::Result<BTreeMap<String, ToolPolicy>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut out = BTreeMap::new();
@@ -86,11 +87,13 @@ fn tool_defaults(path: &PathBuf) -> anyhow::Result<BTreeMap<String, ToolPolicy>>
                 }
             }
         }
-        if !defaults.is_empty() {
+        let numeric_fields = crate::canonical::numeric_paths(&v["parameters"]);
+        if !defaults.is_empty() || !numeric_fields.is_empty() {
             out.insert(
                 tool.to_string(),
                 ToolPolicy {
                     defaults,
+                    numeric_fields,
                     ..ToolPolicy::default()
                 },
             );
@@ -136,7 +139,7 @@ pub async fn run(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
         config.semantic.embedder = e;
     }
     if let Some(t) = &a.tools {
-        for (name, p) in tool_defaults(t)? {
+        for (name, p) in schema_policies(t)? {
             config.defaults.tools.entry(name).or_insert(p);
         }
     }

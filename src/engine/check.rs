@@ -82,7 +82,6 @@ impl Engine {
             &req.arguments_json,
             self.config.max_payload_bytes,
         )?;
-        let args = validate::json("arguments_json", &req.arguments_json)?;
         let settings = self.settings(&req.tenant, &req.session).await?;
         if req.deadline_ms == Some(0) {
             return Err(IdemError::DeadlineExceeded(
@@ -105,13 +104,17 @@ impl Engine {
         let embed_admit_by = embed_deadline
             .min(now + budget.mul_f64(self.config.semantic.max_embed_wait_share.clamp(0.0, 1.0)));
         let policy = settings.tool_policy(&req.tool);
-        let call = CanonicalCall::build(
+        // From the text, so numbers keep every digit (a serde_json Value rounds past 2^64).
+        let call = CanonicalCall::from_json(
             &req.tool,
-            &args,
+            &req.arguments_json,
             &canon_policy(&policy, &self.config.ignored_metadata_fields),
         )
         .map_err(|e| match e {
-            CanonError::NotAnObject(_) => {
+            CanonError::NotAnObject(_)
+            | CanonError::InvalidJson(_)
+            | CanonError::TooDeep(_)
+            | CanonError::NumberOutOfRange(_) => {
                 IdemError::InvalidArgument(format!("arguments_json: {e}"))
             }
         })?;

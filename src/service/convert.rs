@@ -242,6 +242,8 @@ pub fn session_overrides(c: &proto::SessionConfig) -> Result<SessionOverrides, I
                 identity_fields: p.identity_fields.clone(),
                 free_text_fields: p.free_text_fields.clone(),
                 ignored_fields: p.ignored_fields.clone(),
+                // Not on the wire yet: schema-typed numbers come from the server's config.
+                numeric_fields: Vec::new(),
                 defaults,
                 ttl_secs: p.ttl_seconds,
             },
