@@ -386,13 +386,14 @@ pub struct SemanticConfig {
     /// Pending embeddings allowed; more are shed with RESOURCE_EXHAUSTED.
     pub embed_queue: usize,
     /// Recent free texts whose embedding is kept (about 1.6 KB each), so a text seen again
-    /// (a retried paraphrase, the same body to another recipient) is not embedded twice, and
-    /// concurrent checks of one text share one embedding. 0 turns both off.
+    /// (a retried paraphrase, the same body to another recipient) is not embedded twice. At
+    /// least 64 are kept whatever this says: the same table lets concurrent checks of one
+    /// text share one embedding.
     pub embed_cache: usize,
     /// Longest expected wait for the embedder a check is admitted with, as a share of its own
-    /// budget (0.5: 25 ms of a 50 ms deadline); a longer backlog answers RESOURCE_EXHAUSTED at
-    /// once. Bounds the queueing delay of embedded checks under overload while honouring
-    /// sessions and requests that set a longer deadline.
+    /// budget; a longer backlog answers RESOURCE_EXHAUSTED at once. The embedding deadline
+    /// (the budget less a reserve for the stages after it) bounds the wait too, so the default
+    /// 1.0 sheds only what could not be embedded in time; lower it to bound queueing tighter.
     pub max_embed_wait_share: f64,
     /// Niceness added to the local embedding threads (Linux): cheap checks get the CPU first.
     /// Higher starves embeddings sooner when cheap requests flood the server; 0 turns it off.
@@ -414,8 +415,8 @@ impl Default for SemanticConfig {
             models_dir: PathBuf::from("./models"),
             embed_workers: 1,
             embed_queue: 256,
-            embed_cache: 4096,
-            max_embed_wait_share: 0.5,
+            embed_cache: 1024,
+            max_embed_wait_share: 1.0,
             embed_nice: 5,
             remote_url: None,
             remote_model: None,
