@@ -28,6 +28,9 @@ pub struct ServeArgs {
     /// Store backend [default: embedded].
     #[arg(long, env = "IDEM_STORE", value_enum)]
     pub store: Option<StoreKind>,
+    /// Page cache of the embedded store in MiB [default: 16].
+    #[arg(long, env = "IDEM_STORE_CACHE_MB")]
+    pub store_cache_mb: Option<usize>,
     /// Largest accepted payload in bytes [default: 1048576].
     #[arg(long, env = "IDEM_MAX_PAYLOAD_BYTES")]
     pub max_payload_bytes: Option<usize>,
@@ -134,6 +137,7 @@ impl ServeArgs {
         }
         set!(
             listen => listen, data_dir => data_dir, store => store,
+            store_cache_mb => store_cache_mb,
             max_payload_bytes => max_payload_bytes, ignored_metadata_fields => ignored_metadata_fields,
             sweep_interval_secs => sweep_interval_secs, max_concurrent_checks => max_concurrent_checks,
             embedder => semantic.embedder, models_dir => semantic.models_dir,
@@ -176,7 +180,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .init();
     let config = args.resolve()?;
     let store: Arc<dyn Store> = match config.store {
-        StoreKind::Embedded => Arc::new(EmbeddedStore::open(&config.data_dir)?),
+        StoreKind::Embedded => Arc::new(EmbeddedStore::open_with_cache(
+            &config.data_dir,
+            config.store_cache_mb.saturating_mul(1024 * 1024),
+        )?),
         StoreKind::Memory => Arc::new(MemoryStore::new()),
     };
     let semantic = crate::semantic::Semantic::from_config(&config)?;

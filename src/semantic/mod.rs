@@ -3,10 +3,8 @@
 
 mod admission;
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use dashmap::DashMap;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -18,7 +16,7 @@ use crate::embed::{
 };
 use crate::error::IdemError;
 use crate::funnel::{FuzzyStage, SemanticStage, Stage, Verifier, VerifyStage};
-use crate::index::{AdaptiveIndex, IndexConfig, VectorIndex};
+use crate::index::{IndexConfig, ScopeIndexes};
 use crate::record::{Record, vector_id};
 use crate::store::{Store, StoreError};
 
@@ -41,9 +39,7 @@ enum Waiter {
 /// Embedder, indexes and verifier, shared by the similarity stages.
 pub struct Semantic {
     embedder: Option<Arc<dyn Embedder>>,
-    indexes: DashMap<String, Arc<RwLock<AdaptiveIndex>>>,
-    index_config: IndexConfig,
-    dim: usize,
+    indexes: Arc<ScopeIndexes>,
     verifier: Option<Arc<Verifier>>,
     background: Arc<Semaphore>,
     /// Sheds embeddings that could not finish before their deadline.
@@ -64,9 +60,7 @@ impl Semantic {
             .map_or(crate::embed::EMBEDDING_DIM, |e| e.dim());
         Self {
             embedder,
-            indexes: DashMap::new(),
-            index_config,
-            dim,
+            indexes: Arc::new(ScopeIndexes::new(dim, index_config)),
             verifier: verifier.map(Arc::new),
             background: Arc::new(Semaphore::new(BACKGROUND_EMBEDS)),
             admission: Admission::default(),
@@ -252,29 +246,23 @@ impl Semantic {
         k: usize,
         keep: &dyn Fn(u64) -> bool,
     ) -> Vec<(u64, f32)> {
-        let Some(idx) = self.indexes.get(scope).map(|e| e.clone()) else {
-            return Vec::new();
-        };
-        let Ok(g) = idx.read() else { return Vec::new() };
-        g.search(query, k, keep)
+        self.indexes
+            .search(scope, query, k, keep)
+            .unwrap_or_else(|e| {
+                tracing::error!(%e, "vector search failed");
+                Vec::new()
+            })
     }
 
-    fn scope_index(&self, scope: &str) -> Arc<RwLock<AdaptiveIndex>> {
-        self.indexes
-            .entry(scope.to_string())
-            .or_insert_with(|| {
-                Arc::new(RwLock::new(AdaptiveIndex::new(
-                    self.dim,
-                    self.index_config.clone(),
-                )))
-            })
-            .clone()
+    /// The per-scope vector indexes (sizes for metrics, builds to drain at shutdown).
+    pub fn indexes(&self) -> &Arc<ScopeIndexes> {
+        &self.indexes
     }
 
     fn insert_vector(&self, scope: &str, call_id: &str, vector: &[f32]) {
-        let idx = self.scope_index(scope);
-        let Ok(mut g) = idx.write() else { return };
-        g.insert(vector_id(call_id), vector);
+        if let Err(e) = self.indexes.insert(scope, vector_id(call_id), vector) {
+            tracing::error!(%e, call = %call_id, "vector index insert failed");
+        }
     }
 
     /// Adds a newly recorded call to its scope's index; embeds it in the background when the
@@ -311,9 +299,12 @@ impl Semantic {
             let _permit = permit;
             match this.embed_background(&record.free_text).await {
                 Ok(v) => {
-                    if let Ok(Some(mut current)) = store.get(&record.id).await {
-                        current.embedding = Some(v.clone());
-                        if let Err(e) = store.update(&current).await {
+                    // Only the embedding is written: a Complete meanwhile stays as it is.
+                    match store.put_embedding(&record.id, &v).await {
+                        Ok(true) => {}
+                        // Swept meanwhile: nothing to index.
+                        Ok(false) => return,
+                        Err(e) => {
                             tracing::warn!(%e, "could not store a background embedding");
                         }
                     }
@@ -330,41 +321,26 @@ impl Semantic {
     /// Rebuilds every scope's index from the stored embeddings.
     pub async fn rebuild(&self, store: &dyn Store, now: Millis) -> Result<usize, StoreError> {
         let vectors = store.vectors(now).await?;
-        let n = vectors.len();
-        let mut by_scope: HashMap<String, Vec<(String, Vec<f32>)>> = HashMap::new();
-        for v in vectors {
-            by_scope
-                .entry(v.match_scope)
-                .or_default()
-                .push((v.id, v.vector));
-        }
-        for (scope, items) in by_scope {
-            let index = AdaptiveIndex::build(
-                self.dim,
-                self.index_config.clone(),
-                items.iter().map(|(id, v)| (vector_id(id), v.as_slice())),
-            );
-            self.indexes.insert(scope, Arc::new(RwLock::new(index)));
-        }
-        Ok(n)
+        let indexes = self.indexes.clone();
+        tokio::task::spawn_blocking(move || {
+            indexes.rebuild(
+                vectors
+                    .into_iter()
+                    .map(|v| (v.match_scope, vector_id(&v.id), v.vector)),
+            )
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("vector index rebuild failed: {e}")))
     }
 
     /// Drops swept records from the indexes (and empty scopes altogether).
     pub fn forget(&self, swept: &[(String, String)]) {
-        for (id, scope) in swept {
-            let Some(idx) = self.indexes.get(scope).map(|e| e.clone()) else {
-                continue;
-            };
-            let empty = match idx.write() {
-                Ok(mut g) => {
-                    g.remove(vector_id(id));
-                    g.is_empty()
-                }
-                Err(_) => false,
-            };
-            if empty {
-                self.indexes.remove(scope);
-            }
+        let ids: Vec<(u64, &str)> = swept
+            .iter()
+            .map(|(id, scope)| (vector_id(id), scope.as_str()))
+            .collect();
+        if let Err(e) = self.indexes.forget(&ids) {
+            tracing::error!(%e, "vector index clean-up after a sweep failed");
         }
     }
 }
