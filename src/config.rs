@@ -283,6 +283,9 @@ pub struct ServerConfig {
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
     pub store: StoreKind,
+    /// Page cache of the embedded store, in MiB: the bound on what the store keeps in memory
+    /// (reads and the write buffer).
+    pub store_cache_mb: usize,
     /// Largest accepted `arguments_json` / `result_json`, in bytes.
     pub max_payload_bytes: usize,
     /// Field names frameworks stamp afresh on every attempt; dropped before matching.
@@ -305,6 +308,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from("./data"),
             store: StoreKind::Embedded,
+            store_cache_mb: crate::store::DEFAULT_CACHE_BYTES / (1024 * 1024),
             max_payload_bytes: 1024 * 1024,
             ignored_metadata_fields: default_ignored_metadata(),
             sweep_interval_secs: 60,
@@ -324,6 +328,9 @@ impl ServerConfig {
         }
         if self.max_concurrent_checks == 0 {
             return Err("max_concurrent_checks must be > 0".into());
+        }
+        if self.store_cache_mb == 0 {
+            return Err("store_cache_mb must be > 0".into());
         }
         if self.sweep_interval_secs == 0 {
             return Err("sweep_interval_secs must be > 0".into());

@@ -16,7 +16,6 @@ pub mod error;
 pub mod funnel;
 pub mod index;
 pub mod record;
-pub mod semantic;
 pub mod service;
 pub mod store;
 

@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use crate::clock::SystemClock;
 use crate::config::ServerConfig;
-use crate::engine::{CheckRequest, CompleteRequest, Engine, Outcome, Verdict};
+use crate::embed::EmbedService;
+use crate::engine::{CheckRequest, CompleteRequest, Engine, Outcome, Similarity, Verdict};
 use crate::error::IdemError;
 use crate::funnel::StageKind;
-use crate::semantic::Semantic;
 use crate::store::MemoryStore;
 
 /// What the funnel saw for one pair.
@@ -60,7 +60,7 @@ impl Scored {
 /// Runs pairs through the funnel.
 pub struct Calibrator {
     config: ServerConfig,
-    semantic: Option<Arc<Semantic>>,
+    semantic: Option<Arc<Similarity>>,
     /// The configured (fuzzy, semantic) thresholds being measured.
     thresholds: (f64, f64),
 }
@@ -81,7 +81,7 @@ impl Calibrator {
         config.defaults.fuzzy_threshold = 1.0;
         config.defaults.semantic_duplicate = 1.0;
         config.defaults.semantic_borderline = 1.0;
-        let semantic = Semantic::from_config(&config)?;
+        let semantic = Similarity::from_config(&config)?;
         Ok(Self {
             config,
             semantic,
@@ -149,8 +149,9 @@ impl Calibrator {
             None
         };
         let predicted = stage.is_some();
-        let naive_cosine = match (&self.semantic, naive) {
-            (Some(s), true) => Some(naive_cosine(s, pair).await?),
+        let embedder = self.semantic.as_ref().and_then(|s| s.embedder());
+        let naive_cosine = match (embedder, naive) {
+            (Some(e), true) => Some(naive_cosine(e, pair).await?),
             _ => None,
         };
         Ok(Scored {
@@ -168,7 +169,7 @@ impl Calibrator {
 }
 
 /// The usual recipe: one embedding of the whole call (tool + canonical JSON), one cosine.
-async fn naive_cosine(s: &Semantic, pair: &Pair) -> Result<f64, IdemError> {
+async fn naive_cosine(s: &EmbedService, pair: &Pair) -> Result<f64, IdemError> {
     let deadline = || tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     let text = |c: &PairCall| format!("{} {}", c.tool, crate::canonical::normalize(&c.args));
     let a = s.embed(&text(&pair.a), deadline()).await?;

@@ -28,6 +28,9 @@ pub struct ServeArgs {
     /// Store backend [default: embedded].
     #[arg(long, env = "IDEM_STORE", value_enum)]
     pub store: Option<StoreKind>,
+    /// Page cache of the embedded store in MiB [default: 16].
+    #[arg(long, env = "IDEM_STORE_CACHE_MB")]
+    pub store_cache_mb: Option<usize>,
     /// Largest accepted payload in bytes [default: 1048576].
     #[arg(long, env = "IDEM_MAX_PAYLOAD_BYTES")]
     pub max_payload_bytes: Option<usize>,
@@ -134,6 +137,7 @@ impl ServeArgs {
         }
         set!(
             listen => listen, data_dir => data_dir, store => store,
+            store_cache_mb => store_cache_mb,
             max_payload_bytes => max_payload_bytes, ignored_metadata_fields => ignored_metadata_fields,
             sweep_interval_secs => sweep_interval_secs, max_concurrent_checks => max_concurrent_checks,
             embedder => semantic.embedder, models_dir => semantic.models_dir,
@@ -176,10 +180,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .init();
     let config = args.resolve()?;
     let store: Arc<dyn Store> = match config.store {
-        StoreKind::Embedded => Arc::new(EmbeddedStore::open(&config.data_dir)?),
+        StoreKind::Embedded => Arc::new(EmbeddedStore::open_with_cache(
+            &config.data_dir,
+            config.store_cache_mb.saturating_mul(1024 * 1024),
+        )?),
         StoreKind::Memory => Arc::new(MemoryStore::new()),
     };
-    let semantic = crate::semantic::Semantic::from_config(&config)?;
+    let semantic = crate::engine::Similarity::from_config(&config)?;
     if let Some(s) = &semantic {
         s.warm_up().await;
     }
@@ -202,18 +209,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => return,
-                };
-            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} },
+                // Without a SIGTERM handler the server still stops on Ctrl-C; it must not
+                // stop at once.
+                Err(e) => {
+                    tracing::error!(%e, "cannot install the SIGTERM handler; stop with Ctrl-C");
+                    let _ = ctrl_c.await;
+                }
+            }
         }
         #[cfg(not(unix))]
         let _ = ctrl_c.await;
     };
     crate::service::serve(engine.clone(), listener, shutdown).await?;
-    engine.flush_stats().await?;
+    engine.drain().await?;
     tracing::info!("idem stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -88,6 +88,11 @@ impl EmbedService {
         Ok(Some(Arc::new(Self::new(embedder, s.embed_cache))))
     }
 
+    /// Forgets every cached embedding (benches and tests that must measure a cold text).
+    pub fn clear_cache(&self) {
+        self.cache.clear();
+    }
+
     /// Length of the vectors this service returns.
     pub fn dim(&self) -> usize {
         self.embedder.dim()
@@ -182,5 +187,122 @@ impl EmbedService {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::EmbedError;
+    use crate::embed::Embedding;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts the texts it is asked to embed and takes `delay` for each; the vector depends on
+    /// the text's length.
+    struct Fake {
+        calls: AtomicUsize,
+        in_flight: AtomicUsize,
+        delay: std::time::Duration,
+    }
+
+    impl Fake {
+        fn new(delay_ms: u64) -> Arc<Self> {
+            Arc::new(Self {
+                calls: AtomicUsize::new(0),
+                in_flight: AtomicUsize::new(0),
+                delay: std::time::Duration::from_millis(delay_ms),
+            })
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Embedder for Fake {
+        async fn embed(&self, text: &str, _deadline: Instant) -> Result<Embedding, EmbedError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok(vec![1.0, text.len() as f32])
+        }
+        /// One text at a time: each text ahead adds a whole delay.
+        fn expected_wait(&self, _text: &str) -> Option<crate::embed::ExpectedWait> {
+            let ahead = self.in_flight.load(Ordering::SeqCst);
+            Some(crate::embed::ExpectedWait {
+                wait: self.delay * (ahead as u32 + 1),
+                ahead,
+            })
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn name(&self) -> &str {
+            "fake"
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(5)
+    }
+
+    async fn calls_for(cache_entries: usize, texts: &[&str]) -> (usize, Vec<Vec<f32>>) {
+        let fake = Fake::new(0);
+        let s = EmbedService::new(fake.clone(), cache_entries);
+        let mut out = Vec::new();
+        for t in texts {
+            out.push(s.embed(t, soon()).await.unwrap());
+        }
+        (fake.calls(), out)
+    }
+
+    #[tokio::test]
+    async fn a_text_seen_before_is_not_embedded_again() {
+        let (calls, vectors) = calls_for(16, &["send the report", "a b", "send the report"]).await;
+        assert_eq!(calls, 2);
+        assert_eq!(vectors[0], vectors[2]);
+        assert_ne!(vectors[0], vectors[1]);
+    }
+
+    #[tokio::test]
+    async fn a_backlog_longer_than_the_max_wait_is_shed_at_once() {
+        let s = Arc::new(EmbedService::new(Fake::new(200), 0));
+        let first = tokio::spawn({
+            let s = s.clone();
+            async move { s.embed("first", soon()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let started = std::time::Instant::now();
+        let admit_by = Instant::now() + std::time::Duration::from_millis(5);
+        let second = s.embed_admitted_by("second", admit_by, soon()).await;
+        assert!(
+            matches!(second, Err(IdemError::ResourceExhausted(_))),
+            "{second:?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        assert!(
+            first.await.unwrap().is_ok(),
+            "nothing ahead: always admitted"
+        );
+        // The backlog gone, the next one is admitted again.
+        assert!(s.embed("third", soon()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_the_same_text_costs_one_embedding_and_sheds_none() {
+        let fake = Fake::new(50);
+        // No cache asked for: single flight holds anyway.
+        let s = Arc::new(EmbedService::new(fake.clone(), 0));
+        // A tight admission bound: only a request with nothing ahead would be admitted.
+        let admit_by = Instant::now() + std::time::Duration::from_millis(1);
+        let calls = (0..10).map(|_| {
+            let s = s.clone();
+            async move { s.embed_admitted_by("same words", admit_by, soon()).await }
+        });
+        let results = futures::future::join_all(calls).await;
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+        assert_eq!(fake.calls(), 1);
     }
 }

@@ -281,7 +281,10 @@ impl Engine {
         if p.mode != ToolMode::Semantic || text.is_empty() {
             return Ok(out);
         }
-        out.may_embed = sim.has_embedder();
+        let Some(embed) = sim.embedder() else {
+            return Ok(out);
+        };
+        out.may_embed = true;
         let inserts_seen = stripe.inserts.load(Ordering::Acquire);
         let candidates = load_candidates(
             self.store.as_ref(),
@@ -323,11 +326,11 @@ impl Engine {
             })
             .unwrap_or_default();
         let t = std::time::Instant::now();
-        let query = sim.embed_admitted_by(text, p.embed_admit_by, p.embed_deadline);
+        let query = embed.embed_admitted_by(text, p.embed_admit_by, p.embed_deadline);
         let others = futures::future::join_all(
             unembedded
                 .iter()
-                .map(|c| sim.embed_admitted_by(&c.free_text, p.embed_admit_by, p.embed_deadline)),
+                .map(|c| embed.embed_admitted_by(&c.free_text, p.embed_admit_by, p.embed_deadline)),
         );
         let (embedded, others) = tokio::join!(query, others);
         let micros = t.elapsed().as_micros() as u64;

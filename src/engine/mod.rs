@@ -10,10 +10,12 @@ mod calls;
 mod check;
 mod feedback;
 mod sessions;
+mod similarity;
 mod types;
 mod validate;
 
 pub use feedback::Export;
+pub use similarity::Similarity;
 pub use types::*;
 
 use std::sync::Arc;
@@ -25,7 +27,6 @@ use tokio::sync::{Mutex, Semaphore};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServerConfig, SessionSettings};
 use crate::funnel::{ExactStage, Funnel, KeyStage, Stage};
-use crate::semantic::Semantic;
 use crate::store::{StatsSnapshot, Store, StoreError};
 
 /// Lock stripes: scopes hash onto these, so memory does not grow with the number of scopes.
@@ -50,7 +51,7 @@ pub struct Engine {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) funnel: Funnel,
-    pub(crate) semantic: Option<Arc<Semantic>>,
+    pub(crate) semantic: Option<Arc<Similarity>>,
     stripes: Vec<Stripe>,
     sessions: DashMap<String, Arc<SessionSettings>>,
     stats: DashMap<String, StatsSnapshot>,
@@ -69,7 +70,7 @@ impl Engine {
         store: Arc<dyn Store>,
         config: ServerConfig,
         clock: Arc<dyn Clock>,
-        semantic: Option<Arc<Semantic>>,
+        semantic: Option<Arc<Similarity>>,
     ) -> Self {
         let mut stages: Vec<Arc<dyn Stage>> = vec![Arc::new(KeyStage), Arc::new(ExactStage)];
         if let Some(s) = &semantic {
@@ -125,6 +126,16 @@ impl Engine {
             }
         }
         Ok(swept.len())
+    }
+
+    /// At shutdown, after the last check: waits for the background embeddings and index
+    /// builds, then writes the buffered counters and verdict log.
+    pub async fn drain(&self) -> Result<(), crate::error::IdemError> {
+        if let Some(s) = &self.semantic {
+            s.drain().await;
+        }
+        self.flush_stats().await?;
+        self.flush_check_log().await
     }
 
     /// Writes buffered counters to the store.

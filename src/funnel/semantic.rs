@@ -8,7 +8,7 @@ use super::text::compare;
 use super::{CheckContext, Finding, Found, Stage, StageKind};
 use crate::error::IdemError;
 use crate::record::vector_id;
-use crate::semantic::Semantic;
+use crate::index::ScopeIndexes;
 
 /// Nearest neighbours examined per check.
 const TOP_K: usize = 8;
@@ -17,13 +17,15 @@ const TOP_K: usize = 8;
 /// are searched, and a candidate whose text names other values (see `text::Conflict`) is
 /// never a match; a reordering of the same words is at most borderline.
 pub struct SemanticStage {
-    state: Arc<Semantic>,
+    indexes: Arc<ScopeIndexes>,
+    /// Whether an embedder is configured at all (else the stage says it is skipped).
+    embedder: bool,
 }
 
 impl SemanticStage {
-    /// The stage over the shared embedder and indexes.
-    pub fn new(state: Arc<Semantic>) -> Self {
-        Self { state }
+    /// The stage over the per-scope vector indexes (the engine embeds the call before).
+    pub fn new(indexes: Arc<ScopeIndexes>, embedder: bool) -> Self {
+        Self { indexes, embedder }
     }
 }
 
@@ -39,7 +41,7 @@ impl Stage for SemanticStage {
             ctx.note = Some("skipped_no_free_text".into());
             return Ok(Finding::Pass);
         }
-        if !self.state.has_embedder() {
+        if !self.embedder {
             ctx.note = Some("skipped_no_embedder".into());
             return Ok(Finding::Pass);
         }
@@ -70,9 +72,13 @@ impl Stage for SemanticStage {
             .map(|(i, r)| (vector_id(&r.id), i))
             .collect();
         let hits = self
-            .state
+            .indexes
             .search(&ctx.match_scope, &query, TOP_K.min(by_vid.len()), &|vid| {
                 by_vid.contains_key(&vid)
+            })
+            .unwrap_or_else(|e| {
+                tracing::error!(%e, "vector search failed");
+                Vec::new()
             });
         let (dup, border) = (
             ctx.settings.semantic_duplicate,

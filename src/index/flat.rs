@@ -1,25 +1,34 @@
-//! Exact nearest-neighbour search by scanning every vector.
+//! Nearest-neighbour search by scanning every vector, stored as int8 (`int8.rs`).
 //!
-//! Vectors sit in one contiguous `Vec<f32>` (row i = slot i) so the scan streams through memory.
-//! Removal is real, not a tombstone: the last row moves into the hole, so the scan never visits a
-//! dead vector. Exact and cheap for small scopes; `AdaptiveIndex` switches to HNSW past a size.
+//! Codes sit in one contiguous `Vec<i8>` (row i = slot i) so the scan streams through memory, a
+//! quarter of the bytes of f32; scores are the query's dot product with each quantised vector
+//! (within about 0.003 of the f32 cosine). Removal is real, not a tombstone: the last row moves
+//! into the hole, so the scan never visits a dead vector. Storage grows by an eighth at a time,
+//! not by doubling, so at most about 12 % of it is slack.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use rustc_hash::FxHashMap;
 
 use super::VectorIndex;
-use crate::embed::cosine;
+use super::int8;
 
-/// Exact top-k by full scan over contiguous storage.
+/// Rows added at least when storage grows.
+const MIN_GROWTH: usize = 256;
+
+/// Top-k by full scan over contiguous int8 storage.
 #[derive(Debug, Clone)]
 pub struct FlatIndex {
     dim: usize,
-    /// Row-major vectors, `dim` floats per slot.
-    data: Vec<f32>,
+    /// Row-major quantised vectors, `dim` codes per slot.
+    codes: Vec<i8>,
+    /// Slot → scale of its codes.
+    scales: Vec<f32>,
     /// Slot → id.
     ids: Vec<u64>,
-    /// Id → slot.
-    slots: HashMap<u64, usize>,
+    /// Id → slot (ids are hashes already: the cheap Fx hasher is enough).
+    slots: FxHashMap<u64, u32>,
 }
 
 impl FlatIndex {
@@ -27,9 +36,10 @@ impl FlatIndex {
     pub fn new(dim: usize) -> Self {
         Self {
             dim,
-            data: Vec::new(),
+            codes: Vec::new(),
+            scales: Vec::new(),
             ids: Vec::new(),
-            slots: HashMap::new(),
+            slots: FxHashMap::default(),
         }
     }
 
@@ -38,16 +48,40 @@ impl FlatIndex {
         self.dim
     }
 
-    /// Every stored (id, vector), in storage order; used to migrate to another index.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &[f32])> + '_ {
-        self.ids
-            .iter()
-            .copied()
-            .zip(self.data.chunks_exact(self.dim.max(1)))
+    /// Every stored (id, vector), dequantised, in storage order; used to migrate to HNSW.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Vec<f32>)> + '_ {
+        (0..self.ids.len()).map(|slot| {
+            let (codes, scale) = self.row(slot);
+            (self.ids[slot], int8::dequantize(codes, scale))
+        })
     }
 
-    fn row(&self, slot: usize) -> &[f32] {
-        &self.data[slot * self.dim..(slot + 1) * self.dim]
+    /// Bytes held by the index's own storage (capacity, not length), for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.codes.capacity()
+            + self.scales.capacity() * 4
+            + self.ids.capacity() * 8
+            // hashbrown: key, value and one control byte per bucket.
+            + self.slots.capacity() * (8 + 4 + 1)
+    }
+
+    fn row(&self, slot: usize) -> (&[i8], f32) {
+        (
+            &self.codes[slot * self.dim..(slot + 1) * self.dim],
+            self.scales[slot],
+        )
+    }
+
+    /// Makes room for one more row, growing by an eighth (not doubling) when full.
+    fn reserve_row(&mut self) {
+        let rows = self.ids.len();
+        if rows < self.ids.capacity() && self.codes.capacity() >= (rows + 1) * self.dim {
+            return;
+        }
+        let more = (rows / 8).max(MIN_GROWTH);
+        self.ids.reserve_exact(more);
+        self.scales.reserve_exact(more);
+        self.codes.reserve_exact(more * self.dim);
     }
 }
 
@@ -56,14 +90,23 @@ impl VectorIndex for FlatIndex {
         if !super::dimension_fits(self.dim, vector) {
             return;
         }
+        let (codes, scale) = int8::quantize(vector);
         match self.slots.get(&id) {
             Some(&slot) => {
-                self.data[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(vector);
+                let slot = slot as usize;
+                self.codes[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(&codes);
+                self.scales[slot] = scale;
             }
             None => {
-                self.slots.insert(id, self.ids.len());
+                let Ok(slot) = u32::try_from(self.ids.len()) else {
+                    tracing::error!("a flat index holds at most 2^32 vectors; vector refused");
+                    return;
+                };
+                self.reserve_row();
+                self.slots.insert(id, slot);
                 self.ids.push(id);
-                self.data.extend_from_slice(vector);
+                self.scales.push(scale);
+                self.codes.extend_from_slice(&codes);
             }
         }
     }
@@ -72,16 +115,19 @@ impl VectorIndex for FlatIndex {
         let Some(slot) = self.slots.remove(&id) else {
             return;
         };
+        let (slot32, slot) = (slot, slot as usize);
         let last = self.ids.len() - 1;
         if slot != last {
             let moved = self.ids[last];
-            self.data
+            self.codes
                 .copy_within(last * self.dim..(last + 1) * self.dim, slot * self.dim);
+            self.scales[slot] = self.scales[last];
             self.ids[slot] = moved;
-            self.slots.insert(moved, slot);
+            self.slots.insert(moved, slot32);
         }
         self.ids.truncate(last);
-        self.data.truncate(last * self.dim);
+        self.scales.truncate(last);
+        self.codes.truncate(last * self.dim);
     }
 
     fn contains(&self, id: u64) -> bool {
@@ -94,7 +140,8 @@ impl VectorIndex for FlatIndex {
         }
         let mut top = TopK::new(k);
         for (slot, &id) in self.ids.iter().enumerate() {
-            let score = cosine(query, self.row(slot));
+            let (codes, scale) = self.row(slot);
+            let score = int8::dot(query, codes, scale);
             // `keep` may cost a lookup: ask only for vectors that would enter the top k.
             if top.admits(score) && keep(id) {
                 top.push(id, score);

@@ -134,36 +134,35 @@ impl HnswIndex {
     /// A fresh graph of the live vectors only, dropping every tombstone. O(n log n): run it
     /// where blocking is fine.
     pub fn rebuilt(&self) -> Self {
-        let points = self.live_points();
-        Self::build(
-            self.dim,
-            self.params,
-            points.iter().map(|(id, point)| (*id, point.get_v())),
-        )
+        self.live().build(self.params)
     }
 
     /// Calls `f` with every live (id, vector), read back from the graph (no copy kept here).
-    pub fn for_each_live(&self, mut f: impl FnMut(u64, &[f32])) {
-        for (id, point) in self.live_points() {
-            f(id, point.get_v());
-        }
+    pub fn for_each_live(&self, f: impl FnMut(u64, &[f32])) {
+        self.live().for_each(f);
     }
 
-    /// Handles on the graph's live points (their vectors are shared, not copied).
-    fn live_points(&self) -> Vec<(u64, Arc<Point<'static, f32>>)> {
-        if self.graph.get_nb_point() == 0 {
+    /// Handles on the graph's live points (their vectors are shared, not copied), detached from
+    /// the graph so a rebuild can run while it keeps serving.
+    pub fn live(&self) -> LivePoints {
+        let points = if self.graph.get_nb_point() == 0 {
             // hnsw_rs's point iterator panics on an empty graph.
-            return Vec::new();
+            Vec::new()
+        } else {
+            self.graph
+                .get_point_indexation()
+                .into_iter()
+                .filter_map(|point| {
+                    let slot = point.get_origin_id();
+                    let live = self.live.get(slot).copied().unwrap_or(false);
+                    live.then(|| (self.ids[slot], point))
+                })
+                .collect()
+        };
+        LivePoints {
+            dim: self.dim,
+            points,
         }
-        self.graph
-            .get_point_indexation()
-            .into_iter()
-            .filter_map(|point| {
-                let slot = point.get_origin_id();
-                let live = self.live.get(slot).copied().unwrap_or(false);
-                live.then(|| (self.ids[slot], point))
-            })
-            .collect()
     }
 
     /// Changes the search candidate list size (recall against speed) without a rebuild.
@@ -204,6 +203,45 @@ impl HnswIndex {
             .filter(|&(id, _)| keep(id))
             .collect();
         (hits, exhausted)
+    }
+}
+
+/// The live (id, point) pairs of a graph at one moment; the vectors are shared with the graph.
+pub struct LivePoints {
+    dim: usize,
+    points: Vec<(u64, Arc<Point<'static, f32>>)>,
+}
+
+impl LivePoints {
+    /// Live vectors.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// Dimension of the vectors.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Calls `f` with every (id, vector).
+    pub fn for_each(&self, mut f: impl FnMut(u64, &[f32])) {
+        for (id, point) in &self.points {
+            f(*id, point.get_v());
+        }
+    }
+
+    /// A fresh graph of these vectors. Blocking, O(n log n).
+    pub fn build(&self, params: HnswParams) -> HnswIndex {
+        HnswIndex::build(
+            self.dim,
+            params,
+            self.points.iter().map(|(id, point)| (*id, point.get_v())),
+        )
     }
 }
 

@@ -1,14 +1,18 @@
 //! Vector indexes for the semantic stage: nearest stored embeddings of a query, by cosine.
 //!
 //! A scope holds an `AdaptiveIndex`: an exact `FlatIndex` while small (faster than a graph up to
-//! ~50k vectors), an `HnswIndex` past `hnsw_threshold`. Migrating or rebuilding a graph blocks
-//! for seconds to minutes: inline by default, or off the request path (`reshape_inline`).
+//! ~50k vectors), an `HnswIndex` past `hnsw_threshold`. Migrating or rebuilding a graph takes
+//! seconds to minutes, so `ScopeIndexes` (the per-scope map) builds it beside the live index
+//! and swaps it in when done; `reshape_inline` does it in place, for single-owner uses.
 
 pub mod flat;
 pub mod hnsw;
+pub mod int8;
+pub mod scopes;
 
 pub use flat::FlatIndex;
 pub use hnsw::{DotDistance, HnswIndex, HnswParams};
+pub use scopes::{IndexCounts, IndexError, ScopeIndexes};
 
 /// One vector index over normalised f32 vectors, keyed by u64 ids.
 ///
@@ -20,10 +24,10 @@ pub trait VectorIndex: Send + Sync {
     fn insert(&mut self, id: u64, vector: &[f32]);
     /// Marks an id deleted (tombstone); searches skip it.
     fn remove(&mut self, id: u64);
+    /// Whether `id` is live.
+    fn contains(&self, id: u64) -> bool;
     /// Top-k (id, cosine) with cosine descending, skipping ids for which `keep` returns false.
     fn search(&self, query: &[f32], k: usize, keep: &dyn Fn(u64) -> bool) -> Vec<(u64, f32)>;
-    /// Whether `id` has a live vector.
-    fn contains(&self, id: u64) -> bool;
     /// Live vectors.
     fn len(&self) -> usize;
     /// Whether no vector is live.
@@ -51,8 +55,9 @@ pub struct IndexConfig {
     /// Share of stored vectors that may be tombstones before the graph is rebuilt.
     pub tombstone_rebuild_ratio: f64,
     /// Whether `insert` and `remove` migrate or rebuild in place when due (simple, but the call
-    /// then blocks for the whole build). When false they never do; the owner polls
-    /// `needs_reshape` and swaps in `reshaped()`, built off the request path.
+    /// then blocks for the whole build: for benches and single-owner uses). When false (the
+    /// default) they never do; the owner polls `needs_reshape` and swaps in a build of
+    /// `reshape_job()` made off the request path, as `ScopeIndexes` does.
     pub reshape_inline: bool,
 }
 
@@ -64,7 +69,7 @@ impl Default for IndexConfig {
             ef_construction: 200,
             ef_search: 128,
             tombstone_rebuild_ratio: 0.25,
-            reshape_inline: true,
+            reshape_inline: false,
         }
     }
 }
@@ -145,42 +150,28 @@ impl AdaptiveIndex {
         }
     }
 
-    /// A copy with the due migration or rebuild done, `None` when none is due. Reads `self`
-    /// only, so it can run in `spawn_blocking` on a snapshot while the original serves searches;
-    /// the owner replays the writes made meanwhile before swapping. Blocking, up to minutes.
+    /// A copy with the due migration or rebuild done, `None` when none is due. Blocking, up to
+    /// minutes; see [`AdaptiveIndex::reshape_job`] to build it without holding `self`.
     pub fn reshaped(&self) -> Option<Self> {
+        self.reshape_job().map(ReshapeJob::build)
+    }
+
+    /// The input of the due migration or rebuild, copied out of `self` (the flat vectors, or
+    /// shared handles on the graph's live points), `None` when none is due. Cheap next to the
+    /// build itself, so an owner takes it under its lock and builds with the lock released.
+    pub fn reshape_job(&self) -> Option<ReshapeJob> {
         if !self.needs_reshape() {
             return None;
         }
-        let config = &self.config;
-        let inner = match &self.inner {
-            Inner::Flat(flat) => {
-                tracing::info!(vectors = flat.len(), "vector index moves to HNSW");
-                Inner::Hnsw(HnswIndex::build(
-                    flat.dim(),
-                    config.hnsw_params(),
-                    flat.iter(),
-                ))
-            }
+        let config = self.config.clone();
+        let input = match &self.inner {
+            Inner::Flat(flat) => ReshapeInput::ToHnsw(flat.clone()),
             Inner::Hnsw(hnsw) if hnsw.len() < config.hnsw_threshold / 2 => {
-                tracing::info!(live = hnsw.len(), "vector index moves back to flat");
-                let mut flat = FlatIndex::new(hnsw.dim());
-                hnsw.for_each_live(|id, vector| flat.insert(id, vector));
-                Inner::Flat(flat)
+                ReshapeInput::ToFlat(hnsw.live())
             }
-            Inner::Hnsw(hnsw) => {
-                tracing::info!(
-                    live = hnsw.len(),
-                    tombstones = hnsw.tombstones(),
-                    "vector index rebuilds its graph"
-                );
-                Inner::Hnsw(hnsw.rebuilt())
-            }
+            Inner::Hnsw(hnsw) => ReshapeInput::Rebuild(hnsw.live()),
         };
-        Some(Self {
-            config: config.clone(),
-            inner,
-        })
+        Some(ReshapeJob { config, input })
     }
 
     fn index(&self) -> &dyn VectorIndex {
@@ -218,12 +209,12 @@ impl VectorIndex for AdaptiveIndex {
         self.reshape_inline();
     }
 
-    fn search(&self, query: &[f32], k: usize, keep: &dyn Fn(u64) -> bool) -> Vec<(u64, f32)> {
-        self.index().search(query, k, keep)
-    }
-
     fn contains(&self, id: u64) -> bool {
         self.index().contains(id)
+    }
+
+    fn search(&self, query: &[f32], k: usize, keep: &dyn Fn(u64) -> bool) -> Vec<(u64, f32)> {
+        self.index().search(query, k, keep)
     }
 
     fn len(&self) -> usize {
@@ -232,6 +223,68 @@ impl VectorIndex for AdaptiveIndex {
 
     fn is_empty(&self) -> bool {
         self.index().is_empty()
+    }
+}
+
+/// A due migration or rebuild of an [`AdaptiveIndex`], detached from it: [`ReshapeJob::build`]
+/// runs on any thread while the original keeps serving.
+pub struct ReshapeJob {
+    config: IndexConfig,
+    input: ReshapeInput,
+}
+
+enum ReshapeInput {
+    /// A copy of the flat index that reached `hnsw_threshold`.
+    ToHnsw(FlatIndex),
+    /// The live points of a graph that shrank below half the threshold.
+    ToFlat(hnsw::LivePoints),
+    /// The live points of a graph with too many tombstones.
+    Rebuild(hnsw::LivePoints),
+}
+
+impl std::fmt::Debug for ReshapeJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, n) = match &self.input {
+            ReshapeInput::ToHnsw(flat) => ("to_hnsw", flat.len()),
+            ReshapeInput::ToFlat(live) => ("to_flat", live.len()),
+            ReshapeInput::Rebuild(live) => ("rebuild", live.len()),
+        };
+        f.debug_struct("ReshapeJob")
+            .field("kind", &kind)
+            .field("vectors", &n)
+            .finish()
+    }
+}
+
+impl ReshapeJob {
+    /// Builds the reshaped index. Blocking and CPU-heavy (a graph build uses every core): run it
+    /// off the tokio workers.
+    pub fn build(self) -> AdaptiveIndex {
+        let config = self.config;
+        let inner = match self.input {
+            ReshapeInput::ToHnsw(flat) => {
+                tracing::info!(vectors = flat.len(), "vector index moves to HNSW");
+                let (dim, vectors): (usize, Vec<(u64, Vec<f32>)>) =
+                    (flat.dim(), flat.iter().collect());
+                drop(flat);
+                Inner::Hnsw(HnswIndex::build(
+                    dim,
+                    config.hnsw_params(),
+                    vectors.iter().map(|(id, v)| (*id, v.as_slice())),
+                ))
+            }
+            ReshapeInput::ToFlat(live) => {
+                tracing::info!(live = live.len(), "vector index moves back to flat");
+                let mut flat = FlatIndex::new(live.dim());
+                live.for_each(|id, vector| flat.insert(id, vector));
+                Inner::Flat(flat)
+            }
+            ReshapeInput::Rebuild(live) => {
+                tracing::info!(live = live.len(), "vector index rebuilds its graph");
+                Inner::Hnsw(live.build(config.hnsw_params()))
+            }
+        };
+        AdaptiveIndex { config, inner }
     }
 }
 
@@ -276,13 +329,15 @@ pub(crate) mod testdata {
 /// The behaviour every `VectorIndex` keeps, run against each implementation.
 #[cfg(test)]
 macro_rules! vector_index_suite {
-    ($suite:ident, $make:expr) => {
+    ($suite:ident, $tolerance:expr, $make:expr) => {
         mod $suite {
             use super::testdata::unit_vectors;
             use super::*;
             use crate::embed::cosine;
 
             const DIM: usize = 32;
+            /// How far a score may be from the f32 cosine (int8 storage rounds).
+            const TOL: f32 = $tolerance;
 
             fn filled(n: usize) -> (Box<dyn VectorIndex>, Vec<Vec<f32>>) {
                 let make: fn() -> Box<dyn VectorIndex> = $make;
@@ -301,7 +356,7 @@ macro_rules! vector_index_suite {
                 for id in [0usize, 57, 199] {
                     let hits = index.search(&vectors[id], 1, &|_| true);
                     assert_eq!(hits[0].0, id as u64);
-                    assert!((hits[0].1 - 1.0).abs() < 1e-4, "{hits:?}");
+                    assert!((hits[0].1 - 1.0).abs() < TOL, "{hits:?}");
                 }
             }
 
@@ -320,7 +375,7 @@ macro_rules! vector_index_suite {
                 }
                 for (id, score) in &hits {
                     let truth = cosine(query, &vectors[*id as usize]);
-                    assert!((truth - score).abs() < 1e-4);
+                    assert!((truth - score).abs() < TOL, "{truth} vs {score}");
                 }
             }
 
@@ -353,7 +408,7 @@ macro_rules! vector_index_suite {
                 let hits = index.search(&vectors[6], 2, &|_| true);
                 let ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
                 assert!(ids.contains(&5) && ids.contains(&6), "{hits:?}");
-                assert!(hits.iter().all(|h| (h.1 - 1.0).abs() < 1e-4));
+                assert!(hits.iter().all(|h| (h.1 - 1.0).abs() < TOL));
                 let old = index.search(&vectors[5], 1, &|_| true);
                 assert_ne!(old[0].0, 5);
             }
@@ -368,7 +423,7 @@ macro_rules! vector_index_suite {
                 }
                 let hits = index.search(v, 5, &|_| true);
                 assert_eq!(hits.len(), 5);
-                assert!(hits.iter().all(|h| (h.1 - 1.0).abs() < 1e-4), "{hits:?}");
+                assert!(hits.iter().all(|h| (h.1 - 1.0).abs() < TOL), "{hits:?}");
             }
 
             #[test]
@@ -390,18 +445,19 @@ macro_rules! vector_index_suite {
 }
 
 #[cfg(test)]
-vector_index_suite!(flat_suite, || Box::new(FlatIndex::new(DIM)));
+vector_index_suite!(flat_suite, 0.01, || Box::new(FlatIndex::new(DIM)));
 #[cfg(test)]
-vector_index_suite!(hnsw_suite, || Box::new(HnswIndex::new(
+vector_index_suite!(hnsw_suite, 1e-4, || Box::new(HnswIndex::new(
     DIM,
     HnswParams::default(),
     0
 )));
 #[cfg(test)]
-vector_index_suite!(adaptive_suite, || Box::new(AdaptiveIndex::new(
+vector_index_suite!(adaptive_suite, 0.01, || Box::new(AdaptiveIndex::new(
     DIM,
     IndexConfig {
         hnsw_threshold: 100,
+        reshape_inline: true,
         ..IndexConfig::default()
     }
 )));
@@ -415,6 +471,7 @@ mod tests {
     fn adaptive_moves_to_hnsw_past_the_threshold_and_still_finds_vectors() {
         let config = IndexConfig {
             hnsw_threshold: 300,
+            reshape_inline: true,
             ..IndexConfig::default()
         };
         let vectors = unit_vectors(400, 64, 3);
@@ -436,6 +493,7 @@ mod tests {
         let config = IndexConfig {
             hnsw_threshold: 200,
             tombstone_rebuild_ratio: 0.25,
+            reshape_inline: true,
             ..IndexConfig::default()
         };
         let vectors = unit_vectors(400, 32, 5);

@@ -195,9 +195,52 @@ async fn sweep_removes_expired_records_and_their_indexes(s: Arc<dyn Store>) {
     );
     let v = s.vectors(20_000).await.unwrap();
     assert_eq!(v.len(), 1);
-    assert_eq!(v[0].vector, vec![0.5; 4]);
+    assert_near(&v[0].vector, &[0.5; 4]);
     assert!(s.vectors(60_000).await.unwrap().is_empty());
     assert_eq!(s.sweep(20_000).await.unwrap().len(), 0);
+}
+
+/// Backends may store vectors compactly (int8): equal within a hundredth per coordinate.
+fn assert_near(got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    assert!(
+        got.iter().zip(want).all(|(g, w)| (g - w).abs() < 0.01),
+        "{got:?} vs {want:?}"
+    );
+}
+
+async fn put_embedding_writes_only_the_embedding(s: Arc<dyn Store>) {
+    let r = rec("s1", 1, 1000);
+    s.insert(&r).await.unwrap();
+    // The background embedder read the record (in progress) before the caller completed it...
+    let read = s.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(read.status, CallStatus::InProgress);
+    let mut done = read.clone();
+    done.status = CallStatus::Succeeded;
+    done.result_json = Some("{\"sent\":true}".into());
+    s.update(&done).await.unwrap();
+    // ...and writes its embedding after the Complete: the Complete stays.
+    assert!(s.put_embedding(&r.id, &[0.6, 0.8]).await.unwrap());
+    let now = s.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(now.status, CallStatus::Succeeded);
+    assert_eq!(now.result_json.as_deref(), Some("{\"sent\":true}"));
+    let v = s.vectors(2000).await.unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].id, r.id);
+    assert_near(&v[0].vector, &[0.6, 0.8]);
+    // A later update that carries no embedding keeps the stored one.
+    s.update(&done).await.unwrap();
+    assert_eq!(s.vectors(2000).await.unwrap().len(), 1);
+}
+
+async fn put_embedding_of_a_swept_record_stores_nothing(s: Arc<dyn Store>) {
+    let r = rec("s1", 1, 0);
+    s.insert(&r).await.unwrap();
+    assert_eq!(s.sweep(r.expires_at_ms).await.unwrap().len(), 1);
+    assert!(!s.put_embedding(&r.id, &[1.0, 0.0]).await.unwrap());
+    assert!(!s.put_embedding("never-existed", &[1.0, 0.0]).await.unwrap());
+    assert!(s.vectors(0).await.unwrap().is_empty());
+    assert!(s.get(&r.id).await.unwrap().is_none());
 }
 
 async fn sessions_and_stats_round_trip(s: Arc<dyn Store>) {
@@ -233,6 +276,8 @@ async fn run_all(make: impl Fn() -> Arc<dyn Store>) {
     candidates_are_windowed_and_newest_first(make()).await;
     list_pages_newest_first_with_status_filter(make()).await;
     sweep_removes_expired_records_and_their_indexes(make()).await;
+    put_embedding_writes_only_the_embedding(make()).await;
+    put_embedding_of_a_swept_record_stores_nothing(make()).await;
     sessions_and_stats_round_trip(make()).await;
 }
 

@@ -9,7 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableHandle,
+};
 
 use super::{
     Candidate, CheckLog, Feedback, ListQuery, Page, SEP, StatsSnapshot, Store, StoreError,
@@ -33,6 +36,19 @@ const STATS: TableDefinition<&str, &str> = TableDefinition::new("stats");
 const CHECKS: TableDefinition<&str, &str> = TableDefinition::new("checks");
 const CHECK_EXPIRY: TableDefinition<&str, ()> = TableDefinition::new("check_expiry");
 const FEEDBACK: TableDefinition<&str, &str> = TableDefinition::new("feedback");
+
+/// What one table of the embedded store holds on disk.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableUsage {
+    pub name: String,
+    pub entries: u64,
+    /// Bytes of keys and values, without the B-tree's own.
+    pub stored_bytes: u64,
+    /// Leaf and branch pages (4 KiB each).
+    pub pages: u64,
+    /// Bytes of those pages left unused.
+    pub fragmented_bytes: u64,
+}
 
 /// The redb-backed store.
 #[derive(Clone)]
@@ -109,14 +125,26 @@ fn bytes_to_vec(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// redb's page cache when none is configured (`store_cache_mb`); redb's own default is 1 GiB,
+/// which lets the cache grow with the store until it holds most of the file.
+pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 impl EmbeddedStore {
-    /// Opens (or creates) `dir/idem.redb`.
+    /// Opens (or creates) `dir/idem.redb` with the default page cache.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) `dir/idem.redb`; redb's page cache (reads and the write buffer) holds
+    /// at most `cache_bytes`.
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Backend(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
         let path = dir.join("idem.redb");
-        let db = Database::create(&path)
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(&path)
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(be)?;
         {
@@ -135,6 +163,40 @@ impl EmbeddedStore {
         }
         tx.commit().map_err(be)?;
         Ok(Self { db: Arc::new(db) })
+    }
+
+    /// What each table holds on disk (entries, bytes of keys and values, pages), for
+    /// measuring where the bytes of a stored call go. Blocking.
+    pub fn table_usage(&self) -> Result<Vec<TableUsage>, StoreError> {
+        fn usage<K: redb::Key + 'static, V: redb::Value + 'static>(
+            tx: &redb::ReadTransaction,
+            def: TableDefinition<K, V>,
+        ) -> Result<TableUsage, StoreError> {
+            let t = tx.open_table(def).map_err(be)?;
+            let stats = t.stats().map_err(be)?;
+            Ok(TableUsage {
+                name: def.name().to_string(),
+                entries: t.len().map_err(be)?,
+                stored_bytes: stats.stored_bytes(),
+                pages: stats.leaf_pages() + stats.branch_pages(),
+                fragmented_bytes: stats.fragmented_bytes(),
+            })
+        }
+        let tx = self.db.begin_read().map_err(be)?;
+        Ok(vec![
+            usage(&tx, RECORDS)?,
+            usage(&tx, EMBEDDINGS)?,
+            usage(&tx, CANDIDATES)?,
+            usage(&tx, BY_KEY)?,
+            usage(&tx, BY_EXACT)?,
+            usage(&tx, BY_SESSION)?,
+            usage(&tx, EXPIRY)?,
+            usage(&tx, SESSIONS)?,
+            usage(&tx, STATS)?,
+            usage(&tx, CHECKS)?,
+            usage(&tx, CHECK_EXPIRY)?,
+            usage(&tx, FEEDBACK)?,
+        ])
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -277,6 +339,32 @@ impl Store for EmbeddedStore {
                 }
             }
             tx.commit().map_err(be)
+        })
+        .await
+    }
+
+    async fn put_embedding(&self, id: &str, vector: &[f32]) -> Result<bool, StoreError> {
+        let (id, bytes) = (id.to_string(), vec_to_bytes(vector));
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(be)?;
+            {
+                // Same transaction as the existence check: a sweep cannot slip in between.
+                if tx
+                    .open_table(RECORDS)
+                    .map_err(be)?
+                    .get(id.as_str())
+                    .map_err(be)?
+                    .is_none()
+                {
+                    return Ok(false);
+                }
+                tx.open_table(EMBEDDINGS)
+                    .map_err(be)?
+                    .insert(id.as_str(), bytes.as_slice())
+                    .map_err(be)?;
+            }
+            tx.commit().map_err(be)?;
+            Ok(true)
         })
         .await
     }

@@ -89,6 +89,15 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn put_embedding(&self, id: &str, vector: &[f32]) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        let Some(r) = g.records.get_mut(id) else {
+            return Ok(false);
+        };
+        r.embedding = Some(vector.to_vec());
+        Ok(true)
+    }
+
     async fn get(&self, id: &str) -> Result<Option<Record>, StoreError> {
         Ok(self.lock()?.records.get(id).cloned())
     }

@@ -14,7 +14,7 @@ mod stats;
 #[cfg(test)]
 mod conformance;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{DEFAULT_CACHE_BYTES, EmbeddedStore, TableUsage};
 pub use feedback::{CheckLog, Feedback};
 pub use memory::MemoryStore;
 pub use stats::{StatsDelta, StatsSnapshot};
@@ -102,6 +102,10 @@ pub trait Store: Send + Sync + 'static {
     async fn insert(&self, record: &Record) -> Result<(), StoreError>;
     /// Replaces an existing record by id; durable when this returns.
     async fn update(&self, record: &Record) -> Result<(), StoreError>;
+    /// Stores the embedding of an existing record, touching nothing else of it (a background
+    /// embedding must not undo a `Complete` made since the record was read); durable when this
+    /// returns. `Ok(false)` when the record is gone (swept): the caller then indexes nothing.
+    async fn put_embedding(&self, id: &str, vector: &[f32]) -> Result<bool, StoreError>;
     /// One record by id (expired records are returned until swept).
     async fn get(&self, id: &str) -> Result<Option<Record>, StoreError>;
     /// The newest record of `scope` that carried idempotency key `key`.

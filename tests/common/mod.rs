@@ -152,7 +152,7 @@ pub fn semantic_config() -> ServerConfig {
 /// An engine with the whole funnel over `store`, a manual clock and `config`.
 pub fn semantic_engine(store: Arc<dyn Store>, config: ServerConfig) -> (Arc<Engine>, ManualClock) {
     let clock = ManualClock::new(1_700_000_000_000);
-    let semantic = idem::semantic::Semantic::from_config(&config)
+    let semantic = idem::engine::Similarity::from_config(&config)
         .unwrap_or_else(|e| panic!("model files missing? run `make models`: {e}"));
     let c: Arc<dyn Clock> = Arc::new(clock.clone());
     (

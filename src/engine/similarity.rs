@@ -1,0 +1,215 @@
+//! What the similarity stages share, assembled once from the config and owned by the engine:
+//! the embedding service, the per-scope vector indexes and the verifier; and the background
+//! backfill that embeds calls recorded without an embedding.
+//!
+//! Each stage gets only its part (fuzzy nothing, semantic the indexes, verify the verifier);
+//! the engine embeds before the lock and backfills after a NEW. Backfills are tracked tasks,
+//! bounded in number, drained at shutdown, and write only the embedding (`put_embedding`), so
+//! a `Complete` made meanwhile is never undone.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Millis;
+use crate::config::ServerConfig;
+use crate::embed::{EMBEDDING_DIM, EmbedService};
+use crate::error::IdemError;
+use crate::funnel::{FuzzyStage, SemanticStage, Stage, Verifier, VerifyStage};
+use crate::index::{IndexConfig, ScopeIndexes};
+use crate::record::{Record, vector_id};
+use crate::store::{Store, StoreError};
+
+/// Backfill embeddings allowed at once (queued or running); more are dropped, and a later
+/// check that needs such a call's vector embeds it then.
+const MAX_BACKFILLS: usize = 64;
+
+/// Embedding service, indexes, verifier and backfills.
+pub struct Similarity {
+    embed: Option<Arc<EmbedService>>,
+    indexes: Arc<ScopeIndexes>,
+    verifier: Option<Arc<Verifier>>,
+    backfills: TaskTracker,
+    backfill_slots: Arc<Semaphore>,
+}
+
+impl Similarity {
+    /// Parts over `embed` (None: fuzzy only) and an optional verifier.
+    pub fn new(
+        embed: Option<Arc<EmbedService>>,
+        index_config: IndexConfig,
+        verifier: Option<Verifier>,
+    ) -> Self {
+        let dim = embed.as_ref().map_or(EMBEDDING_DIM, |e| e.dim());
+        Self {
+            embed,
+            indexes: Arc::new(ScopeIndexes::new(dim, index_config)),
+            verifier: verifier.map(Arc::new),
+            backfills: TaskTracker::new(),
+            backfill_slots: Arc::new(Semaphore::new(MAX_BACKFILLS)),
+        }
+    }
+
+    /// Builds the parts from the server config. Fails (no panic) when the local model files
+    /// are missing, naming the file and the command that fetches it.
+    pub fn from_config(config: &ServerConfig) -> Result<Option<Arc<Self>>, IdemError> {
+        let embed = EmbedService::from_config(&config.semantic)?;
+        let verifier = match &config.verifier.base_url {
+            Some(url) => Some(
+                Verifier::new(
+                    url,
+                    &config.verifier.model,
+                    std::env::var(&config.verifier.api_key_env).ok(),
+                )
+                .map_err(|e| IdemError::InvalidArgument(format!("verifier: {e}")))?,
+            ),
+            None => None,
+        };
+        let index_config = IndexConfig {
+            hnsw_threshold: config.semantic.hnsw_threshold,
+            ..IndexConfig::default()
+        };
+        Ok(Some(Arc::new(Self::new(embed, index_config, verifier))))
+    }
+
+    /// The similarity stages, in funnel order, each with only what it uses.
+    pub fn stages(&self) -> Vec<Arc<dyn Stage>> {
+        vec![
+            Arc::new(FuzzyStage),
+            Arc::new(SemanticStage::new(
+                self.indexes.clone(),
+                self.embed.is_some(),
+            )),
+            Arc::new(VerifyStage::new(self.verifier.clone())),
+        ]
+    }
+
+    /// The embedding service, when an embedder is configured.
+    pub fn embedder(&self) -> Option<&Arc<EmbedService>> {
+        self.embed.as_ref()
+    }
+
+    /// The per-scope vector indexes (sizes for metrics, builds to drain at shutdown).
+    pub fn indexes(&self) -> &Arc<ScopeIndexes> {
+        &self.indexes
+    }
+
+    /// Runs a few embeddings so the first real checks do not pay the model's warm-up.
+    pub async fn warm_up(&self) {
+        if let Some(e) = &self.embed {
+            e.warm_up().await;
+        }
+    }
+
+    /// Whether the call `call_id` of `scope` has a vector in the index (a poisoned index
+    /// reads as "no": the caller embeds it again, and the error is logged).
+    pub fn has_vector(&self, scope: &str, call_id: &str) -> bool {
+        self.indexes
+            .contains(scope, vector_id(call_id))
+            .unwrap_or_else(|e| {
+                tracing::error!(%e, "vector index lookup failed");
+                false
+            })
+    }
+
+    /// Adds a call's vector to its scope's index, off the tokio workers (an insert into a
+    /// large index takes a while).
+    pub async fn add_vector(&self, scope: &str, call_id: &str, vector: Vec<f32>) {
+        let (indexes, scope, id) = (self.indexes.clone(), scope.to_string(), vector_id(call_id));
+        match tokio::task::spawn_blocking(move || indexes.insert(&scope, id, &vector)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(%e, call = %call_id, "vector index insert failed"),
+            Err(e) => tracing::error!(%e, call = %call_id, "vector index insert panicked"),
+        }
+    }
+
+    /// Adds a newly recorded call to its scope's index. A call recorded without its embedding
+    /// (nothing to compare with, or the deadline) is embedded in the background lane, its
+    /// embedding stored alone, and then indexed, so later rewordings can find it.
+    ///
+    /// A call with its embedding is searchable when this returns (the caller answers NEW after
+    /// it, under the scope lock, so an immediate rewording finds it).
+    pub async fn index_new(&self, record: &Record, store: Arc<dyn Store>) {
+        if let Some(v) = &record.embedding {
+            self.add_vector(&record.match_scope, &record.id, v.clone())
+                .await;
+            return;
+        }
+        let Some(embed) = self.embed.clone() else {
+            return;
+        };
+        if record.free_text.is_empty() {
+            return;
+        }
+        let Ok(slot) = self.backfill_slots.clone().try_acquire_owned() else {
+            tracing::debug!(call = %record.id, "backfills full; the call is embedded when a check needs it");
+            return;
+        };
+        let indexes = self.indexes.clone();
+        let (id, scope, text) = (
+            record.id.clone(),
+            record.match_scope.clone(),
+            record.free_text.clone(),
+        );
+        self.backfills.spawn(async move {
+            let _slot = slot;
+            let v = match embed.embed_background(&text).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(%e, call = %id, "background embedding failed");
+                    return;
+                }
+            };
+            // Only the embedding is written: a Complete meanwhile stays as it is.
+            match store.put_embedding(&id, &v).await {
+                Ok(true) => {}
+                // Swept meanwhile: nothing to index.
+                Ok(false) => return,
+                Err(e) => tracing::warn!(%e, call = %id, "could not store a background embedding"),
+            }
+            let vid = vector_id(&id);
+            match tokio::task::spawn_blocking(move || indexes.insert(&scope, vid, &v)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(%e, call = %id, "vector index insert failed"),
+                Err(e) => tracing::error!(%e, call = %id, "vector index insert panicked"),
+            }
+        });
+    }
+
+    /// Rebuilds every scope's index from the stored embeddings.
+    pub async fn rebuild(&self, store: &dyn Store, now: Millis) -> Result<usize, StoreError> {
+        let vectors = store.vectors(now).await?;
+        let indexes = self.indexes.clone();
+        tokio::task::spawn_blocking(move || {
+            indexes.rebuild(
+                vectors
+                    .into_iter()
+                    .map(|v| (v.match_scope, vector_id(&v.id), v.vector)),
+            )
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("vector index rebuild failed: {e}")))
+    }
+
+    /// Drops swept records from the indexes (and empty scopes altogether). Blocking.
+    pub fn forget(&self, swept: &[(String, String)]) {
+        let ids: Vec<(u64, &str)> = swept
+            .iter()
+            .map(|(id, scope)| (vector_id(id), scope.as_str()))
+            .collect();
+        if let Err(e) = self.indexes.forget(&ids) {
+            tracing::error!(%e, "vector index clean-up after a sweep failed");
+        }
+    }
+
+    /// Stops taking backfills and waits for those running and for index builds (shutdown).
+    pub async fn drain(&self) {
+        self.backfills.close();
+        self.backfills.wait().await;
+        let indexes = self.indexes.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || indexes.wait_for_builds()).await {
+            tracing::error!(%e, "waiting for index builds failed");
+        }
+    }
+}
