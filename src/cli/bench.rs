@@ -56,16 +56,25 @@ pub struct BenchArgs {
 
 /// Reads `{tool, args}` lines.
 fn read_calls(path: &std::path::Path) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let v: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
         let (Some(tool), Some(args)) = (v["tool"].as_str(), v.get("args")) else {
             anyhow::bail!("{}:{}: want {{\"tool\", \"args\"}}", path.display(), i + 1);
         };
-        anyhow::ensure!(args.is_object(), "{}:{}: args must be an object", path.display(), i + 1);
+        anyhow::ensure!(
+            args.is_object(),
+            "{}:{}: args must be an object",
+            path.display(),
+            i + 1
+        );
         out.push((tool.to_string(), args.clone()));
     }
     anyhow::ensure!(!out.is_empty(), "{} holds no calls", path.display());
@@ -90,7 +99,11 @@ fn unique_call(calls: &[(String, serde_json::Value)], w: usize, m: u64) -> (Stri
             .map(|(k, _)| k);
         match longest {
             Some(k) => {
-                let text = format!("{} {}", obj[&k].as_str().unwrap_or_default(), suffix.join(" "));
+                let text = format!(
+                    "{} {}",
+                    obj[&k].as_str().unwrap_or_default(),
+                    suffix.join(" ")
+                );
                 obj.insert(k, serde_json::Value::String(text));
             }
             None => {
@@ -284,7 +297,11 @@ impl Load {
                     *n
                 }
             };
-            let kind = if matches!(kind, Kind::Exact) && m != *n { Kind::Exact } else { Kind::New };
+            let kind = if matches!(kind, Kind::Exact) && m != *n {
+                Kind::Exact
+            } else {
+                Kind::New
+            };
             let (tool, args) = unique_call(calls, w, m);
             return (kind, tool, args);
         }
@@ -383,10 +400,7 @@ async fn closed_loop(
             let mut shed_in_a_row = 0u32;
             while Instant::now() < end {
                 let call = load.draw(&mut rng, w, &mut n);
-                if load
-                    .send(&mut c, &session, call, Instant::now())
-                    .await
-                {
+                if load.send(&mut c, &session, call, Instant::now()).await {
                     let jitter = 0.5 + (rng.next() % 1000) as f64 / 1000.0;
                     let pause = shed_backoff.saturating_mul(1 << shed_in_a_row.min(4));
                     tokio::time::sleep(pause.mul_f64(jitter)).await;

@@ -149,18 +149,20 @@ impl EmbedService {
         // Seen before: from the cache. Being embedded right now for another caller: wait for
         // that one; if it fails, the next waiter takes over.
         let key = *blake3::hash(text.as_bytes()).as_bytes();
-        let guard =
-            match tokio::time::timeout_at(deadline, self.cache.get_value_or_guard_async(&key))
-                .await
-            {
-                Ok(Ok(v)) => return Ok(v.as_ref().clone()),
-                Ok(Err(guard)) => guard,
-                Err(_) => {
-                    return Err(IdemError::DeadlineExceeded(
-                        "the same text was still being embedded at the deadline".into(),
-                    ));
-                }
-            };
+        let guard = match tokio::time::timeout_at(
+            deadline,
+            self.cache.get_value_or_guard_async(&key),
+        )
+        .await
+        {
+            Ok(Ok(v)) => return Ok(v.as_ref().clone()),
+            Ok(Err(guard)) => guard,
+            Err(_) => {
+                return Err(IdemError::DeadlineExceeded(
+                    "the same text was still being embedded at the deadline".into(),
+                ));
+            }
+        };
         let v = match waiter {
             Waiter::Check { admit_by } => {
                 self.admit(text, admit_by)?;
@@ -177,7 +179,9 @@ impl EmbedService {
     /// with nothing ahead is always admitted (the embedder's deadline covers it).
     fn admit(&self, text: &str, admit_by: Instant) -> Result<(), IdemError> {
         match self.embedder.expected_wait(text) {
-            Some(w) if w.ahead > 0 && w.wait > admit_by.saturating_duration_since(Instant::now()) => {
+            Some(w)
+                if w.ahead > 0 && w.wait > admit_by.saturating_duration_since(Instant::now()) =>
+            {
                 Err(IdemError::ResourceExhausted(format!(
                     "embedding backlog ({} ahead, ~{} ms) is longer than this check may wait \
                      (semantic.max_embed_wait_share of its deadline); retry with backoff",

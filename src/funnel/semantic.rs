@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use super::text::compare;
 use super::{CheckContext, Finding, Found, Stage, StageKind};
 use crate::error::IdemError;
-use crate::record::vector_id;
 use crate::index::ScopeIndexes;
+use crate::record::vector_id;
 
 /// Nearest neighbours examined per check.
 const TOP_K: usize = 8;

@@ -2,18 +2,19 @@
 //!
 //! Every acknowledged insert or update is committed with immediate durability (fsync) before
 //! the call returns, so a `NEW` the client saw survives `kill -9`. Counters are committed
-//! without fsync (they ride along with the next durable commit): they are advisory. redb is
-//! blocking, so every operation runs on tokio's blocking pool, never on a worker thread.
+//! without fsync (they ride along with the next durable commit): they are advisory. Writes go
+//! through one writer thread that commits the writes waiting together (`writer`: group
+//! commit, one fsync for many); reads run on tokio's blocking pool, never on a worker thread.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    TableHandle,
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
 };
 
+use super::writer::Writer;
 use super::{
     Candidate, CheckLog, Feedback, ListQuery, Page, SEP, StatsSnapshot, Store, StoreError,
     StoredVector, key,
@@ -54,6 +55,8 @@ pub struct TableUsage {
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    /// Every write goes through it: writes waiting together share one commit.
+    writer: Arc<Writer>,
 }
 
 fn be<E: std::fmt::Display>(e: E) -> StoreError {
@@ -162,7 +165,9 @@ impl EmbeddedStore {
             tx.open_table(FEEDBACK).map_err(be)?;
         }
         tx.commit().map_err(be)?;
-        Ok(Self { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let writer = Arc::new(Writer::spawn(db.clone())?);
+        Ok(Self { db, writer })
     }
 
     /// What each table holds on disk (entries, bytes of keys and values, pages), for
@@ -262,111 +267,110 @@ fn read_pointer(
 impl Store for EmbeddedStore {
     async fn insert(&self, r: &Record) -> Result<(), StoreError> {
         let r = r.clone();
-        self.blocking(move |db| {
-            let json = encode(&r)?;
-            let tx = db.begin_write().map_err(be)?;
-            {
-                tx.open_table(RECORDS)
-                    .map_err(be)?
-                    .insert(r.id.as_str(), json.as_str())
-                    .map_err(be)?;
-                if let Some(v) = &r.embedding {
-                    tx.open_table(EMBEDDINGS)
+        self.writer
+            .write(true, move |tx| {
+                let json = encode(&r)?;
+                {
+                    tx.open_table(RECORDS)
                         .map_err(be)?
-                        .insert(r.id.as_str(), vec_to_bytes(v).as_slice())
+                        .insert(r.id.as_str(), json.as_str())
                         .map_err(be)?;
-                }
-                if let Some(k) = &r.idempotency_key {
-                    tx.open_table(BY_KEY)
+                    if let Some(v) = &r.embedding {
+                        tx.open_table(EMBEDDINGS)
+                            .map_err(be)?
+                            .insert(r.id.as_str(), vec_to_bytes(v).as_slice())
+                            .map_err(be)?;
+                    }
+                    if let Some(k) = &r.idempotency_key {
+                        tx.open_table(BY_KEY)
+                            .map_err(be)?
+                            .insert(key(&[&r.match_scope, k]).as_str(), r.id.as_str())
+                            .map_err(be)?;
+                    }
+                    tx.open_table(BY_EXACT)
                         .map_err(be)?
-                        .insert(key(&[&r.match_scope, k]).as_str(), r.id.as_str())
-                        .map_err(be)?;
-                }
-                tx.open_table(BY_EXACT)
-                    .map_err(be)?
-                    .insert(
-                        key(&[&r.match_scope, &r.exact_hash]).as_str(),
-                        r.id.as_str(),
-                    )
-                    .map_err(be)?;
-                tx.open_table(CANDIDATES)
-                    .map_err(be)?
-                    .insert(candidate_key(&r).as_str(), candidate_value(&r).as_str())
-                    .map_err(be)?;
-                let sk = key(&[&r.tenant, &r.session, &r.id]);
-                tx.open_table(BY_SESSION)
-                    .map_err(be)?
-                    .insert(sk.as_str(), ())
-                    .map_err(be)?;
-                tx.open_table(EXPIRY)
-                    .map_err(be)?
-                    .insert(expiry_key(r.expires_at_ms, &r.id).as_str(), ())
-                    .map_err(be)?;
-            }
-            tx.commit().map_err(be)
-        })
-        .await
-    }
-
-    async fn update(&self, r: &Record) -> Result<(), StoreError> {
-        let r = r.clone();
-        self.blocking(move |db| {
-            let json = encode(&r)?;
-            let tx = db.begin_write().map_err(be)?;
-            {
-                let mut t = tx.open_table(RECORDS).map_err(be)?;
-                let old_expiry = match t.get(r.id.as_str()).map_err(be)? {
-                    Some(v) => decode::<Record>(&r.id, v.value())?.expires_at_ms,
-                    None => return Err(StoreError::Missing(r.id.clone())),
-                };
-                t.insert(r.id.as_str(), json.as_str()).map_err(be)?;
-                if old_expiry != r.expires_at_ms {
-                    let mut e = tx.open_table(EXPIRY).map_err(be)?;
-                    e.remove(expiry_key(old_expiry, &r.id).as_str())
-                        .map_err(be)?;
-                    e.insert(expiry_key(r.expires_at_ms, &r.id).as_str(), ())
+                        .insert(
+                            key(&[&r.match_scope, &r.exact_hash]).as_str(),
+                            r.id.as_str(),
+                        )
                         .map_err(be)?;
                     tx.open_table(CANDIDATES)
                         .map_err(be)?
                         .insert(candidate_key(&r).as_str(), candidate_value(&r).as_str())
                         .map_err(be)?;
-                }
-                if let Some(v) = &r.embedding {
-                    tx.open_table(EMBEDDINGS)
+                    let sk = key(&[&r.tenant, &r.session, &r.id]);
+                    tx.open_table(BY_SESSION)
                         .map_err(be)?
-                        .insert(r.id.as_str(), vec_to_bytes(v).as_slice())
+                        .insert(sk.as_str(), ())
+                        .map_err(be)?;
+                    tx.open_table(EXPIRY)
+                        .map_err(be)?
+                        .insert(expiry_key(r.expires_at_ms, &r.id).as_str(), ())
                         .map_err(be)?;
                 }
-            }
-            tx.commit().map_err(be)
-        })
-        .await
+                Ok(())
+            })
+            .await
+    }
+
+    async fn update(&self, r: &Record) -> Result<(), StoreError> {
+        let r = r.clone();
+        self.writer
+            .write(true, move |tx| {
+                let json = encode(&r)?;
+                {
+                    let mut t = tx.open_table(RECORDS).map_err(be)?;
+                    let old_expiry = match t.get(r.id.as_str()).map_err(be)? {
+                        Some(v) => decode::<Record>(&r.id, v.value())?.expires_at_ms,
+                        None => return Err(StoreError::Missing(r.id.clone())),
+                    };
+                    t.insert(r.id.as_str(), json.as_str()).map_err(be)?;
+                    if old_expiry != r.expires_at_ms {
+                        let mut e = tx.open_table(EXPIRY).map_err(be)?;
+                        e.remove(expiry_key(old_expiry, &r.id).as_str())
+                            .map_err(be)?;
+                        e.insert(expiry_key(r.expires_at_ms, &r.id).as_str(), ())
+                            .map_err(be)?;
+                        tx.open_table(CANDIDATES)
+                            .map_err(be)?
+                            .insert(candidate_key(&r).as_str(), candidate_value(&r).as_str())
+                            .map_err(be)?;
+                    }
+                    if let Some(v) = &r.embedding {
+                        tx.open_table(EMBEDDINGS)
+                            .map_err(be)?
+                            .insert(r.id.as_str(), vec_to_bytes(v).as_slice())
+                            .map_err(be)?;
+                    }
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn put_embedding(&self, id: &str, vector: &[f32]) -> Result<bool, StoreError> {
         let (id, bytes) = (id.to_string(), vec_to_bytes(vector));
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(be)?;
-            {
-                // Same transaction as the existence check: a sweep cannot slip in between.
-                if tx
-                    .open_table(RECORDS)
-                    .map_err(be)?
-                    .get(id.as_str())
-                    .map_err(be)?
-                    .is_none()
+        self.writer
+            .write(true, move |tx| {
                 {
-                    return Ok(false);
+                    // Same transaction as the existence check: a sweep cannot slip in between.
+                    if tx
+                        .open_table(RECORDS)
+                        .map_err(be)?
+                        .get(id.as_str())
+                        .map_err(be)?
+                        .is_none()
+                    {
+                        return Ok(false);
+                    }
+                    tx.open_table(EMBEDDINGS)
+                        .map_err(be)?
+                        .insert(id.as_str(), bytes.as_slice())
+                        .map_err(be)?;
                 }
-                tx.open_table(EMBEDDINGS)
-                    .map_err(be)?
-                    .insert(id.as_str(), bytes.as_slice())
-                    .map_err(be)?;
-            }
-            tx.commit().map_err(be)?;
-            Ok(true)
-        })
-        .await
+                Ok(true)
+            })
+            .await
     }
 
     async fn get(&self, id: &str) -> Result<Option<Record>, StoreError> {
@@ -451,64 +455,63 @@ impl Store for EmbeddedStore {
     }
 
     async fn sweep(&self, now: Millis) -> Result<Vec<(String, String)>, StoreError> {
-        self.blocking(move |db| {
-            let hi = expiry_key(now.saturating_add(1), "");
-            let tx = db.begin_write().map_err(be)?;
-            let mut swept = Vec::new();
-            {
-                let mut exp = tx.open_table(EXPIRY).map_err(be)?;
-                let mut recs = tx.open_table(RECORDS).map_err(be)?;
-                let mut embs = tx.open_table(EMBEDDINGS).map_err(be)?;
-                let mut by_key = tx.open_table(BY_KEY).map_err(be)?;
-                let mut by_exact = tx.open_table(BY_EXACT).map_err(be)?;
-                let mut cands = tx.open_table(CANDIDATES).map_err(be)?;
-                let mut by_session = tx.open_table(BY_SESSION).map_err(be)?;
-                let expired = keys_before(&exp, &hi)?;
-                let mut checks = tx.open_table(CHECKS).map_err(be)?;
-                let mut check_exp = tx.open_table(CHECK_EXPIRY).map_err(be)?;
-                let old_checks = keys_before(&check_exp, &hi)?;
-                for ck in old_checks {
-                    check_exp.remove(ck.as_str()).map_err(be)?;
-                    let id = ck.rsplit(SEP).next().unwrap_or_default();
-                    checks.remove(id).map_err(be)?;
-                }
-                for ek in expired {
-                    exp.remove(ek.as_str()).map_err(be)?;
-                    let id = ek.rsplit(SEP).next().unwrap_or_default().to_string();
-                    let r: Record = match recs.remove(id.as_str()).map_err(be)? {
-                        Some(v) => decode(&id, v.value())?,
-                        None => continue,
-                    };
-                    embs.remove(id.as_str()).map_err(be)?;
-                    if let Some(k) = &r.idempotency_key {
-                        let kk = key(&[&r.match_scope, k]);
-                        if by_key
-                            .get(kk.as_str())
+        self.writer
+            .write(true, move |tx| {
+                let hi = expiry_key(now.saturating_add(1), "");
+                let mut swept = Vec::new();
+                {
+                    let mut exp = tx.open_table(EXPIRY).map_err(be)?;
+                    let mut recs = tx.open_table(RECORDS).map_err(be)?;
+                    let mut embs = tx.open_table(EMBEDDINGS).map_err(be)?;
+                    let mut by_key = tx.open_table(BY_KEY).map_err(be)?;
+                    let mut by_exact = tx.open_table(BY_EXACT).map_err(be)?;
+                    let mut cands = tx.open_table(CANDIDATES).map_err(be)?;
+                    let mut by_session = tx.open_table(BY_SESSION).map_err(be)?;
+                    let expired = keys_before(&exp, &hi)?;
+                    let mut checks = tx.open_table(CHECKS).map_err(be)?;
+                    let mut check_exp = tx.open_table(CHECK_EXPIRY).map_err(be)?;
+                    let old_checks = keys_before(&check_exp, &hi)?;
+                    for ck in old_checks {
+                        check_exp.remove(ck.as_str()).map_err(be)?;
+                        let id = ck.rsplit(SEP).next().unwrap_or_default();
+                        checks.remove(id).map_err(be)?;
+                    }
+                    for ek in expired {
+                        exp.remove(ek.as_str()).map_err(be)?;
+                        let id = ek.rsplit(SEP).next().unwrap_or_default().to_string();
+                        let r: Record = match recs.remove(id.as_str()).map_err(be)? {
+                            Some(v) => decode(&id, v.value())?,
+                            None => continue,
+                        };
+                        embs.remove(id.as_str()).map_err(be)?;
+                        if let Some(k) = &r.idempotency_key {
+                            let kk = key(&[&r.match_scope, k]);
+                            if by_key
+                                .get(kk.as_str())
+                                .map_err(be)?
+                                .is_some_and(|v| v.value() == id)
+                            {
+                                by_key.remove(kk.as_str()).map_err(be)?;
+                            }
+                        }
+                        let xk = key(&[&r.match_scope, &r.exact_hash]);
+                        if by_exact
+                            .get(xk.as_str())
                             .map_err(be)?
                             .is_some_and(|v| v.value() == id)
                         {
-                            by_key.remove(kk.as_str()).map_err(be)?;
+                            by_exact.remove(xk.as_str()).map_err(be)?;
                         }
+                        cands.remove(candidate_key(&r).as_str()).map_err(be)?;
+                        by_session
+                            .remove(key(&[&r.tenant, &r.session, &id]).as_str())
+                            .map_err(be)?;
+                        swept.push((id, r.match_scope));
                     }
-                    let xk = key(&[&r.match_scope, &r.exact_hash]);
-                    if by_exact
-                        .get(xk.as_str())
-                        .map_err(be)?
-                        .is_some_and(|v| v.value() == id)
-                    {
-                        by_exact.remove(xk.as_str()).map_err(be)?;
-                    }
-                    cands.remove(candidate_key(&r).as_str()).map_err(be)?;
-                    by_session
-                        .remove(key(&[&r.tenant, &r.session, &id]).as_str())
-                        .map_err(be)?;
-                    swept.push((id, r.match_scope));
                 }
-            }
-            tx.commit().map_err(be)?;
-            Ok(swept)
-        })
-        .await
+                Ok(swept)
+            })
+            .await
     }
 
     async fn vectors(&self, now: Millis) -> Result<Vec<StoredVector>, StoreError> {
@@ -546,15 +549,15 @@ impl Store for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let k = key(&[tenant, session]);
         let json = serde_json::to_string(o).map_err(be)?;
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(be)?;
-            tx.open_table(SESSIONS)
-                .map_err(be)?
-                .insert(k.as_str(), json.as_str())
-                .map_err(be)?;
-            tx.commit().map_err(be)
-        })
-        .await
+        self.writer
+            .write(true, move |tx| {
+                tx.open_table(SESSIONS)
+                    .map_err(be)?
+                    .insert(k.as_str(), json.as_str())
+                    .map_err(be)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn get_session(
@@ -574,22 +577,21 @@ impl Store for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let k = key(&[tenant, session]);
         let d = d.clone();
-        self.blocking(move |db| {
-            let mut tx = db.begin_write().map_err(be)?;
-            tx.set_durability(Durability::None).map_err(be)?;
-            {
-                let mut t = tx.open_table(STATS).map_err(be)?;
-                let mut s: StatsSnapshot = match t.get(k.as_str()).map_err(be)? {
-                    Some(v) => serde_json::from_str(v.value()).unwrap_or_default(),
-                    None => StatsSnapshot::default(),
-                };
-                s.merge(&d);
-                let json = serde_json::to_string(&s).map_err(be)?;
-                t.insert(k.as_str(), json.as_str()).map_err(be)?;
-            }
-            tx.commit().map_err(be)
-        })
-        .await
+        self.writer
+            .write(false, move |tx| {
+                {
+                    let mut t = tx.open_table(STATS).map_err(be)?;
+                    let mut s: StatsSnapshot = match t.get(k.as_str()).map_err(be)? {
+                        Some(v) => serde_json::from_str(v.value()).unwrap_or_default(),
+                        None => StatsSnapshot::default(),
+                    };
+                    s.merge(&d);
+                    let json = serde_json::to_string(&s).map_err(be)?;
+                    t.insert(k.as_str(), json.as_str()).map_err(be)?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn stats(
@@ -623,22 +625,21 @@ impl Store for EmbeddedStore {
 
     async fn put_checks(&self, logs: &[CheckLog]) -> Result<(), StoreError> {
         let logs = logs.to_vec();
-        self.blocking(move |db| {
-            let mut tx = db.begin_write().map_err(be)?;
-            tx.set_durability(Durability::None).map_err(be)?;
-            {
-                let mut t = tx.open_table(CHECKS).map_err(be)?;
-                let mut e = tx.open_table(CHECK_EXPIRY).map_err(be)?;
-                for l in &logs {
-                    let json = serde_json::to_string(l).map_err(be)?;
-                    t.insert(l.check_id.as_str(), json.as_str()).map_err(be)?;
-                    e.insert(expiry_key(l.expires_at_ms, &l.check_id).as_str(), ())
-                        .map_err(be)?;
+        self.writer
+            .write(false, move |tx| {
+                {
+                    let mut t = tx.open_table(CHECKS).map_err(be)?;
+                    let mut e = tx.open_table(CHECK_EXPIRY).map_err(be)?;
+                    for l in &logs {
+                        let json = serde_json::to_string(l).map_err(be)?;
+                        t.insert(l.check_id.as_str(), json.as_str()).map_err(be)?;
+                        e.insert(expiry_key(l.expires_at_ms, &l.check_id).as_str(), ())
+                            .map_err(be)?;
+                    }
                 }
-            }
-            tx.commit().map_err(be)
-        })
-        .await
+                Ok(())
+            })
+            .await
     }
 
     async fn get_check(&self, check_id: &str) -> Result<Option<CheckLog>, StoreError> {
@@ -648,16 +649,16 @@ impl Store for EmbeddedStore {
 
     async fn put_feedback(&self, f: &Feedback) -> Result<(), StoreError> {
         let f = f.clone();
-        self.blocking(move |db| {
-            let json = serde_json::to_string(&f).map_err(be)?;
-            let tx = db.begin_write().map_err(be)?;
-            tx.open_table(FEEDBACK)
-                .map_err(be)?
-                .insert(key(&[&f.tenant, &f.check_id]).as_str(), json.as_str())
-                .map_err(be)?;
-            tx.commit().map_err(be)
-        })
-        .await
+        self.writer
+            .write(true, move |tx| {
+                let json = serde_json::to_string(&f).map_err(be)?;
+                tx.open_table(FEEDBACK)
+                    .map_err(be)?
+                    .insert(key(&[&f.tenant, &f.check_id]).as_str(), json.as_str())
+                    .map_err(be)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn list_feedback(

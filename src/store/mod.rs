@@ -10,6 +10,7 @@ mod embedded;
 mod feedback;
 mod memory;
 mod stats;
+mod writer;
 
 #[cfg(test)]
 mod conformance;

@@ -8,6 +8,7 @@
 //! for every operation: it validates before it writes (an `Err` leaves the transaction as it
 //! found it), because the operations of one batch share one transaction.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, Durability, WriteTransaction};
@@ -35,20 +36,30 @@ struct Job {
 pub struct Writer {
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Transactions committed so far (each holds one or more writes).
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
     /// Starts the writer thread over `db`.
     pub fn spawn(db: Arc<Database>) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
         let thread = std::thread::Builder::new()
             .name("idem-store-writer".into())
-            .spawn(move || run(&db, rx))
+            .spawn(move || run(&db, rx, &counted))
             .map_err(|e| StoreError::Backend(format!("cannot start the store writer: {e}")))?;
         Ok(Self {
             queue: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            commits,
         })
+    }
+
+    /// Transactions committed so far.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Runs `f` in the next batch's transaction; answers once that batch is committed
@@ -109,7 +120,7 @@ impl Drop for Writer {
 
 /// The writer loop: takes the first waiting write, then whatever else waits (up to
 /// `MAX_BATCH`), applies them in one transaction and commits once.
-fn run(db: &Database, mut rx: mpsc::Receiver<Job>) {
+fn run(db: &Database, mut rx: mpsc::Receiver<Job>, commits: &AtomicU64) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -133,9 +144,7 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Job>) {
             continue;
         }
         let finishes: Vec<Finish> = jobs.into_iter().map(|j| (j.op)(&tx)).collect();
-        let commit = tx
-            .commit()
-            .map_err(|e| StoreError::Backend(format!("{e}")));
+        let commit = tx.commit().map_err(|e| StoreError::Backend(format!("{e}")));
         for finish in finishes {
             finish(commit.as_ref().map(|_| ()));
         }
@@ -147,4 +156,71 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Job>) {
 fn fail_all(jobs: Vec<Job>, e: &StoreError) {
     tracing::error!(%e, writes = jobs.len(), "store write batch failed");
     drop(jobs);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{ReadableDatabase, TableDefinition};
+
+    fn put(tx: &WriteTransaction, k: u64, v: u64) -> Result<(), StoreError> {
+        let be = |e: &dyn std::fmt::Display| StoreError::Backend(e.to_string());
+        let mut t = tx.open_table(T).map_err(|e| be(&e))?;
+        t.insert(k, v).map_err(|e| be(&e))?;
+        Ok(())
+    }
+
+    const T: TableDefinition<u64, u64> = TableDefinition::new("t");
+
+    fn db() -> (tempfile::TempDir, Arc<Database>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("w.redb")).unwrap();
+        (dir, Arc::new(db))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_share_commits_and_all_land() {
+        let (_dir, db) = db();
+        let w = Arc::new(Writer::spawn(db.clone()).unwrap());
+        let writes = (0..200u64).map(|i| {
+            let w = w.clone();
+            async move { w.write(true, move |tx| put(tx, i, i * 2)).await }
+        });
+        for r in futures::future::join_all(writes).await {
+            r.unwrap();
+        }
+        assert!(w.commits() < 200, "{} commits for 200 writes", w.commits());
+        let t = db.begin_read().unwrap().open_table(T).unwrap();
+        for i in 0..200u64 {
+            assert_eq!(t.get(i).unwrap().unwrap().value(), i * 2);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_answered_and_the_others_commit() {
+        let (_dir, db) = db();
+        let w = Writer::spawn(db.clone()).unwrap();
+        let bad = w.write(true, |_tx| -> Result<(), StoreError> {
+            Err(StoreError::Missing("x".into()))
+        });
+        let good = w.write(true, |tx| put(tx, 1, 1));
+        let (bad, good) = tokio::join!(bad, good);
+        assert!(matches!(bad, Err(StoreError::Missing(_))));
+        good.unwrap();
+        let t = db.begin_read().unwrap().open_table(T).unwrap();
+        assert_eq!(t.get(1).unwrap().unwrap().value(), 1);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_writer_lets_go_of_the_database() {
+        let (_dir, db) = db();
+        let w = Writer::spawn(db.clone()).unwrap();
+        w.write(true, |_tx| Ok(())).await.unwrap();
+        drop(w);
+        assert_eq!(
+            Arc::strong_count(&db),
+            1,
+            "the writer thread still holds the database"
+        );
+    }
 }
