@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::TestServer;
-use idem::client::{
+use idem_client::{
     CallStatus, Execution, FailurePolicy, Guard, GuardError, IdemClient, InFlightWait, Verdict,
 };
 use idem::proto;

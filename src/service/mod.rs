@@ -189,7 +189,20 @@ impl Idem for IdemService {
             skipped: e.skipped,
         }))
     }
+
+    async fn get_version(
+        &self,
+        _request: Request<proto::GetVersionRequest>,
+    ) -> Result<Response<proto::VersionInfo>, Status> {
+        Ok(Response::new(proto::VersionInfo {
+            version: crate::VERSION.to_string(),
+            api: API.to_string(),
+        }))
+    }
 }
+
+/// The API package the service speaks.
+const API: &str = "idem.v1";
 
 /// Serves the engine on `listener` (with gRPC health and reflection) until `shutdown` resolves.
 pub async fn serve(
