@@ -10,11 +10,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let proto_dir = manifest.join("../../proto");
+    let proto_file = proto_dir.join("idem/v1/idem.proto");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .server_mod_attribute("idem.v1", "#[cfg(feature = \"server\")]")
         .file_descriptor_set_path(out_dir.join("idem_descriptor.bin"))
-        .compile_protos(&[proto_dir.join("idem/v1/idem.proto")], &[proto_dir.clone()])?;
+        .compile_protos(&[proto_file.as_path()], &[proto_dir.as_path()])?;
     println!("cargo:rerun-if-changed={}", proto_dir.display());
     Ok(())
 }

@@ -8,9 +8,9 @@ use serde_json::Value;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClientError;
-use crate::types::{CallInfo, Check, Outcome, ServerVersion, ToolMode};
 use crate::proto;
 use crate::proto::idem_client::IdemClient as RawClient;
+use crate::types::{CallInfo, Check, Outcome, ServerVersion, ToolMode};
 
 /// How long to wait for a TCP connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
