@@ -107,7 +107,10 @@ impl ServerVersion {
     /// with this server: the same API package and the same release line (major version, or
     /// `0.minor` before 1.0). See the README's Versions section.
     pub fn is_compatible_with(&self, client: &str) -> bool {
-        self.api == "idem.v1" && release_line(&self.version) == release_line(client)
+        match (release_line(&self.version), release_line(client)) {
+            (Some(server), Some(client)) => self.api == "idem.v1" && server == client,
+            _ => false,
+        }
     }
 }
 
