@@ -196,13 +196,10 @@ impl Idem for IdemService {
     ) -> Result<Response<proto::VersionInfo>, Status> {
         Ok(Response::new(proto::VersionInfo {
             version: crate::VERSION.to_string(),
-            api: API.to_string(),
+            api: idem_client::API.to_string(),
         }))
     }
 }
-
-/// The API package the service speaks.
-const API: &str = "idem.v1";
 
 /// Serves the engine on `listener` (with gRPC health and reflection) until `shutdown` resolves.
 pub async fn serve(

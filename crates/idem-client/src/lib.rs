@@ -43,6 +43,9 @@ pub use types::{CallInfo, CallStatus, Check, Outcome, ServerVersion, ToolMode, V
 /// server, `idem.v1` and both client packages (see [`IdemClient::server_version`]).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The API package of [`proto`], which the server reports in `GetVersion`.
+pub const API: &str = "idem.v1";
+
 pub mod proto {
     //! Generated gRPC types for `idem.v1` (client; the server trait with the `server` feature).
     #![allow(missing_docs, clippy::all, rustdoc::all)]

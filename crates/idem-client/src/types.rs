@@ -108,7 +108,7 @@ impl ServerVersion {
     /// `0.minor` before 1.0). See the README's Versions section.
     pub fn is_compatible_with(&self, client: &str) -> bool {
         match (release_line(&self.version), release_line(client)) {
-            (Some(server), Some(client)) => self.api == "idem.v1" && server == client,
+            (Some(server), Some(client)) => self.api == crate::API && server == client,
             _ => false,
         }
     }
