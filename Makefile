@@ -32,7 +32,7 @@ test-steps:
 	bash scripts/check-client-crate.sh
 	IDEM_REQUIRE_SEMANTIC=1 bash tests/python/run.sh -q
 	bash tests/python/packages.sh
-	bash tests/mcp/run.sh -q
+	bash tests/mcp/run.sh
 
 bench: models
 	$(CARGO) bench
