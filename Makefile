@@ -1,10 +1,11 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    fetch and verify the model files, build, start the server (embedded store)
-#   make test   fetch and verify the model files, then run every test
+#   make test   fetch and verify the model files, then run every test; fails if a process the
+#               tests started is still alive at the end (scripts/no-leftovers.py)
 CARGO ?= cargo
 BUILD_DIR ?= build
 
-.PHONY: run test models build lint bench clean-models
+.PHONY: run test test-steps models build lint doc bench clean-models
 
 models:
 	bash scripts/fetch-models.sh
@@ -15,14 +16,23 @@ build:
 run: models build
 	./target/release/idem serve $(ARGS)
 
-lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+lint: doc
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# API docs of the server and the client crate; a rustdoc warning fails.
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 test: models
-	$(CARGO) test
+	python3 scripts/no-leftovers.py -- $(MAKE) --no-print-directory test-steps
+
+test-steps:
+	$(CARGO) test --workspace
+	bash scripts/check-client-crate.sh
 	IDEM_REQUIRE_SEMANTIC=1 bash tests/python/run.sh -q
-	bash tests/mcp/run.sh -q
+	bash tests/python/packages.sh
+	bash tests/mcp/run.sh
 
 bench: models
 	$(CARGO) bench

@@ -7,7 +7,6 @@
 pub mod calibrate;
 pub mod canonical;
 pub mod cli;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod embed;
@@ -19,10 +18,9 @@ pub mod record;
 pub mod service;
 pub mod store;
 
-pub mod proto {
-    //! Generated gRPC types for `idem.v1`.
-    #![allow(missing_docs, clippy::all)]
-    tonic::include_proto!("idem.v1");
-    /// Encoded file descriptor set, served by gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("idem_descriptor");
-}
+/// Generated gRPC types for `idem.v1`, shared with the client crate (one copy of the wire).
+pub use idem_client::proto;
+
+/// The server's version: the workspace's, so always equal to [`idem_client::VERSION`] (one
+/// version for the server, the API and the clients).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

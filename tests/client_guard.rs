@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::TestServer;
-use idem::client::{
+use idem::proto;
+use idem_client::{
     CallStatus, Execution, FailurePolicy, Guard, GuardError, IdemClient, InFlightWait, Verdict,
 };
-use idem::proto;
 use serde_json::{Value, json};
 
 async fn guard(server: &TestServer) -> Guard {

@@ -5,8 +5,25 @@ use std::process::{Child, Command, Stdio};
 
 use idem::proto::{self, Verdict, idem_client::IdemClient};
 
+/// A server process that is killed when dropped, so a failed assertion leaves nothing running.
+struct Server(Child);
+
+impl Server {
+    /// kill -9, and wait for it to be gone.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Starts `idem serve` on the embedded store in `dir`; returns the child and its URL.
-fn spawn_server(dir: &std::path::Path) -> (Child, String) {
+fn spawn_server(dir: &std::path::Path) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_idem"))
         .args([
             "serve",
@@ -24,6 +41,7 @@ fn spawn_server(dir: &std::path::Path) -> (Child, String) {
         .spawn()
         .expect("spawn idem serve");
     let stdout = child.stdout.take().expect("stdout");
+    let child = Server(child);
     let mut line = String::new();
     BufReader::new(stdout)
         .read_line(&mut line)
@@ -67,8 +85,7 @@ async fn acknowledged_new_calls_survive_kill_9() {
         .await
         .unwrap();
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.kill(); // SIGKILL
 
     let (mut child, url) = spawn_server(dir.path());
     let mut c = IdemClient::connect(url).await.unwrap();
@@ -106,6 +123,5 @@ async fn acknowledged_new_calls_survive_kill_9() {
     let mut expected: Vec<String> = ids[10..].to_vec();
     expected.reverse();
     assert_eq!(unfinished, expected);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 }

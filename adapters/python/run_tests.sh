@@ -2,7 +2,8 @@
 # Runs the Python adapter's tests (adapters/python/tests) against a real `idem serve`.
 #   - ensures the shared venv build/venv (created if missing, never deleted) and the test deps;
 #   - builds target/debug/idem when it is missing (make test builds it first);
-#   - generates the gRPC stubs from proto/ and installs idem_client (editable) into the venv;
+#   - generates the gRPC stubs from proto/ (build_stubs.py: the build step, never run at import)
+#     and installs idem_client (editable) into the venv;
 #   - runs pytest; the fixtures start the servers. pytest's "no tests collected" (5) is a failure.
 # Env: IDEM_VENV (venv path), IDEM_BIN (server binary), IDEM_REQUIRE_SEMANTIC=1 (fail instead of
 # skip when models/ is missing), IDEM_PY_EMBEDDER=local (semantic stages on the default server too).
@@ -20,7 +21,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PYBIN="$VENV/bin/python"
 
-if ! "$PYBIN" -c "import grpc, grpc_tools, google.protobuf, pytest, pytest_asyncio, langchain.agents.middleware, langchain_core, agents" 2>/dev/null; then
+if ! "$PYBIN" -c "import grpc, grpc_tools, mypy_protobuf, setuptools, google.protobuf, pytest, pytest_asyncio, langchain.agents.middleware, langchain_core, agents" 2>/dev/null; then
     echo "run_tests.sh: installing test dependencies into $VENV"
     "$PYBIN" -m pip install --quiet --disable-pip-version-check -r "$HERE/requirements-test.txt"
 fi
@@ -32,8 +33,9 @@ fi
 
 "$PYBIN" "$HERE/build_stubs.py"
 
-# Editable install of idem_client (deps are already there); fall back to PYTHONPATH if the
-# venv's setuptools cannot do an editable install offline.
+# Editable install of idem_client (deps are already there); fall back to PYTHONPATH (the stubs
+# are generated above) if the venv's setuptools cannot do an editable install offline.
+# tests/python/packages.sh checks the real installs (wheel, sdist, directory, editable).
 if ! "$PYBIN" -c "import idem_client, pathlib, sys; sys.exit(0 if pathlib.Path(idem_client.__file__).resolve().parent == pathlib.Path('$HERE/idem_client').resolve() else 1)" 2>/dev/null; then
     if ! "$PYBIN" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$HERE" >/dev/null 2>&1; then
         echo "run_tests.sh: editable install failed; using PYTHONPATH"

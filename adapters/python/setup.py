@@ -1,31 +1,30 @@
-"""Build hook: generate the gRPC stubs (and ship a copy of the proto) when the package is built."""
+"""Build hook: the gRPC stubs, their type stubs, the version and the runtime requirements all
+come from ``build_stubs.py`` when the package is built (never when it is imported)."""
 
-import shutil
 import sys
 from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import build_stubs  # noqa: E402
+
+# Generated now, not only in build_py: the version and the grpcio/protobuf floors the generated
+# code checks at import are package metadata, which setuptools reads before it builds.
+build_stubs.generate()
 
 
 class BuildPyWithStubs(build_py):
+    """build_py that regenerates first (an editable install runs only this step again)."""
+
     def run(self):
-        sys.path.insert(0, str(HERE))
-        from build_stubs import load_stubs_module
-
-        _stubs = load_stubs_module()
-
-        root = _stubs.find_proto_root()
-        if root is not None and root != _stubs.PKG_DIR / "_proto":
-            dest = _stubs.PKG_DIR / "_proto" / _stubs.PROTO_REL
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(root / _stubs.PROTO_REL, dest)
-        _stubs.generate()
-        if self.packages is not None and "idem_client._gen" not in self.packages:
-            self.packages.append("idem_client._gen")
+        build_stubs.generate()
         super().run()
 
 
-setup(cmdclass={"build_py": BuildPyWithStubs})
+setup(
+    version=build_stubs.project_version(),
+    install_requires=build_stubs.runtime_requirements(),
+    cmdclass={"build_py": BuildPyWithStubs},
+)

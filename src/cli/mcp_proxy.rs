@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
-use crate::client::{Execution, FailurePolicy, Guard, GuardError, IdemClient, InFlightWait};
-use crate::config::ToolMode;
+use idem_client::ToolMode;
+use idem_client::{Execution, FailurePolicy, Guard, GuardError, IdemClient, InFlightWait};
 
 /// Default server address, as for the other client commands.
 const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";

@@ -189,6 +189,16 @@ impl Idem for IdemService {
             skipped: e.skipped,
         }))
     }
+
+    async fn get_version(
+        &self,
+        _request: Request<proto::GetVersionRequest>,
+    ) -> Result<Response<proto::VersionInfo>, Status> {
+        Ok(Response::new(proto::VersionInfo {
+            version: crate::VERSION.to_string(),
+            api: idem_client::API.to_string(),
+        }))
+    }
 }
 
 /// Serves the engine on `listener` (with gRPC health and reflection) until `shutdown` resolves.

@@ -19,21 +19,26 @@ fi
 TMP="$(mktemp -d)"
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$TMP"
 }
 trap cleanup EXIT
 
-# start_server NAME ARGS...: starts `idem serve ARGS`, prints its URL once the banner is out.
+# start_server NAME VAR ARGS...: starts `idem serve ARGS` and sets VAR to its URL once the
+# banner is out. It runs in this shell (never in a `$(...)` subshell), so the PID it appends to
+# PIDS is the one the exit trap kills.
 start_server() {
-    local name="$1" log="$TMP/$1.log" addr=""
-    shift
+    local name="$1" var="$2" log="$TMP/$1.log" addr=""
+    shift 2
     "$IDEM_BIN" serve --store memory --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
     for _ in $(seq 1 600); do
         addr="$(sed -n 's/^idem listening on //p' "$log" | head -n1)"
-        [[ -n "$addr" ]] && { echo "http://$addr"; return 0; }
+        [[ -n "$addr" ]] && { printf -v "$var" '%s' "http://$addr"; return 0; }
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
@@ -42,10 +47,10 @@ start_server() {
     return 1
 }
 
-IDEM_URL="$(start_server plain --embedder none)"
+start_server plain IDEM_URL --embedder none
 export IDEM_URL IDEM_BIN
 if [[ "${IDEM_MCP_SEMANTIC:-1}" != 0 && -f "$ROOT/models/model.onnx" ]]; then
-    IDEM_SEMANTIC_URL="$(start_server semantic --embedder local --models-dir "$ROOT/models")"
+    start_server semantic IDEM_SEMANTIC_URL --embedder local --models-dir "$ROOT/models"
     export IDEM_SEMANTIC_URL
 fi
 

@@ -12,6 +12,7 @@ from ._core import DUPLICATE, FAIL_CLOSED, FAIL_OPEN, NEW, Borderline, Outcome, 
 from .aio import AsyncIdemClient
 from .client import IdemClient
 from .decorator import dedup_tool
+from ._version import __version__
 from .errors import (
     BorderlineError,
     IdemError,
@@ -39,6 +40,6 @@ __all__ = [
     "ReplayError",
     "ToolFailed",
     "dedup_tool",
+    "__version__",
     "pb2",
 ]
-__version__ = "0.1.0"

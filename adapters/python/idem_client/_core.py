@@ -11,10 +11,17 @@ from typing import Any, Callable, Optional
 
 import grpc
 
-from ._stubs import load as _load_stubs
 from .errors import IdemRpcError, IdemUnavailable
 
-pb2, pb2_grpc = _load_stubs()
+try:
+    from ._gen import idem_pb2 as pb2
+    from ._gen import idem_pb2_grpc as pb2_grpc
+except ImportError as e:  # a source checkout that was never built
+    raise ImportError(
+        "idem_client: the generated gRPC stubs (idem_client/_gen) are missing. They are made at "
+        "build time: pip install ./adapters/python (or -e for an editable install), or run "
+        "python adapters/python/build_stubs.py in a checkout"
+    ) from e
 
 log = logging.getLogger("idem_client")
 
@@ -133,7 +140,7 @@ class Outcome:
 
 def rpc_error(e: grpc.RpcError, what: str) -> Exception:
     code = e.code() if hasattr(e, "code") else None
-    details = e.details() if hasattr(e, "details") else str(e)
+    details = (e.details() if hasattr(e, "details") else str(e)) or ""
     if code in UNREACHABLE_CODES:
         return IdemUnavailable(f"idem unreachable during {what}: {getattr(code, 'name', code)}: {details}")
     return IdemRpcError(code, details)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, cast
 
 import grpc
 
@@ -71,12 +71,13 @@ class AsyncIdemClient(_Base):
     async def get_call(self, call_id: str):
         return await self._call(self._stub.GetCall, pb2.GetCallRequest(call_id=call_id), "GetCall")
 
-    async def list_calls(self, *, status=None, page_size: int = 100, page_token: str = "",
-                         tenant=None, session=None):
+    async def list_calls(self, *, status: Optional[int] = None, page_size: int = 100,
+                         page_token: str = "", tenant: Optional[str] = None,
+                         session: Optional[str] = None):
         req = pb2.ListCallsRequest(tenant=tenant or self.tenant, session=session or self.session,
                                    page_size=page_size, page_token=page_token)
         if status is not None:
-            req.status = status
+            req.status = cast("pb2.CallStatus.ValueType", status)
         return await self._call(self._stub.ListCalls, req, "ListCalls")
 
     async def get_stats(self, *, tenant=None, session=None):
@@ -84,6 +85,10 @@ class AsyncIdemClient(_Base):
         if session is not None:
             req.session = session
         return await self._call(self._stub.GetStats, req, "GetStats")
+
+    async def server_version(self) -> "pb2.VersionInfo":
+        """GetVersion: the server's ``version`` and its ``api`` package, ``"idem.v1"``."""
+        return await self._call(self._stub.GetVersion, pb2.GetVersionRequest(), "GetVersion")
 
     async def configure_session(self, *, tenant=None, session=None, **fields):
         cfg = _core.build_session_config(tenant or self.tenant, session or self.session, fields)

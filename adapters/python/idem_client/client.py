@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import grpc
 
@@ -141,7 +141,7 @@ class IdemClient(_Base):
         req = pb2.ListCallsRequest(tenant=tenant or self.tenant, session=session or self.session,
                                    page_size=page_size, page_token=page_token)
         if status is not None:
-            req.status = status
+            req.status = cast("pb2.CallStatus.ValueType", status)
         return self._call(self._stub.ListCalls, req, "ListCalls")
 
     def get_stats(self, *, tenant: Optional[str] = None, session: Optional[str] = None):
@@ -149,6 +149,11 @@ class IdemClient(_Base):
         if session is not None:
             req.session = session
         return self._call(self._stub.GetStats, req, "GetStats")
+
+    def server_version(self) -> "pb2.VersionInfo":
+        """GetVersion: the server's ``version`` (also the API's and this package's when they
+        match, see ``idem_client.__version__``) and its ``api`` package, ``"idem.v1"``."""
+        return self._call(self._stub.GetVersion, pb2.GetVersionRequest(), "GetVersion")
 
     def configure_session(self, *, tenant: Optional[str] = None, session: Optional[str] = None, **fields):
         """ConfigureSession. Fields are SessionConfig's (``deadline_ms=2000``, ``borderline_policy="ask"``,

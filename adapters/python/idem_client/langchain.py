@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - langchain-core only: the BaseTool wrap
 try:
     from langchain_core.tools.base import _get_runnable_config_param
 except ImportError:  # pragma: no cover
-    def _get_runnable_config_param(func):
+    def _get_runnable_config_param(func: Callable[..., Any]) -> Optional[str]:
         return "config" if "config" in inspect.signature(func).parameters else None
 
 

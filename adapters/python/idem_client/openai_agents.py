@@ -26,7 +26,7 @@ from .errors import BorderlineError, IdemUnavailable, InFlightTimeout, ReplayErr
 try:  # the raising implementation inside @function_tool's failure handling (SDK internals)
     from agents.tool import _FailureHandlingFunctionToolInvoker as _FailureInvoker
 except ImportError:  # pragma: no cover - other SDK versions: wrap on_invoke_tool as a whole
-    _FailureInvoker = None
+    _FailureInvoker = None  # type: ignore[misc,assignment]
 
 try:
     from agents.tool_guardrails import (
@@ -102,7 +102,7 @@ def idem_function_tool(
                     setattr(guarded, attr, getattr(raw, attr))
                 except (AttributeError, TypeError):
                     pass
-        new_invoker = _FailureInvoker(guarded, invoker._on_handled_error)
+        new_invoker: Any = _FailureInvoker(guarded, getattr(invoker, "_on_handled_error"))
         for attr in dir(invoker):
             if attr.startswith("__agents_") and not callable(getattr(invoker, attr)):
                 setattr(new_invoker, attr, getattr(invoker, attr))

@@ -53,6 +53,19 @@ class Server:
         self.log.close()
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """With $IDEM_NO_SKIP=1 (the package checks) a skipped test fails the run: an extra that did
+    not install, or model files that are missing, must not pass unnoticed."""
+    if os.environ.get("IDEM_NO_SKIP") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped:
+        for report in skipped:
+            print(f"IDEM_NO_SKIP: skipped: {report.nodeid}: {report.longrepr}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(scope="session")
 def idem_server(tmp_path_factory):
     # $IDEM_PY_EMBEDDER=local runs the default server with the semantic stages too.

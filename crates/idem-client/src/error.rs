@@ -81,7 +81,7 @@ impl ClientError {
     }
 }
 
-/// Why [`Guard::run`](super::Guard::run) returned no result. `E` is the tool's own error type.
+/// Why [`Guard::run`](crate::Guard::run) returned no result. `E` is the tool's own error type.
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError<E> {
     /// The tool ran and failed; the call is recorded FAILED, so a retry may run it again.

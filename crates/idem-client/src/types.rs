@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::error::ClientError;
+use crate::error::ClientError;
 use crate::proto;
 
 /// What idem said about a call.
@@ -42,7 +42,7 @@ pub enum CallStatus {
     Failed,
 }
 
-/// One recorded call, as [`IdemClient::get_call`](super::IdemClient::get_call) reads it.
+/// One recorded call, as [`IdemClient::get_call`](crate::IdemClient::get_call) reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallInfo {
     pub call_id: String,
@@ -57,13 +57,72 @@ pub struct CallInfo {
     pub lease_until_ms: i64,
 }
 
-/// The outcome of a call answered NEW, reported with [`IdemClient::complete`](super::IdemClient::complete).
+/// The outcome of a call answered NEW, reported with [`IdemClient::complete`](crate::IdemClient::complete).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The tool succeeded with `result` (any JSON value); repeats get it replayed.
     Succeeded { result: Value, cost: Option<f64> },
     /// The tool ran and failed; a repeat may run again.
     Failed { error: String },
+}
+
+/// How far the server's funnel goes for a tool (a session's tool policy), by its wire name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolMode {
+    /// Pure reads: never deduplicated, always NEW and not recorded.
+    Off,
+    /// Only the client idempotency key matches.
+    KeyOnly,
+    /// Key and exact canonical match.
+    Exact,
+    /// The whole funnel (the server's default).
+    Semantic,
+}
+
+impl ToolMode {
+    /// The mode's name on the wire (`ToolPolicy.mode`), as in the server's config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::KeyOnly => "key_only",
+            Self::Exact => "exact",
+            Self::Semantic => "semantic",
+        }
+    }
+}
+
+/// What a server says about its version ([`IdemClient::server_version`](crate::IdemClient::server_version)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerVersion {
+    /// The server's version, e.g. `0.1.0`: also the version of the API and of the clients built
+    /// from the same proto.
+    pub version: String,
+    /// The API package the server speaks, `idem.v1`.
+    pub api: String,
+}
+
+impl ServerVersion {
+    /// True when a client of version `client` (usually [`crate::VERSION`]) is promised to work
+    /// with this server: the same API package and the same release line (major version, or
+    /// `0.minor` before 1.0). See the README's Versions section.
+    pub fn is_compatible_with(&self, client: &str) -> bool {
+        match (release_line(&self.version), release_line(client)) {
+            (Some(server), Some(client)) => self.api == crate::API && server == client,
+            _ => false,
+        }
+    }
+}
+
+/// `1` of `1.4.2`, `0.3` of `0.3.1` (before 1.0 a minor release may break).
+fn release_line(version: &str) -> Option<(u64, Option<u64>)> {
+    let mut parts = version.split(['.', '-', '+']);
+    let major: u64 = parts.next()?.parse().ok()?;
+    if major > 0 {
+        return Some((major, None));
+    }
+    let minor: u64 = parts.next()?.parse().ok()?;
+    Some((0, Some(minor)))
 }
 
 fn parse(field: &'static str, text: &str) -> Result<Value, ClientError> {
@@ -131,5 +190,45 @@ impl TryFrom<proto::CallRecord> for CallInfo {
             error: r.error,
             lease_until_ms: r.lease_until_ms,
         })
+    }
+}
+
+impl From<proto::VersionInfo> for ServerVersion {
+    fn from(v: proto::VersionInfo) -> Self {
+        Self {
+            version: v.version,
+            api: v.api,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(version: &str) -> ServerVersion {
+        ServerVersion {
+            version: version.into(),
+            api: "idem.v1".into(),
+        }
+    }
+
+    #[test]
+    fn same_release_line_is_compatible() {
+        assert!(server("1.4.2").is_compatible_with("1.0.0"));
+        assert!(server("0.3.1").is_compatible_with("0.3.0"));
+        assert!(server("0.1.0").is_compatible_with(crate::VERSION));
+    }
+
+    #[test]
+    fn another_release_line_or_api_is_not() {
+        assert!(!server("2.0.0").is_compatible_with("1.9.0"));
+        assert!(!server("0.4.0").is_compatible_with("0.3.9"));
+        assert!(!server("garbage").is_compatible_with("garbage"));
+        let v2 = ServerVersion {
+            version: "1.0.0".into(),
+            api: "idem.v2".into(),
+        };
+        assert!(!v2.is_compatible_with("1.0.0"));
     }
 }

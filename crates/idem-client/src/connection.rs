@@ -7,11 +7,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tonic::transport::{Channel, Endpoint};
 
-use super::error::ClientError;
-use super::types::{CallInfo, Check, Outcome};
-use crate::config::ToolMode;
+use crate::error::ClientError;
 use crate::proto;
 use crate::proto::idem_client::IdemClient as RawClient;
+use crate::types::{CallInfo, Check, Outcome, ServerVersion, ToolMode};
 
 /// How long to wait for a TCP connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -159,6 +158,18 @@ impl IdemClient {
         CallInfo::try_from(resp.into_inner())
     }
 
+    /// Asks the server for its version and API (compare with [`crate::VERSION`] through
+    /// [`ServerVersion::is_compatible_with`]).
+    pub async fn server_version(&self) -> Result<ServerVersion, ClientError> {
+        let resp = self
+            .raw
+            .clone()
+            .get_version(proto::GetVersionRequest {})
+            .await
+            .map_err(|s| ClientError::rpc("GetVersion", s))?;
+        Ok(ServerVersion::from(resp.into_inner()))
+    }
+
     /// Sets the mode of tools in a session (other settings and tools are left as they are).
     pub async fn set_tool_modes(
         &self,
@@ -169,14 +180,8 @@ impl IdemClient {
         let tools = modes
             .iter()
             .map(|(name, mode)| {
-                let mode = match mode {
-                    ToolMode::Off => "off",
-                    ToolMode::KeyOnly => "key_only",
-                    ToolMode::Exact => "exact",
-                    ToolMode::Semantic => "semantic",
-                };
                 let policy = proto::ToolPolicy {
-                    mode: mode.to_string(),
+                    mode: mode.as_str().to_string(),
                     ..Default::default()
                 };
                 (name.clone(), policy)

@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::connection::{CheckOptions, IdemClient};
-use super::error::{ClientError, GuardError};
-use super::types::{CallStatus, Outcome, Verdict};
+use crate::connection::{CheckOptions, IdemClient};
+use crate::error::{ClientError, GuardError};
+use crate::types::{CallStatus, Outcome, Verdict};
 
 /// What to do when idem cannot be reached (down, timed out, overloaded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
