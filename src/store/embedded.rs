@@ -170,6 +170,11 @@ impl EmbeddedStore {
         Ok(Self { db, writer })
     }
 
+    /// Write transactions committed so far: with group commit, fewer than the writes made.
+    pub fn commits(&self) -> u64 {
+        self.writer.commits()
+    }
+
     /// What each table holds on disk (entries, bytes of keys and values, pages), for
     /// measuring where the bytes of a stored call go. Blocking.
     pub fn table_usage(&self) -> Result<Vec<TableUsage>, StoreError> {
