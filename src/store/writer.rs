@@ -191,7 +191,10 @@ mod tests {
             r.unwrap();
         }
         let commits = w.commits();
-        assert!((1..200).contains(&commits), "{commits} commits for 200 writes");
+        assert!(
+            (1..200).contains(&commits),
+            "{commits} commits for 200 writes"
+        );
         let t = db.begin_read().unwrap().open_table(T).unwrap();
         for i in 0..200u64 {
             assert_eq!(t.get(i).unwrap().unwrap().value(), i * 2);
