@@ -320,3 +320,83 @@ async fn concurrent_rewordings_of_a_new_call_record_it_once() {
         );
     }
 }
+
+/// Records `a`, checks `b`, and the same the other way round (fresh servers).
+async fn both_ways(tool: &str, field: &str, a: &str, b: &str) -> [proto::CheckResponse; 2] {
+    let args = |t: &str| serde_json::json!({"to": "ops@example.com", field: t}).to_string();
+    [
+        pair(tool, &args(a), &args(b)).await,
+        pair(tool, &args(b), &args(a)).await,
+    ]
+}
+
+#[tokio::test]
+async fn a_moved_phrase_is_a_repeat_both_ways() {
+    for (a, b) in [
+        (
+            "Nightly backup job failed on the billing database",
+            "The billing database nightly backup job has failed",
+        ),
+        (
+            "Please send me the final report for the Q3 audit by Friday",
+            "Please send me the Q3 audit final report by Friday",
+        ),
+    ] {
+        for r in both_ways("send_email", "body", a, b).await {
+            assert_eq!(verdict(&r), Verdict::Duplicate, "{}", describe(&r));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_negated_request_is_never_a_repeat_both_ways() {
+    for r in both_ways(
+        "send_email",
+        "body",
+        "Please cancel my subscription at the end of this month",
+        "Please do not cancel my subscription at the end of this month",
+    )
+    .await
+    {
+        assert_eq!(verdict(&r), Verdict::New, "{}", describe(&r));
+        let sem = r.stages.iter().find(|s| s.name == "semantic");
+        assert!(
+            sem.and_then(|s| s.explain.as_deref())
+                .is_some_and(|e| e.contains("negation_mismatch")),
+            "{}",
+            describe(&r)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_changed_search_term_is_not_a_repeat_both_ways() {
+    for r in both_ways(
+        "web_search",
+        "query",
+        "best libraries and patterns for go connection pooling in production services",
+        "best libraries and patterns for onnx connection pooling in production services",
+    )
+    .await
+    {
+        assert_eq!(verdict(&r), Verdict::New, "{}", describe(&r));
+    }
+}
+
+#[tokio::test]
+async fn a_near_copy_with_one_phrase_reworded_is_judged_a_repeat_both_ways() {
+    for (a, b) in [
+        (
+            "Summarise the best practices for rotating database credentials in our cluster",
+            "Summarise the recommended practices for rotating database credentials in our cluster",
+        ),
+        (
+            "The nightly export to the warehouse stopped without an error. Please investigate.",
+            "The nightly export to the warehouse stopped without an error. Please look into it.",
+        ),
+    ] {
+        for r in both_ways("send_email", "body", a, b).await {
+            assert_eq!(verdict(&r), Verdict::Duplicate, "{}", describe(&r));
+        }
+    }
+}
