@@ -105,9 +105,11 @@ pub struct SessionSettings {
     pub deadline_ms: u32,
     /// Fuzzy similarity at or above which free text is a duplicate.
     pub fuzzy_threshold: f64,
-    /// Cosine at or above which free text is a duplicate.
+    /// The judge's probability (that b repeats a's action) at or above which free text is a
+    /// duplicate (`funnel::judge`).
     pub semantic_duplicate: f64,
-    /// Cosine at or above which (and below `semantic_duplicate`) a match is borderline.
+    /// The judge's probability at or above which (and below `semantic_duplicate`) a match is
+    /// borderline.
     pub semantic_borderline: f64,
     pub borderline_policy: BorderlinePolicy,
     pub verifier_enabled: bool,

@@ -170,6 +170,7 @@ def main():
     ap.add_argument("--bfcl", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--calls-out", required=True, help="heldout pairs as tool calls, for idem calibrate")
+    ap.add_argument("--calib-calls-out", help="calib pairs as tool calls (to choose thresholds on)")
     ap.add_argument("--max-sick", type=int, default=3500)
     ap.add_argument("--max-stsb", type=int, default=3000)
     ap.add_argument("--max-bases", type=int, default=1500)
@@ -219,8 +220,8 @@ def main():
             p = json.loads(line)
             k = p["kind"]
             sp = split_of(p["id"])
-            if sp == "heldout":
-                calls.append(p)
+            if sp in ("heldout", "calib"):
+                calls.append(dict(p, split=sp))
             if not (k.startswith("prose") or k == "paraphrase"):
                 continue
             x, y = prose(p["a"]["args"]), prose(p["b"]["args"])
@@ -246,20 +247,27 @@ def main():
         n += 1
         for kind, text, dup in made:
             pairs.append({"a": b, "b": text, "duplicate": dup, "kind": kind, "source": "derived:" + src, "split": split_of(b)})
-            if split_of(b) == "heldout":
-                # Heldout derived pairs also as tool calls, for `idem calibrate`.
-                calls.append({
-                    "id": "%s-%04d" % (kind, len(calls)), "kind": kind, "duplicate": dup,
-                    "a": {"tool": "send_message", "args": {"recipient": "ops@example.com", "body": b}},
-                    "b": {"tool": "send_message", "args": {"recipient": "ops@example.com", "body": text}},
-                    "source": "derived:" + src,
-                })
     with open(a.out, "w", encoding="utf-8") as f:
         for p in pairs:
             f.write(json.dumps(p, ensure_ascii=False) + "\n")
-    with open(a.calls_out, "w", encoding="utf-8") as f:
-        for p in calls:
-            f.write(json.dumps(p, ensure_ascii=False) + "\n")
+    # Text pairs of the heldout and calib splits also as tool calls, for `idem calibrate`: the
+    # free text as the body of a message to one recipient (identity equal, so the judge decides).
+    for n, p in enumerate(pairs):
+        if p["split"] in ("heldout", "calib") and not p["kind"].startswith("bfcl_"):
+            calls.append({
+                "id": "%s-%05d" % (p["kind"], n), "kind": p["kind"], "duplicate": p["duplicate"],
+                "a": {"tool": "send_message", "args": {"recipient": "ops@example.com", "body": p["a"]}},
+                "b": {"tool": "send_message", "args": {"recipient": "ops@example.com", "body": p["b"]}},
+                "source": p["source"], "split": p["split"],
+            })
+    outs = {"heldout": a.calls_out, "calib": a.calib_calls_out}
+    for sp, path in outs.items():
+        if not path:
+            continue
+        with open(path, "w", encoding="utf-8") as f:
+            for p in calls:
+                if p["split"] == sp:
+                    f.write(json.dumps(p, ensure_ascii=False) + "\n")
     from collections import Counter
     c = Counter((p["kind"], p["duplicate"], p["split"]) for p in pairs)
     for k in sorted(c):

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::funnel::features::measure;
-use crate::funnel::judge::{Model, Platt, feature_names};
+use crate::funnel::judge::{self, Model, Platt, feature_names};
 
 /// One labelled text pair, as stored for training (`cosine` filled in by the embedder once).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,9 +49,7 @@ const ITERS: usize = 30;
 
 /// The model's feature vector of a pair: cosine first, then the text features.
 pub fn feature_vector(p: &TextPair) -> Option<Vec<f64>> {
-    let t = measure(&p.a, &p.b);
-    let cos = p.cosine?;
-    Some(std::iter::once(cos).chain(t.x.iter().copied()).collect())
+    Some(judge::feature_vector(&measure(&p.a, &p.b), p.cosine?))
 }
 
 /// Pairs a hard conflict already decides (the judge gives them 0 whatever the weights).

@@ -106,9 +106,18 @@ pub fn split_report(judge: &Judge, pairs: &[TextPair], split: &str) -> serde_jso
     for it in &items {
         kinds.entry(it.0.kind.as_str()).or_default().push(it);
     }
+    let sweep: Vec<serde_json::Value> = (6..100)
+        .step_by(3)
+        .map(|i| {
+            let t = f64::from(i) / 100.0;
+            let c = Confusion::from_labels(all.iter().map(|(p, prob)| (p.duplicate, *prob >= t)));
+            json!({"threshold": t, "recall": c.recall(), "false_duplicate_rate": c.false_duplicate_rate(), "fp": c.fp})
+        })
+        .collect();
     json!({
         "split": split,
         "semantic_duplicate": s.semantic_duplicate,
+        "sweep": sweep,
         "all": figures(&all),
         "per_kind": kinds.iter().map(|(k, v)| (k.to_string(), figures(v))).collect::<serde_json::Map<_, _>>(),
     })

@@ -21,6 +21,36 @@ const SHIPPED_MODEL: &str = include_str!("judge_model.json");
 /// Name of the cosine feature (the first one).
 pub const COSINE: &str = "cosine";
 
+/// Knots of the cosine's piecewise-linear terms: `cosine_over_<k>` = max(0, cosine - k). They
+/// let the score rise steeply where paraphrases and near-misses meet (cosines above 0.8)
+/// while staying piecewise linear in the cosine, so its maximum over all cosines is at a knot
+/// or an end of [-1, 1] (what `best_probability` evaluates).
+pub const COSINE_KNOTS: [f64; 3] = [0.8, 0.9, 0.95];
+
+/// Names of the cosine terms.
+const COSINE_TERMS: [&str; 4] = [COSINE, "cosine_over_80", "cosine_over_90", "cosine_over_95"];
+
+/// Number of cosine terms.
+const N_COS: usize = 4;
+
+fn cosine_terms(cos: f64) -> [f64; N_COS] {
+    let c = cos.clamp(-1.0, 1.0);
+    [
+        c,
+        (c - COSINE_KNOTS[0]).max(0.0),
+        (c - COSINE_KNOTS[1]).max(0.0),
+        (c - COSINE_KNOTS[2]).max(0.0),
+    ]
+}
+
+/// The model's full feature vector for a pair: the cosine terms, then the text features.
+pub fn feature_vector(t: &TextFeatures, cosine: f64) -> Vec<f64> {
+    cosine_terms(cosine)
+        .into_iter()
+        .chain(t.x.iter().copied())
+        .collect()
+}
+
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum JudgeError {
@@ -52,7 +82,7 @@ pub struct Platt {
 pub struct Model {
     /// Format version (1).
     pub version: u32,
-    /// Feature names: `cosine`, then `features::TEXT_FEATURES` in order.
+    /// Feature names: the cosine terms, then `features::TEXT_FEATURES` in order.
     pub features: Vec<String>,
     /// One weight per feature.
     pub weights: Vec<f64>,
@@ -65,8 +95,10 @@ pub struct Model {
 
 /// Feature names in model order.
 pub fn feature_names() -> Vec<String> {
-    std::iter::once(COSINE)
-        .chain(TEXT_FEATURES.iter().copied())
+    COSINE_TERMS
+        .iter()
+        .chain(TEXT_FEATURES.iter())
+        .copied()
         .map(str::to_string)
         .collect()
 }
@@ -74,7 +106,7 @@ pub fn feature_names() -> Vec<String> {
 /// A loaded, validated model.
 #[derive(Debug, Clone)]
 pub struct Judge {
-    w_cos: f64,
+    w_cos: [f64; N_COS],
     w: [f64; N_TEXT],
     bias: f64,
     platt: Platt,
@@ -110,11 +142,11 @@ impl Judge {
                 expected,
             });
         }
-        if m.weights.len() != N_TEXT + 1 {
+        if m.weights.len() != N_COS + N_TEXT {
             return Err(JudgeError::Malformed(format!(
                 "{} weights for {} features",
                 m.weights.len(),
-                N_TEXT + 1
+                N_COS + N_TEXT
             )));
         }
         let mut all = m.weights.iter().chain([&m.bias, &m.platt.a, &m.platt.b]);
@@ -122,9 +154,11 @@ impl Judge {
             return Err(JudgeError::Malformed("a coefficient is not finite".into()));
         }
         let mut w = [0.0; N_TEXT];
-        w.copy_from_slice(&m.weights[1..]);
+        w.copy_from_slice(&m.weights[N_COS..]);
+        let mut w_cos = [0.0; N_COS];
+        w_cos.copy_from_slice(&m.weights[..N_COS]);
         Ok(Self {
-            w_cos: m.weights[0],
+            w_cos,
             w,
             bias: m.bias,
             platt: m.platt,
@@ -163,13 +197,30 @@ impl Judge {
         if t.conflict.is_some() {
             return 0.0;
         }
-        self.calibrated(self.text_score(t) + self.w_cos * cosine.clamp(-1.0, 1.0))
+        self.calibrated(self.text_score(t) + self.cosine_score(cosine))
     }
 
-    /// The highest probability any cosine in [-1, 1] could give this pair. The score is affine
-    /// in the cosine and the calibration monotone, so it is reached at an end of the range.
+    fn cosine_score(&self, cosine: f64) -> f64 {
+        self.w_cos
+            .iter()
+            .zip(cosine_terms(cosine))
+            .map(|(w, x)| w * x)
+            .sum()
+    }
+
+    /// The highest probability any cosine in [-1, 1] could give this pair. The score is
+    /// piecewise linear in the cosine (knots `COSINE_KNOTS`) and the calibration monotone, so
+    /// the maximum is at a knot or an end of the range.
     pub fn best_probability(&self, t: &TextFeatures) -> f64 {
-        self.probability(t, 1.0).max(self.probability(t, -1.0))
+        let best_cos = [-1.0, 1.0]
+            .into_iter()
+            .chain(COSINE_KNOTS)
+            .map(|c| self.cosine_score(c))
+            .fold(f64::NEG_INFINITY, f64::max);
+        if t.conflict.is_some() {
+            return 0.0;
+        }
+        self.calibrated(self.text_score(t) + best_cos)
     }
 
     /// The probability and the features that decided it.
@@ -181,7 +232,7 @@ impl Judge {
             };
         }
         let probability = self.probability(t, cosine);
-        let mut parts: Vec<(&'static str, f64)> = std::iter::once((COSINE, self.w_cos * cosine))
+        let mut parts: Vec<(&'static str, f64)> = std::iter::once((COSINE, self.cosine_score(cosine)))
             .chain(
                 TEXT_FEATURES
                     .iter()
