@@ -291,7 +291,8 @@ fn align(a: &[&str], b: &[&str]) -> Vec<Option<usize>> {
 /// Order of the aligned words: (block move, swap, discordance). `seq` holds, in a's order,
 /// the b-positions of the aligned words. A block move is one contiguous stretch moved as a
 /// whole ("the billing database nightly backup job" / "nightly backup job ... billing
-/// database"): two adjacent blocks exchanged. Any other disorder is a swap.
+/// database"): two adjacent blocks exchanged, at least one of them longer than a word. Any
+/// other disorder is a swap.
 fn order(seq: &[usize]) -> (bool, bool, f64) {
     let n = seq.len();
     if n < 2 {
@@ -322,9 +323,12 @@ fn order(seq: &[usize]) -> (bool, bool, f64) {
     let hi = (0..n).rev().find(|&i| rank[i] != i).map_or(n, |i| i + 1);
     let m = rank[lo];
     let first_len = hi - m;
-    let block = m > lo
+    let interchange = m > lo
         && (0..first_len).all(|k| rank[lo + k] == m + k)
         && (0..m - lo).all(|k| rank[lo + first_len + k] == lo + k);
+    // Two single words exchanged ("the Earth to the Moon" / "the Moon to the Earth") is a
+    // swap of roles, not a moved phrase.
+    let block = interchange && !(first_len == 1 && m - lo == 1);
     (block, !block, disc)
 }
 
@@ -457,6 +461,7 @@ mod tests {
         assert_eq!(f(a, b, "block_move"), 1.0);
         assert_eq!(f(a, b, "swap"), 0.0);
         assert_eq!(f("the dog bit the man", "the man bit the dog", "swap"), 1.0);
+        assert_eq!(f("Two girls are playing guitar", "girls Two are playing guitar", "swap"), 1.0);
         assert_eq!(
             f(
                 "Please send me the final report for the Q3 audit by Friday",

@@ -290,6 +290,9 @@ mod tests {
         assert!(Judge::shipped().is_ok(), "{:?}", Judge::shipped().err());
     }
 
+    // The cosines below are what the shipped embedding model (models/, all-MiniLM-L6-v2) gives
+    // these pairs; tests/semantic.rs checks the same cases end to end with the model itself.
+
     #[test]
     fn moved_phrases_are_repeats_both_ways() {
         let d = SessionSettings::default().semantic_duplicate;
@@ -297,12 +300,12 @@ mod tests {
             (
                 "Nightly backup job failed on the billing database",
                 "The billing database nightly backup job has failed",
-                0.987,
+                0.986907,
             ),
             (
                 "Please send me the final report for the Q3 audit by Friday",
                 "Please send me the Q3 audit final report by Friday",
-                0.980,
+                0.98088,
             ),
         ] {
             assert!(p(a, b, cos) >= d, "{a} / {b}: {}", p(a, b, cos));
@@ -315,19 +318,22 @@ mod tests {
         let s = SessionSettings::default();
         let a = "Please cancel my subscription at the end of this month";
         let b = "Please do not cancel my subscription at the end of this month";
-        assert!(p(a, b, 0.978) < s.semantic_borderline, "{}", p(a, b, 0.978));
-        assert!(p(b, a, 0.978) < s.semantic_borderline, "{}", p(b, a, 0.978));
+        assert!(p(a, b, 0.983975) < s.semantic_borderline);
+        assert!(p(b, a, 0.983975) < s.semantic_borderline);
+        // Not even the best possible cosine makes it a duplicate.
+        assert!(judge().best_probability(&measure(a, b)) < s.semantic_duplicate);
     }
 
     #[test]
     fn a_changed_search_term_is_not_a_repeat_both_ways() {
         let s = SessionSettings::default();
-        let a = "search the web for onnx runtime go connection pooling";
-        let b = "search the web for onnx runtime onnx connection pooling";
+        let a = "best libraries and patterns for go connection pooling in production services";
+        let b = "best libraries and patterns for onnx connection pooling in production services";
         for (x, y) in [(a, b), (b, a)] {
             let t = measure(x, y);
+            // Not settled by the fuzzy ratio: the one content word that differs is judged.
             assert!(!t.verbatim());
-            assert!(p(x, y, 0.95) < s.semantic_duplicate, "{}", p(x, y, 0.95));
+            assert!(p(x, y, 0.678195) < s.semantic_borderline, "{}", p(x, y, 0.678195));
         }
     }
 
@@ -336,11 +342,15 @@ mod tests {
         let d = SessionSettings::default().semantic_duplicate;
         for (a, b, cos) in [
             (
-                "Summarise the best practices for connection pooling",
-                "Summarise the recommended practices for connection pooling",
-                0.97,
+                "Summarise the best practices for rotating database credentials in our cluster",
+                "Summarise the recommended practices for rotating database credentials in our cluster",
+                0.993006,
             ),
-            ("Please investigate.", "Please look into it.", 0.93),
+            (
+                "The nightly export to the warehouse stopped without an error. Please investigate.",
+                "The nightly export to the warehouse stopped without an error. Please look into it.",
+                0.98359,
+            ),
         ] {
             assert!(measure(a, b).conflict.is_none());
             assert!(p(a, b, cos) >= d, "{a} / {b}: {}", p(a, b, cos));
