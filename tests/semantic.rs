@@ -62,8 +62,43 @@ async fn paraphrased_email_body_to_the_same_recipient_is_a_duplicate() {
 async fn reworded_email_body_is_caught_by_the_semantic_stage() {
     let r = pair(
         "send_email",
-        r#"{"to": "bob@example.com", "body": "Reminder: the quarterly budget review meeting is tomorrow at the main office."}"#,
-        r#"{"to": "bob@example.com", "body": "Just a reminder that the quarterly budget review meeting takes place tomorrow at the main office."}"#,
+        r#"{"to": "bob@example.com", "body": "Please send me the final report for the Q3 audit by Friday."}"#,
+        r#"{"to": "bob@example.com", "body": "Please send me the Q3 audit final report by Friday."}"#,
+    )
+    .await;
+    assert_eq!(verdict(&r), Verdict::Duplicate, "{}", describe(&r));
+    assert_eq!(r.matched.unwrap().stage, proto::Stage::Semantic as i32);
+}
+
+#[tokio::test]
+async fn a_looser_rewording_is_at_least_borderline_and_block_makes_it_a_duplicate() {
+    // The judge puts this pair just under the calibrated duplicate threshold (a longer
+    // rewording): borderline, so the session's policy decides.
+    let srv = start_semantic(semantic_config()).await;
+    let mut c = srv.client().await;
+    configure(
+        &mut c,
+        proto::SessionConfig {
+            borderline_policy: Some("block".into()),
+            ..session(5_000)
+        },
+    )
+    .await;
+    let a = run(
+        &mut c,
+        check(
+            "send_email",
+            r#"{"to": "bob@example.com", "body": "Reminder: the quarterly budget review meeting is tomorrow at the main office."}"#,
+        ),
+    )
+    .await;
+    succeed(&mut c, &a.call_id, "{}", None).await;
+    let r = run(
+        &mut c,
+        check(
+            "send_email",
+            r#"{"to": "bob@example.com", "body": "Just a reminder that the quarterly budget review meeting takes place tomorrow at the main office."}"#,
+        ),
     )
     .await;
     assert_eq!(verdict(&r), Verdict::Duplicate, "{}", describe(&r));
@@ -188,8 +223,8 @@ async fn a_one_millisecond_deadline_returns_quickly_and_says_so() {
 #[tokio::test]
 async fn semantic_duplicates_are_found_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let body1 = r#"{"to": "bob@example.com", "body": "Reminder: the quarterly budget review meeting is tomorrow at the main office."}"#;
-    let body2 = r#"{"to": "bob@example.com", "body": "Just a reminder that the quarterly budget review meeting takes place tomorrow at the main office."}"#;
+    let body1 = r#"{"to": "bob@example.com", "body": "Nightly backup job failed on the billing database."}"#;
+    let body2 = r#"{"to": "bob@example.com", "body": "The billing database nightly backup job has failed."}"#;
     let first_id = {
         let store = std::sync::Arc::new(idem::store::EmbeddedStore::open(dir.path()).unwrap());
         let (engine, clock) = semantic_engine(store, semantic_config());

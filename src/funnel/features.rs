@@ -461,7 +461,14 @@ mod tests {
         assert_eq!(f(a, b, "block_move"), 1.0);
         assert_eq!(f(a, b, "swap"), 0.0);
         assert_eq!(f("the dog bit the man", "the man bit the dog", "swap"), 1.0);
-        assert_eq!(f("Two girls are playing guitar", "girls Two are playing guitar", "swap"), 1.0);
+        assert_eq!(
+            f(
+                "Two girls are playing guitar",
+                "girls Two are playing guitar",
+                "swap"
+            ),
+            1.0
+        );
         assert_eq!(
             f(
                 "Please send me the final report for the Q3 audit by Friday",

@@ -232,15 +232,16 @@ impl Judge {
             };
         }
         let probability = self.probability(t, cosine);
-        let mut parts: Vec<(&'static str, f64)> = std::iter::once((COSINE, self.cosine_score(cosine)))
-            .chain(
-                TEXT_FEATURES
-                    .iter()
-                    .zip(self.w.iter().zip(t.x.iter()))
-                    .map(|(n, (w, x))| (*n, w * x)),
-            )
-            .filter(|(_, c)| c.abs() >= 0.05)
-            .collect();
+        let mut parts: Vec<(&'static str, f64)> =
+            std::iter::once((COSINE, self.cosine_score(cosine)))
+                .chain(
+                    TEXT_FEATURES
+                        .iter()
+                        .zip(self.w.iter().zip(t.x.iter()))
+                        .map(|(n, (w, x))| (*n, w * x)),
+                )
+                .filter(|(_, c)| c.abs() >= 0.05)
+                .collect();
         parts.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         parts.truncate(3);
         Judgement {
@@ -333,7 +334,11 @@ mod tests {
             let t = measure(x, y);
             // Not settled by the fuzzy ratio: the one content word that differs is judged.
             assert!(!t.verbatim());
-            assert!(p(x, y, 0.678195) < s.semantic_borderline, "{}", p(x, y, 0.678195));
+            assert!(
+                p(x, y, 0.678195) < s.semantic_borderline,
+                "{}",
+                p(x, y, 0.678195)
+            );
         }
     }
 
