@@ -80,8 +80,9 @@ pub fn fit_logistic(x: &[Vec<f64>], y: &[bool], l2: f64) -> Result<(Vec<f64>, f6
             }
         }
         for j in 0..dim {
-            for k in 0..j {
-                hess[k][j] = hess[j][k];
+            let (upper, lower) = hess.split_at_mut(j);
+            for (k, row) in upper.iter_mut().enumerate() {
+                row[j] = lower[0][k];
             }
             if j < d {
                 grad[j] += l2 * beta[j];
@@ -107,12 +108,14 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
         }
         a.swap(c, piv);
         b.swap(c, piv);
-        for r in c + 1..n {
-            let f = a[r][c] / a[c][c];
-            for k in c..n {
-                a[r][k] -= f * a[c][k];
+        let (top, rest) = a.split_at_mut(c + 1);
+        let pivot_row = &top[c];
+        for (off, row) in rest.iter_mut().enumerate() {
+            let f = row[c] / pivot_row[c];
+            for (x, p) in row[c..].iter_mut().zip(&pivot_row[c..]) {
+                *x -= f * p;
             }
-            b[r] -= f * b[c];
+            b[c + 1 + off] -= f * b[c];
         }
     }
     let mut x = vec![0.0; n];

@@ -4,7 +4,7 @@
 //! `--write-cosines`, written back, so retraining after a feature change needs no model. The
 //! report gives the held-out split's figures at the thresholds the session defaults use.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ pub struct TrainScorerArgs {
     pub json: bool,
 }
 
-async fn fill_cosines(pairs: &mut [TextPair], models_dir: &PathBuf) -> anyhow::Result<usize> {
+async fn fill_cosines(pairs: &mut [TextPair], models_dir: &Path) -> anyhow::Result<usize> {
     let missing: Vec<usize> = (0..pairs.len())
         .filter(|&i| pairs[i].cosine.is_none())
         .collect();
@@ -49,7 +49,7 @@ async fn fill_cosines(pairs: &mut [TextPair], models_dir: &PathBuf) -> anyhow::R
     }
     let mut config = ServerConfig::default();
     config.semantic.embedder = EmbedderKind::Local;
-    config.semantic.models_dir = models_dir.clone();
+    config.semantic.models_dir = models_dir.to_path_buf();
     config.semantic.max_embed_wait_share = 1.0;
     let sem = Semantic::from_config(&config)?.context("no embedder configured")?;
     let bar = indicatif::ProgressBar::new(missing.len() as u64);

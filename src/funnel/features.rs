@@ -247,6 +247,9 @@ fn antonyms(a: &str, b: &str) -> bool {
     })
 }
 
+/// A way two words may align.
+type Aligns = dyn Fn(&str, &str) -> bool;
+
 /// Content-word alignment: for each content word of `a`, the index (among `b`'s content
 /// words) it aligns with, if any. Exact matches first, then stems, then typos; among several
 /// candidates the one closest in relative position.
@@ -260,10 +263,9 @@ fn align(a: &[&str], b: &[&str]) -> Vec<Option<usize>> {
             i as f64 / (n - 1) as f64
         }
     };
-    let passes: [&dyn Fn(&str, &str) -> bool; 3] =
-        [&|x, y| x == y, &|x, y| stem(x) == stem(y), &|x, y| {
-            one_typo(x, y)
-        }];
+    let passes: [&Aligns; 3] = [&|x, y| x == y, &|x, y| stem(x) == stem(y), &|x, y| {
+        one_typo(x, y)
+    }];
     for pass in passes {
         for (i, wa) in a.iter().enumerate() {
             if out[i].is_some() {

@@ -109,12 +109,10 @@ pub fn scan(text: &str, candidates: &[Candidate], threshold: f64) -> FuzzyScan {
         if out.best_any.is_none_or(|(b, _)| s > b) {
             out.best_any = Some((s, i));
         }
-        if out.eligible.is_none_or(|e| s > e) {
-            if measure(text, &c.free_text).verbatim() {
-                out.eligible = Some(s);
-                if s >= threshold {
-                    out.matched = Some((s, i));
-                }
+        if out.eligible.is_none_or(|e| s > e) && measure(text, &c.free_text).verbatim() {
+            out.eligible = Some(s);
+            if s >= threshold {
+                out.matched = Some((s, i));
             }
         }
     }
