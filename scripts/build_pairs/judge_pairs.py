@@ -171,6 +171,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--calls-out", required=True, help="heldout pairs as tool calls, for idem calibrate")
     ap.add_argument("--calib-calls-out", help="calib pairs as tool calls (to choose thresholds on)")
+    ap.add_argument("--select-calls-out", help="calib calls plus the train split of --bfcl: what idem calibrate chooses the defaults on")
     ap.add_argument("--max-sick", type=int, default=3500)
     ap.add_argument("--max-stsb", type=int, default=3000)
     ap.add_argument("--max-bases", type=int, default=1500)
@@ -268,6 +269,15 @@ def main():
             for p in calls:
                 if p["split"] == sp:
                     f.write(json.dumps(p, ensure_ascii=False) + "\n")
+    if a.select_calls_out:
+        with open(a.select_calls_out, "w", encoding="utf-8") as f:
+            for p in calls:
+                if p["split"] == "calib":
+                    f.write(json.dumps(p, ensure_ascii=False) + "\n")
+            with open(a.bfcl, encoding="utf-8") as src:
+                for line in src:
+                    if split_of(json.loads(line)["id"]) == "train":
+                        f.write(line)
     from collections import Counter
     c = Counter((p["kind"], p["duplicate"], p["split"]) for p in pairs)
     for k in sorted(c):
