@@ -10,7 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use idem::canonical::{CanonPolicy, CanonicalCall};
 use idem::config::{EmbedderKind, ServerConfig};
 use idem::engine::{CheckRequest, Engine};
-use idem::funnel::text;
+use idem::funnel::{Judge, features, may_match, text};
 use idem::store::{EmbeddedStore, MemoryStore, Store};
 use serde_json::json;
 
@@ -65,6 +65,21 @@ fn fuzzy_1000(c: &mut Criterion) {
             }
             best
         })
+    });
+}
+
+/// The judge on one pair (text features + calibrated probability) and `may_match` (what the
+/// engine runs before an embedding): the semantic stage judges at most 8 neighbours a check.
+fn judge_pair(c: &mut Criterion) {
+    let judge = Judge::shipped().unwrap();
+    let a = "Please send me the final report for the Q3 audit by Friday, and copy the finance team";
+    let b = "Please send me the Q3 audit final report by Friday and cc the finance team";
+    c.bench_function("judge/pair", |bench| {
+        bench.iter(|| judge.judge(&features::measure(a, b), 0.97))
+    });
+    let settings = idem::config::SessionSettings::default();
+    c.bench_function("judge/may_match", |bench| {
+        bench.iter(|| may_match(a, b, &settings))
     });
 }
 
@@ -176,6 +191,6 @@ fn semantic_check(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
-    targets = canonicalise, fuzzy_1000, exact_path, semantic_check
+    targets = canonicalise, fuzzy_1000, judge_pair, exact_path, semantic_check
 }
 criterion_main!(benches);

@@ -62,8 +62,43 @@ async fn paraphrased_email_body_to_the_same_recipient_is_a_duplicate() {
 async fn reworded_email_body_is_caught_by_the_semantic_stage() {
     let r = pair(
         "send_email",
-        r#"{"to": "bob@example.com", "body": "Reminder: the quarterly budget review meeting is tomorrow at the main office."}"#,
-        r#"{"to": "bob@example.com", "body": "Just a reminder that the quarterly budget review meeting takes place tomorrow at the main office."}"#,
+        r#"{"to": "bob@example.com", "body": "Please send me the final report for the Q3 audit by Friday."}"#,
+        r#"{"to": "bob@example.com", "body": "Please send me the Q3 audit final report by Friday."}"#,
+    )
+    .await;
+    assert_eq!(verdict(&r), Verdict::Duplicate, "{}", describe(&r));
+    assert_eq!(r.matched.unwrap().stage, proto::Stage::Semantic as i32);
+}
+
+#[tokio::test]
+async fn a_looser_rewording_is_at_least_borderline_and_block_makes_it_a_duplicate() {
+    // The judge puts this pair just under the calibrated duplicate threshold (a longer
+    // rewording): borderline, so the session's policy decides.
+    let srv = start_semantic(semantic_config()).await;
+    let mut c = srv.client().await;
+    configure(
+        &mut c,
+        proto::SessionConfig {
+            borderline_policy: Some("block".into()),
+            ..session(5_000)
+        },
+    )
+    .await;
+    let a = run(
+        &mut c,
+        check(
+            "send_email",
+            r#"{"to": "bob@example.com", "body": "Reminder: the quarterly budget review meeting is tomorrow at the main office."}"#,
+        ),
+    )
+    .await;
+    succeed(&mut c, &a.call_id, "{}", None).await;
+    let r = run(
+        &mut c,
+        check(
+            "send_email",
+            r#"{"to": "bob@example.com", "body": "Just a reminder that the quarterly budget review meeting takes place tomorrow at the main office."}"#,
+        ),
     )
     .await;
     assert_eq!(verdict(&r), Verdict::Duplicate, "{}", describe(&r));
@@ -188,8 +223,8 @@ async fn a_one_millisecond_deadline_returns_quickly_and_says_so() {
 #[tokio::test]
 async fn semantic_duplicates_are_found_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let body1 = r#"{"to": "bob@example.com", "body": "Reminder: the quarterly budget review meeting is tomorrow at the main office."}"#;
-    let body2 = r#"{"to": "bob@example.com", "body": "Just a reminder that the quarterly budget review meeting takes place tomorrow at the main office."}"#;
+    let body1 = r#"{"to": "bob@example.com", "body": "Nightly backup job failed on the billing database."}"#;
+    let body2 = r#"{"to": "bob@example.com", "body": "The billing database nightly backup job has failed."}"#;
     let first_id = {
         let store = std::sync::Arc::new(idem::store::EmbeddedStore::open(dir.path()).unwrap());
         let (engine, clock) = semantic_engine(store, semantic_config());
@@ -320,5 +355,85 @@ async fn concurrent_rewordings_of_a_new_call_record_it_once() {
             "{}",
             describe(r)
         );
+    }
+}
+
+/// Records `a`, checks `b`, and the same the other way round (fresh servers).
+async fn both_ways(tool: &str, field: &str, a: &str, b: &str) -> [proto::CheckResponse; 2] {
+    let args = |t: &str| serde_json::json!({"to": "ops@example.com", field: t}).to_string();
+    [
+        pair(tool, &args(a), &args(b)).await,
+        pair(tool, &args(b), &args(a)).await,
+    ]
+}
+
+#[tokio::test]
+async fn a_moved_phrase_is_a_repeat_both_ways() {
+    for (a, b) in [
+        (
+            "Nightly backup job failed on the billing database",
+            "The billing database nightly backup job has failed",
+        ),
+        (
+            "Please send me the final report for the Q3 audit by Friday",
+            "Please send me the Q3 audit final report by Friday",
+        ),
+    ] {
+        for r in both_ways("send_email", "body", a, b).await {
+            assert_eq!(verdict(&r), Verdict::Duplicate, "{}", describe(&r));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_negated_request_is_never_a_repeat_both_ways() {
+    for r in both_ways(
+        "send_email",
+        "body",
+        "Please cancel my subscription at the end of this month",
+        "Please do not cancel my subscription at the end of this month",
+    )
+    .await
+    {
+        assert_eq!(verdict(&r), Verdict::New, "{}", describe(&r));
+        let sem = r.stages.iter().find(|s| s.name == "semantic");
+        assert!(
+            sem.and_then(|s| s.explain.as_deref())
+                .is_some_and(|e| e.contains("negation_mismatch")),
+            "{}",
+            describe(&r)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_changed_search_term_is_not_a_repeat_both_ways() {
+    for r in both_ways(
+        "web_search",
+        "query",
+        "best libraries and patterns for go connection pooling in production services",
+        "best libraries and patterns for onnx connection pooling in production services",
+    )
+    .await
+    {
+        assert_eq!(verdict(&r), Verdict::New, "{}", describe(&r));
+    }
+}
+
+#[tokio::test]
+async fn a_near_copy_with_one_phrase_reworded_is_judged_a_repeat_both_ways() {
+    for (a, b) in [
+        (
+            "Summarise the best practices for rotating database credentials in our cluster",
+            "Summarise the recommended practices for rotating database credentials in our cluster",
+        ),
+        (
+            "The nightly export to the warehouse stopped without an error. Please investigate.",
+            "The nightly export to the warehouse stopped without an error. Please look into it.",
+        ),
+    ] {
+        for r in both_ways("send_email", "body", a, b).await {
+            assert_eq!(verdict(&r), Verdict::Duplicate, "{}", describe(&r));
+        }
     }
 }

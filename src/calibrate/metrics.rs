@@ -111,10 +111,14 @@ pub fn fuzzy_grid() -> Vec<f64> {
         .collect()
 }
 
-/// Semantic thresholds swept.
+/// Judge probability thresholds swept: coarse from 0.3, fine above 0.9.
 pub fn semantic_grid() -> Vec<f64> {
-    (0..=40)
-        .map(|i| round(0.80 + 0.005 * f64::from(i)))
+    let coarse = (0..12).map(|i| 0.30 + 0.05 * f64::from(i));
+    let fine = (0..20).map(|i| 0.90 + 0.005 * f64::from(i));
+    coarse
+        .chain(fine)
+        .chain([0.998, 0.999])
+        .map(round)
         .collect()
 }
 
@@ -212,6 +216,8 @@ mod tests {
             certain: false,
             fuzzy,
             semantic,
+            cosine: None,
+            explain: None,
             naive_cosine: None,
         }
     }
@@ -220,8 +226,8 @@ mod tests {
     fn recommendation_respects_the_target_on_its_data() {
         let mut data = Vec::new();
         for i in 0..100 {
-            data.push(s(true, None, Some(0.85 + 0.0015 * f64::from(i))));
-            data.push(s(false, None, Some(0.80 + 0.0019 * f64::from(i))));
+            data.push(s(true, None, Some(0.90 + 0.001 * f64::from(i))));
+            data.push(s(false, None, Some(0.30 + 0.0069 * f64::from(i))));
         }
         let points = sweep(&data);
         for target in [0.05, 0.2, 0.5] {
@@ -236,6 +242,38 @@ mod tests {
             );
             assert!((c.recall() - r.recall).abs() < 1e-12);
         }
+    }
+
+    #[test]
+    fn recommendation_holds_the_bound_on_a_known_answer() {
+        // 1,000 distinct pairs spread evenly over (0.3, 0.985]; 500 duplicates at 0.995. Exactly
+        // those distinct pairs at or above the threshold are false duplicates, so the
+        // recommended threshold is the lowest grid point whose Wilson bound stays <= 0.5 %.
+        let mut data = Vec::new();
+        for i in 0..1000 {
+            data.push(s(
+                false,
+                None,
+                Some(0.3 + 0.685 * f64::from(i + 1) / 1000.0),
+            ));
+        }
+        for _ in 0..500 {
+            data.push(s(true, None, Some(0.995)));
+        }
+        let points = sweep(&data);
+        let r = recommend(&points, 0.005).expect("a point meets the target");
+        let fp = |t: f64| data.iter().filter(|x| !x.duplicate && x.at(1.1, t)).count() as u64;
+        assert!(wilson_upper(fp(r.semantic_duplicate), 1000) <= 0.005);
+        assert_eq!(r.recall, 1.0);
+        // The known answer: exactly 0.99 and 0.995 hold the bound with full recall (at 0.985
+        // the top distinct pair is a false duplicate: Wilson bound 0.56 %), and the
+        // recommendation is the middle of that plateau.
+        let holding: Vec<f64> = semantic_grid()
+            .into_iter()
+            .filter(|t| *t <= 0.995 && wilson_upper(fp(*t), 1000) <= 0.005)
+            .collect();
+        assert_eq!(holding, vec![0.99, 0.995]);
+        assert_eq!(r.semantic_duplicate, 0.995);
     }
 
     #[test]

@@ -1,17 +1,21 @@
 //! Threshold calibration: labelled pairs run through the server's own funnel, in process.
 //!
 //! For each pair, a fresh scope records `a` (completed as succeeded), then checks `b`, and keeps
-//! what every stage saw: whether a certain stage (key, exact) matched, and the *eligible* fuzzy
-//! and semantic scores (best among candidates the prose checks allow to match). A pair is
-//! predicted duplicate at thresholds (f, s) when a certain stage matched, or the eligible fuzzy
-//! score is >= f, or the eligible cosine is >= s: exactly the funnel's rule, so a sweep over
-//! thresholds needs one pass over the data.
+//! what every stage saw: whether a certain stage (key, exact) matched, the *eligible* fuzzy
+//! ratio (best among verbatim candidates) and the judge's probability (best among the semantic
+//! neighbours). A pair is predicted duplicate at thresholds (f, s) when a certain stage matched,
+//! or the eligible fuzzy ratio is >= f, or the judge's probability is >= s: exactly the
+//! funnel's rule, so a sweep over thresholds needs one pass over the data. `train` fits the
+//! judge itself (`idem train-scorer`).
 
 mod metrics;
 mod pairs;
 mod plot;
+pub mod train;
 
-pub use metrics::{Confusion, SweepPoint, at_threshold, best_single_threshold, recommend, sweep};
+pub use metrics::{
+    Confusion, SweepPoint, at_threshold, best_single_threshold, recommend, sweep, wilson_upper,
+};
 pub use pairs::{Malformed, Pair, PairCall, read_pairs};
 pub use plot::write_plot;
 
@@ -42,8 +46,12 @@ pub struct Scored {
     pub certain: bool,
     /// Eligible fuzzy similarity, if the stage saw a candidate.
     pub fuzzy: Option<f64>,
-    /// Eligible semantic cosine, if the stage saw a candidate.
+    /// The judge's probability for the most probable semantic neighbour, if any.
     pub semantic: Option<f64>,
+    /// Best raw cosine the semantic stage saw.
+    pub cosine: Option<f64>,
+    /// Which features decided the judged pair.
+    pub explain: Option<String>,
     /// Naive baseline: cosine of the whole calls' embeddings.
     pub naive_cosine: Option<f64>,
 }
@@ -138,6 +146,12 @@ impl Calibrator {
             stage_score(StageKind::Fuzzy),
             stage_score(StageKind::Semantic),
         );
+        let semantic_report = second
+            .stages
+            .iter()
+            .find(|r| r.stage == StageKind::Semantic);
+        let cosine = semantic_report.and_then(|r| r.best_score);
+        let explain = semantic_report.and_then(|r| r.explain.clone());
         let (tf, ts) = self.thresholds;
         let stage = if certain {
             second.matched.map(|(s, _)| s.name())
@@ -163,6 +177,8 @@ impl Calibrator {
             certain,
             fuzzy,
             semantic,
+            cosine,
+            explain,
             naive_cosine,
         })
     }

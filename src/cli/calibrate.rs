@@ -63,6 +63,10 @@ pub struct CalibrateArgs {
     /// Write every pair's scores here (JSON Lines).
     #[arg(long)]
     pub scores_out: Option<PathBuf>,
+    /// List the pairs judged wrongly at the recommended thresholds, with the features that
+    /// decided each (the judge's explanation).
+    #[arg(long)]
+    pub explain: bool,
 }
 
 fn schema_policies(path: &PathBuf) -> anyhow::Result<BTreeMap<String, ToolPolicy>> {
@@ -224,7 +228,7 @@ pub async fn run(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
                 m
             });
     let recommended = rec.map(|r| {
-        let borderline = (r.semantic_duplicate - 0.08).max(0.0);
+        let borderline = borderline_for(r.semantic_duplicate);
         json!({
             "fuzzy_threshold": r.fuzzy_threshold,
             "semantic_duplicate": r.semantic_duplicate,
@@ -239,8 +243,23 @@ pub async fn run(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
             "[defaults]\nfuzzy_threshold = {}\nsemantic_duplicate = {}\nsemantic_borderline = {:.3}\n",
             r.fuzzy_threshold,
             r.semantic_duplicate,
-            (r.semantic_duplicate - 0.08).max(0.0)
+            borderline_for(r.semantic_duplicate)
         )
+    });
+    let explained = a.explain.then(|| {
+        let (f, s) = rec.map_or(current, |r| (r.fuzzy_threshold, r.semantic_duplicate));
+        scored
+            .iter()
+            .filter(|x| x.at(f, s) != x.duplicate)
+            .map(|x| {
+                json!({
+                    "id": x.id, "group": x.group, "duplicate": x.duplicate,
+                    "error": if x.duplicate { "missed" } else { "false_duplicate" },
+                    "fuzzy": x.fuzzy, "cosine": x.cosine, "probability": x.semantic,
+                    "explain": x.explain,
+                })
+            })
+            .collect::<Vec<_>>()
     });
     let baseline = naive.then(|| naive_report(&scored, a.target_false_dup_rate));
     let report = json!({
@@ -258,6 +277,7 @@ pub async fn run(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
         "config_snippet": snippet,
         "per_group": per_group,
         "baseline": baseline,
+        "explained": explained,
         "sweep": points,
     });
     if let Some(p) = &a.plot {
@@ -270,6 +290,12 @@ pub async fn run(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
         print_human(&report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The borderline band under a recommended duplicate threshold: pairs the verifier (or the
+/// session's borderline policy) decides. A quarter of probability below the threshold.
+fn borderline_for(duplicate: f64) -> f64 {
+    ((duplicate - 0.25).max(0.0) * 1000.0).round() / 1000.0
 }
 
 fn naive_report(scored: &[Scored], target: f64) -> Value {
@@ -288,6 +314,10 @@ fn naive_report(scored: &[Scored], target: f64) -> Value {
 fn pct(v: &Value) -> String {
     v.as_f64()
         .map_or("-".into(), |x| format!("{:.1}%", 100.0 * x))
+}
+
+fn num(v: &Value) -> String {
+    v.as_f64().map_or("-".into(), |x| format!("{x:.3}"))
 }
 
 fn print_human(r: &Value) {
@@ -337,6 +367,23 @@ fn print_human(r: &Value) {
             println!("\n{}", r["config_snippet"].as_str().unwrap_or_default());
         }
         None => println!("\nno swept thresholds reach the target false-duplicate rate"),
+    }
+    if let Some(items) = r["explained"].as_array() {
+        println!(
+            "\n{} pairs judged wrongly at the recommended thresholds:",
+            items.len()
+        );
+        for x in items {
+            println!(
+                "  {:<28} {:<16} fuzzy {:<6} cosine {:<6} p {:<6} {}",
+                x["id"].as_str().unwrap_or_default(),
+                x["error"].as_str().unwrap_or_default(),
+                num(&x["fuzzy"]),
+                num(&x["cosine"]),
+                num(&x["probability"]),
+                x["explain"].as_str().unwrap_or("(not judged)")
+            );
+        }
     }
     if let Some(b) = r["baseline"].as_object() {
         println!(

@@ -44,7 +44,7 @@ pub fn check_response(r: &proto::CheckResponse) -> Value {
         "replayed": r.replayed,
         "stages": r.stages.iter().map(|s| json!({
             "name": s.name, "micros": s.micros, "outcome": s.outcome, "best_score": s.best_score,
-            "eligible_score": s.eligible_score,
+            "eligible_score": s.eligible_score, "explain": s.explain,
         })).collect::<Vec<_>>(),
         "stop_reason": enum_name(r.stop_reason, |e: proto::StopReason| e.as_str_name()),
         "previous_attempt_unknown": r.previous_attempt_unknown,

@@ -6,6 +6,7 @@ mod client;
 mod json;
 mod mcp_proxy;
 mod serve;
+mod train_scorer;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,8 @@ pub enum Command {
     ExportPairs(client::ExportPairsArgs),
     /// Measure the funnel on labelled pairs and recommend thresholds.
     Calibrate(Box<calibrate::CalibrateArgs>),
+    /// Fit the judge's coefficients on labelled text pairs (deterministic).
+    TrainScorer(train_scorer::TrainScorerArgs),
     /// Load-test a running server: throughput and latency per verdict.
     Bench(bench::BenchArgs),
     /// Stdio MCP proxy: dedups `tools/call` of the MCP server it starts.
@@ -59,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Get(a) => client::get(a).await,
             Command::Bench(a) => bench::run(a).await,
             Command::Calibrate(a) => calibrate::run(*a).await,
+            Command::TrainScorer(a) => train_scorer::run(a).await,
             Command::Feedback(a) => client::feedback(a).await,
             Command::ExportPairs(a) => client::export_pairs(a).await,
             Command::McpProxy(a) => mcp_proxy::run(a).await,

@@ -321,9 +321,11 @@ impl Embedder for LocalEmbedder {
             .iter()
             .filter(|d| !d.is_zero())
             .count();
+        let cost = self.cost.cost();
         Some(ExpectedWait {
-            wait: pipeline.expected_wait(tokens, &self.cost.cost()),
+            wait: pipeline.expected_wait(tokens, &cost),
             ahead: pipeline.waiting.len() + running,
+            alone: cost.of(u64::from(tokens)),
         })
     }
 

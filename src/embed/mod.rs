@@ -84,6 +84,9 @@ pub struct ExpectedWait {
     pub wait: std::time::Duration,
     /// Texts ahead of it (waiting or being embedded): with none, it is always admitted.
     pub ahead: usize,
+    /// What the text's embedding alone takes (nothing ahead): when even that does not fit,
+    /// the check's own deadline is too short, whatever the load.
+    pub alone: std::time::Duration,
 }
 
 /// Cosine similarity of two normalised vectors: their dot product.

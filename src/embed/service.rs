@@ -176,19 +176,24 @@ impl EmbedService {
     }
 
     /// Sheds a check at once when the batches ahead cannot be embedded by `admit_by`; a text
-    /// with nothing ahead is always admitted (the embedder's deadline covers it).
+    /// with nothing ahead is always admitted (the embedder's deadline covers it). A check whose
+    /// own embedding would not fit even alone is not shed (the load is not the cause): it
+    /// misses its embedding deadline at once instead.
     fn admit(&self, text: &str, admit_by: Instant) -> Result<(), IdemError> {
+        let left = admit_by.saturating_duration_since(Instant::now());
         match self.embedder.expected_wait(text) {
-            Some(w)
-                if w.ahead > 0 && w.wait > admit_by.saturating_duration_since(Instant::now()) =>
-            {
-                Err(IdemError::ResourceExhausted(format!(
-                    "embedding backlog ({} ahead, ~{} ms) is longer than this check may wait \
-                     (semantic.max_embed_wait_share of its deadline); retry with backoff",
-                    w.ahead,
-                    w.wait.as_millis()
+            Some(w) if w.ahead > 0 && w.wait > left && w.alone > left => {
+                Err(IdemError::DeadlineExceeded(format!(
+                    "embedding this text takes ~{} ms, more than the check's budget leaves",
+                    w.alone.as_millis()
                 )))
             }
+            Some(w) if w.ahead > 0 && w.wait > left => Err(IdemError::ResourceExhausted(format!(
+                "embedding backlog ({} ahead, ~{} ms) is longer than this check may wait \
+                 (semantic.max_embed_wait_share of its deadline); retry with backoff",
+                w.ahead,
+                w.wait.as_millis()
+            ))),
             _ => Ok(()),
         }
     }
@@ -238,6 +243,7 @@ mod tests {
             Some(crate::embed::ExpectedWait {
                 wait: self.delay * (ahead as u32 + 1),
                 ahead,
+                alone: self.delay,
             })
         }
         fn dim(&self) -> usize {

@@ -13,8 +13,8 @@ use crate::clock::Millis;
 use crate::config::{BorderlinePolicy, ScopeMode, SessionSettings, ToolMode, canon_policy};
 use crate::error::IdemError;
 use crate::funnel::{
-    CheckContext, Finding, Found, FunnelResult, FuzzyScan, StageKind, StageReport, StopReason,
-    fuzzy_scan, load_candidates, may_match,
+    CheckContext, Finding, Found, FunnelResult, FuzzyScan, StageKind, StageOutcome, StageReport,
+    StopReason, fuzzy_scan, load_candidates, may_match,
 };
 use crate::record::{CallStatus, Record, RepeatOutcome, match_scope};
 use crate::store::{Candidate, StatsDelta};
@@ -345,9 +345,10 @@ impl Engine {
                 out.missed = Some(StageReport {
                     stage: StageKind::Semantic,
                     micros,
-                    outcome: "deadline".into(),
+                    outcome: StageOutcome::Deadline,
                     best_score: None,
                     eligible_score: None,
+                    explain: None,
                 });
             }
             Err(e) => return Err(e),
@@ -369,11 +370,7 @@ impl Engine {
             candidates: None,
             fuzzy_ahead: None,
             embedding: None,
-            borderline: None,
-            best_score: None,
-            eligible_score: None,
             nearest: None,
-            note: None,
         }
     }
 

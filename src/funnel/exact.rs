@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{CheckContext, Finding, Found, Stage, StageKind};
+use super::{CheckContext, Finding, Found, Stage, StageKind, StageOutcome, StageRun};
 use crate::error::IdemError;
 
 /// Matches calls whose canonical form is identical: a repeat, whatever key order, whitespace,
@@ -19,22 +19,32 @@ impl Stage for ExactStage {
         true
     }
 
-    async fn run(&self, ctx: &mut CheckContext) -> Result<Finding, IdemError> {
+    async fn run(
+        &self,
+        ctx: &mut CheckContext,
+        _borderline: Option<&Found>,
+    ) -> Result<StageRun, IdemError> {
         let Some(record) = ctx
             .store
             .latest_by_exact(&ctx.match_scope, &ctx.call.exact_hash)
             .await?
         else {
-            return Ok(Finding::Pass);
+            return Ok(StageRun::pass(StageOutcome::NoMatch));
         };
         if record.is_expired(ctx.now) || record.tool != ctx.call.tool {
-            return Ok(Finding::Pass);
+            return Ok(StageRun::pass(StageOutcome::NoMatch));
         }
-        ctx.best_score = Some(1.0);
-        Ok(Finding::Found(Found {
-            record,
-            stage: StageKind::Exact,
-            score: 1.0,
-        }))
+        Ok(StageRun {
+            finding: Finding::Found(Found {
+                record,
+                stage: StageKind::Exact,
+                score: 1.0,
+            }),
+            outcome: StageOutcome::Match,
+            best_score: Some(1.0),
+            eligible_score: None,
+            nearest: None,
+            explain: None,
+        })
     }
 }

@@ -2,14 +2,17 @@
 
 use async_trait::async_trait;
 
-use super::text::{compare, fuzzy_form, similarity, similarity_bound};
-use super::{CheckContext, Finding, Stage, StageKind};
+use super::features::measure;
+use super::text::{fuzzy_form, similarity, similarity_bound};
+use super::{CheckContext, Finding, Found, Stage, StageKind, StageOutcome, StageRun};
 use crate::error::IdemError;
 use crate::store::Candidate;
 
-/// Settles near-verbatim repeats (typo fixes, punctuation, casing, a word added) without an
-/// embedding. Normalized Levenshtein over lower-cased words: order-aware, so a swap scores low;
-/// see `text` for why this measure and for the conflict checks that run before any match.
+/// Settles near-verbatim repeats (typo fixes, punctuation, casing, inflection, a function word
+/// added) without an embedding. Normalized Levenshtein over lower-cased words: order-aware, so
+/// a swap scores low. Only a *verbatim* pair may match here (`TextFeatures::verbatim`: every
+/// content word aligned, same order, same polarity, same names and values): a near-copy that
+/// changes one content word ("go" / "onnx") is left to the judge in the semantic stage.
 pub struct FuzzyStage;
 
 /// Newest candidates scored for the best-score report (unless they cannot beat the best so
@@ -26,11 +29,14 @@ impl Stage for FuzzyStage {
         StageKind::Fuzzy
     }
 
-    async fn run(&self, ctx: &mut CheckContext) -> Result<Finding, IdemError> {
+    async fn run(
+        &self,
+        ctx: &mut CheckContext,
+        _borderline: Option<&Found>,
+    ) -> Result<StageRun, IdemError> {
         let text = ctx.call.free_text_joined().to_string();
         if text.is_empty() {
-            ctx.note = Some("skipped_no_free_text".into());
-            return Ok(Finding::Pass);
+            return Ok(StageRun::pass(StageOutcome::SkippedNoFreeText));
         }
         let threshold = ctx.settings.fuzzy_threshold;
         let candidates = ctx.candidates().await?;
@@ -39,23 +45,21 @@ impl Stage for FuzzyStage {
             _ => scan(&text, &candidates, threshold),
         };
         let n = candidates.len();
-        ctx.best_score = (n > 0).then(|| scan.best_any.map_or(0.0, |(s, _)| s));
-        if let Some((s, i)) = scan.best_any {
-            ctx.nearest = Some((candidates[i].id.clone(), s));
+        let mut run = StageRun::pass(if n == 0 {
+            StageOutcome::NoCandidates
+        } else {
+            StageOutcome::NoMatch
+        });
+        run.best_score = (n > 0).then(|| scan.best_any.map_or(0.0, |(s, _)| s));
+        run.nearest = scan.best_any.map(|(s, i)| (candidates[i].id.clone(), s));
+        run.eligible_score = scan.eligible;
+        if let Some((score, i)) = scan.matched
+            && let Some(found) = ctx.found(&candidates[i], StageKind::Fuzzy, score).await?
+        {
+            run.finding = Finding::Found(found);
+            run.outcome = StageOutcome::Match;
         }
-        ctx.eligible_score = scan.eligible;
-        match scan.matched {
-            Some((score, i)) => Ok(ctx
-                .found(&candidates[i], StageKind::Fuzzy, score)
-                .await?
-                .map_or(Finding::Pass, Finding::Found)),
-            None => {
-                if n == 0 {
-                    ctx.note = Some("no_candidates".into());
-                }
-                Ok(Finding::Pass)
-            }
-        }
+        Ok(run)
     }
 }
 
@@ -68,7 +72,7 @@ pub struct FuzzyScan {
     scanned_of: usize,
     /// Best score against any candidate scored, and its index.
     best_any: Option<(f64, usize)>,
-    /// Best score among candidates the prose checks allow to match.
+    /// Best score among verbatim candidates (the only ones this stage may match).
     eligible: Option<f64>,
     /// The eligible candidate at or above the threshold with the best score, if any.
     matched: Option<(f64, usize)>,
@@ -112,13 +116,10 @@ pub fn scan(text: &str, candidates: &[Candidate], threshold: f64) -> FuzzyScan {
         if out.best_any.is_none_or(|(b, _)| s > b) {
             out.best_any = Some((s, i));
         }
-        if out.eligible.is_none_or(|e| s > e) {
-            let rel = compare(text, &c.free_text);
-            if rel.conflict.is_none() && !rel.reordered {
-                out.eligible = Some(s);
-                if s >= threshold {
-                    out.matched = Some((s, i));
-                }
+        if out.eligible.is_none_or(|e| s > e) && measure(text, &c.free_text).verbatim() {
+            out.eligible = Some(s);
+            if s >= threshold {
+                out.matched = Some((s, i));
             }
         }
     }

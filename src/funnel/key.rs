@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{CheckContext, Finding, Found, Stage, StageKind};
+use super::{CheckContext, Finding, Found, Stage, StageKind, StageOutcome, StageRun};
 use crate::error::IdemError;
 
 /// Matches a client idempotency key. The same key with a different canonical payload is an
@@ -19,16 +19,19 @@ impl Stage for KeyStage {
         true
     }
 
-    async fn run(&self, ctx: &mut CheckContext) -> Result<Finding, IdemError> {
+    async fn run(
+        &self,
+        ctx: &mut CheckContext,
+        _borderline: Option<&Found>,
+    ) -> Result<StageRun, IdemError> {
         let Some(key) = ctx.idempotency_key.clone() else {
-            ctx.note = Some("skipped".into());
-            return Ok(Finding::Pass);
+            return Ok(StageRun::pass(StageOutcome::Skipped));
         };
         let Some(record) = ctx.store.latest_by_key(&ctx.match_scope, &key).await? else {
-            return Ok(Finding::Pass);
+            return Ok(StageRun::pass(StageOutcome::NoMatch));
         };
         if record.is_expired(ctx.now) {
-            return Ok(Finding::Pass);
+            return Ok(StageRun::pass(StageOutcome::NoMatch));
         }
         if record.exact_hash != ctx.call.exact_hash {
             return Err(IdemError::FailedPrecondition(format!(
@@ -37,11 +40,17 @@ impl Stage for KeyStage {
                 record.id, record.tool, record.canonical_json
             )));
         }
-        ctx.best_score = Some(1.0);
-        Ok(Finding::Found(Found {
-            record,
-            stage: StageKind::Key,
-            score: 1.0,
-        }))
+        Ok(StageRun {
+            finding: Finding::Found(Found {
+                record,
+                stage: StageKind::Key,
+                score: 1.0,
+            }),
+            outcome: StageOutcome::Match,
+            best_score: Some(1.0),
+            eligible_score: None,
+            nearest: None,
+            explain: None,
+        })
     }
 }

@@ -7,7 +7,9 @@
 //! finding into a verdict and a reservation.
 
 mod exact;
+pub mod features;
 mod fuzzy;
+pub mod judge;
 mod key;
 mod semantic;
 pub mod text;
@@ -15,6 +17,7 @@ mod verify;
 
 pub use exact::ExactStage;
 pub use fuzzy::{FuzzyScan, FuzzyStage, scan as fuzzy_scan};
+pub use judge::{Judge, Judgement, may_match};
 pub use key::KeyStage;
 pub use semantic::SemanticStage;
 pub use verify::{Verifier, VerifyStage};
@@ -102,18 +105,104 @@ pub struct Found {
     pub score: f64,
 }
 
+/// What a stage concluded, named once (`as_str` is the wire form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageOutcome {
+    /// The stage found the call's original.
+    Match,
+    /// No candidate matched.
+    NoMatch,
+    /// A possible original the stage cannot settle.
+    Borderline,
+    /// No identity-equal candidate to compare with.
+    NoCandidates,
+    /// The check carries no idempotency key.
+    Skipped,
+    /// The call has no free text.
+    SkippedNoFreeText,
+    /// No embedder is configured.
+    SkippedNoEmbedder,
+    /// No time left (or the embedding missed its deadline).
+    Deadline,
+    /// Candidates were close, but their texts name other values.
+    NoMatchValuesDiffer,
+    /// The verifier is off for this session.
+    Disabled,
+    /// The verifier said same action.
+    Yes,
+    /// The verifier said different actions.
+    No,
+    /// The verifier did not answer in time.
+    Timeout,
+    /// The verifier failed.
+    Error,
+}
+
+impl StageOutcome {
+    /// Lower-case name, as reported in responses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageOutcome::Match => "match",
+            StageOutcome::NoMatch => "no_match",
+            StageOutcome::Borderline => "borderline",
+            StageOutcome::NoCandidates => "no_candidates",
+            StageOutcome::Skipped => "skipped",
+            StageOutcome::SkippedNoFreeText => "skipped_no_free_text",
+            StageOutcome::SkippedNoEmbedder => "skipped_no_embedder",
+            StageOutcome::Deadline => "deadline",
+            StageOutcome::NoMatchValuesDiffer => "no_match_values_differ",
+            StageOutcome::Disabled => "disabled",
+            StageOutcome::Yes => "yes",
+            StageOutcome::No => "no",
+            StageOutcome::Timeout => "timeout",
+            StageOutcome::Error => "error",
+        }
+    }
+}
+
+/// What one stage found: returned by `Stage::run`, never written into the context.
+#[derive(Debug, Clone)]
+pub struct StageRun {
+    pub finding: Finding,
+    pub outcome: StageOutcome,
+    /// Best raw score seen against any candidate (fuzzy ratio, cosine).
+    pub best_score: Option<f64>,
+    /// The score the stage's threshold is compared with: the best fuzzy ratio among verbatim
+    /// candidates; the judge's best probability among the semantic neighbours.
+    pub eligible_score: Option<f64>,
+    /// The closest candidate seen: (call id, score).
+    pub nearest: Option<(String, f64)>,
+    /// Which features decided the best pair (the judge's explanation).
+    pub explain: Option<String>,
+}
+
+impl StageRun {
+    /// A run that found nothing, with `outcome`.
+    pub fn pass(outcome: StageOutcome) -> Self {
+        Self {
+            finding: Finding::Pass,
+            outcome,
+            best_score: None,
+            eligible_score: None,
+            nearest: None,
+            explain: None,
+        }
+    }
+}
+
 /// What one stage did, for the response.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageReport {
     pub stage: StageKind,
     pub micros: u64,
-    /// `match`, `no_match`, `borderline`, `skipped`, `deadline`, `timeout`, `error`, ...
-    pub outcome: String,
+    pub outcome: StageOutcome,
     /// Best score seen against any candidate.
     pub best_score: Option<f64>,
-    /// Best score among candidates the text checks allow to match (no value conflict, not a
-    /// reordering): what a threshold is compared with. Calibration sweeps over it.
+    /// The score the stage's threshold is compared with (see `StageRun::eligible_score`).
+    /// Calibration sweeps over it.
     pub eligible_score: Option<f64>,
+    /// Which features decided the best pair.
+    pub explain: Option<String>,
 }
 
 /// Everything a stage may look at.
@@ -132,16 +221,9 @@ pub struct CheckContext {
     pub fuzzy_ahead: Option<FuzzyScan>,
     /// Embedding of the call's free text, when computed.
     pub embedding: Option<Vec<f32>>,
-    /// A borderline finding a later stage (verify) may settle.
-    pub borderline: Option<Found>,
-    /// Best score per stage, for reports.
-    pub best_score: Option<f64>,
-    /// Best score among candidates eligible to match, for reports.
-    pub eligible_score: Option<f64>,
-    /// The closest candidate any similarity stage saw: (call id, score).
+    /// The closest candidate any similarity stage saw: (call id, score). Written by the
+    /// funnel loop only, from what the stages returned.
     pub nearest: Option<(String, f64)>,
-    /// Free-form detail for the stage report's outcome (e.g. `verifier_timeout`).
-    pub note: Option<String>,
 }
 
 impl CheckContext {
@@ -205,15 +287,6 @@ pub async fn load_candidates(
     Ok(Arc::new(c))
 }
 
-/// Whether `candidate_text` may be the original of a call with `query_text` for some cosine:
-/// false only when the pair is distinct whatever the embeddings say (a changed value, name or
-/// role inside the text). The engine embeds a call only when some candidate may match, so
-/// this must never say false for a pair the similarity stages could call a duplicate or
-/// borderline. Cheap: it runs on every candidate before any embedding.
-pub fn may_match(query_text: &str, candidate_text: &str, _settings: &SessionSettings) -> bool {
-    !candidate_text.is_empty() && text::compare(query_text, candidate_text).conflict.is_none()
-}
-
 /// One stage of the funnel.
 #[async_trait]
 pub trait Stage: Send + Sync {
@@ -228,8 +301,12 @@ pub trait Stage: Send + Sync {
     fn always_runs(&self) -> bool {
         false
     }
-    /// Looks for the call's original.
-    async fn run(&self, ctx: &mut CheckContext) -> Result<Finding, IdemError>;
+    /// Looks for the call's original; `borderline` is what earlier stages left unsettled.
+    async fn run(
+        &self,
+        ctx: &mut CheckContext,
+        borderline: Option<&Found>,
+    ) -> Result<StageRun, IdemError>;
 }
 
 /// What the funnel concluded.
@@ -253,7 +330,8 @@ impl Funnel {
         Self { stages }
     }
 
-    /// Runs the stages the tool's mode enables, until one settles or time runs out.
+    /// Runs the stages the tool's mode enables, until one settles or time runs out. The loop
+    /// owns the borderline finding and the reports.
     pub async fn run(&self, ctx: &mut CheckContext) -> Result<FunnelResult, IdemError> {
         self.run_stages(ctx, false).await
     }
@@ -270,6 +348,11 @@ impl Funnel {
         certain_only: bool,
     ) -> Result<FunnelResult, IdemError> {
         let mut reports = Vec::new();
+        let mut borderline: Option<Found> = None;
+        let pending = |b: &Option<Found>| match b {
+            Some(b) => Finding::Borderline(b.clone()),
+            None => Finding::Pass,
+        };
         for stage in &self.stages {
             if certain_only && !stage.always_runs() {
                 break;
@@ -277,12 +360,12 @@ impl Funnel {
             let kind = stage.kind();
             if !kind.enabled_in(ctx.mode) {
                 return Ok(FunnelResult {
-                    finding: pending(ctx),
+                    finding: pending(&borderline),
                     stop: StopReason::Mode,
                     reports,
                 });
             }
-            if kind == StageKind::Verify && ctx.borderline.is_none() {
+            if kind == StageKind::Verify && borderline.is_none() {
                 continue;
             }
             let remaining = ctx.remaining();
@@ -290,37 +373,39 @@ impl Funnel {
                 reports.push(StageReport {
                     stage: kind,
                     micros: 0,
-                    outcome: "deadline".into(),
+                    outcome: StageOutcome::Deadline,
                     best_score: None,
                     eligible_score: None,
+                    explain: None,
                 });
                 return Ok(FunnelResult {
-                    finding: pending(ctx),
+                    finding: pending(&borderline),
                     stop: StopReason::Deadline,
                     reports,
                 });
             }
-            ctx.best_score = None;
-            ctx.eligible_score = None;
-            ctx.note = None;
             let started = std::time::Instant::now();
-            let finding = stage.run(ctx).await?;
+            let run = stage.run(ctx, borderline.as_ref()).await?;
             let micros = started.elapsed().as_micros() as u64;
-            let outcome = match (&finding, &ctx.note) {
-                (_, Some(n)) => n.clone(),
-                (Finding::Pass, None) => "no_match".into(),
-                (Finding::Found(_), None) => "match".into(),
-                (Finding::Borderline(_), None) => "borderline".into(),
-            };
+            // The later similarity stage's neighbour is the better "nearest" for feedback.
+            if run.nearest.is_some() {
+                ctx.nearest = run.nearest.clone();
+            }
             reports.push(StageReport {
                 stage: kind,
                 micros,
-                outcome,
-                best_score: ctx.best_score,
-                eligible_score: ctx.eligible_score,
+                outcome: run.outcome,
+                best_score: run.best_score,
+                eligible_score: run.eligible_score,
+                explain: run.explain,
             });
-            match finding {
-                Finding::Pass => {}
+            match run.finding {
+                Finding::Pass => {
+                    // A verifier that answered settles the borderline either way.
+                    if matches!(run.outcome, StageOutcome::No) {
+                        borderline = None;
+                    }
+                }
                 Finding::Found(f) => {
                     return Ok(FunnelResult {
                         finding: Finding::Found(f),
@@ -328,25 +413,22 @@ impl Funnel {
                         reports,
                     });
                 }
-                Finding::Borderline(f) => ctx.borderline = Some(f),
+                Finding::Borderline(f) => {
+                    if borderline.is_none() {
+                        borderline = Some(f);
+                    }
+                }
             }
         }
-        let stop = if ctx.borderline.is_some() {
+        let stop = if borderline.is_some() {
             StopReason::Policy
         } else {
             StopReason::Settled
         };
         Ok(FunnelResult {
-            finding: pending(ctx),
+            finding: pending(&borderline),
             stop,
             reports,
         })
-    }
-}
-
-fn pending(ctx: &CheckContext) -> Finding {
-    match &ctx.borderline {
-        Some(b) => Finding::Borderline(b.clone()),
-        None => Finding::Pass,
     }
 }

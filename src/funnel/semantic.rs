@@ -1,11 +1,15 @@
-//! SEMANTIC stage: cosine of free-text embeddings among identity-equal candidates.
+//! SEMANTIC stage: the nearest identity-equal candidates by embedding cosine, each judged.
+//!
+//! The stage's score (match score, `eligible_score`) is the judge's calibrated probability;
+//! `best_score` stays the best raw cosine.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::text::compare;
-use super::{CheckContext, Finding, Found, Stage, StageKind};
+use super::features::measure;
+use super::judge::Judge;
+use super::{CheckContext, Finding, Found, Stage, StageKind, StageOutcome, StageRun};
 use crate::error::IdemError;
 use crate::index::ScopeIndexes;
 use crate::record::vector_id;
@@ -14,18 +18,29 @@ use crate::record::vector_id;
 const TOP_K: usize = 8;
 
 /// Catches the repeat that says the same thing in other words. Only identity-equal candidates
-/// are searched, and a candidate whose text names other values (see `text::Conflict`) is
-/// never a match; a reordering of the same words is at most borderline.
+/// are searched; each of the nearest neighbours is judged (`funnel::judge`: cosine and text
+/// features to a calibrated probability), and the most probable one is a duplicate at or above
+/// `semantic_duplicate`, borderline at or above `semantic_borderline`. A hard conflict (other
+/// values in the text, swapped directions) gives probability 0.
 pub struct SemanticStage {
     indexes: Arc<ScopeIndexes>,
     /// Whether an embedder is configured at all (else the stage says it is skipped).
     embedder: bool,
+    judge: &'static Judge,
 }
 
 impl SemanticStage {
-    /// The stage over the per-scope vector indexes (the engine embeds the call before).
+    /// The stage over the per-scope vector indexes (the engine embeds the call before),
+    /// judged by the shipped model.
     pub fn new(indexes: Arc<ScopeIndexes>, embedder: bool) -> Self {
-        Self { indexes, embedder }
+        // The model is compiled in (include_str!) and `judge::tests::shipped_model_loads`
+        // checks it parses: a failure here is a build defect, found at start-up.
+        let judge = Judge::shipped().expect("the shipped judge model parses (tested at build)");
+        Self {
+            indexes,
+            embedder,
+            judge,
+        }
     }
 }
 
@@ -35,35 +50,42 @@ impl Stage for SemanticStage {
         StageKind::Semantic
     }
 
-    async fn run(&self, ctx: &mut CheckContext) -> Result<Finding, IdemError> {
+    async fn run(
+        &self,
+        ctx: &mut CheckContext,
+        _borderline: Option<&Found>,
+    ) -> Result<StageRun, IdemError> {
         let text = ctx.call.free_text_joined().to_string();
         if text.is_empty() {
-            ctx.note = Some("skipped_no_free_text".into());
-            return Ok(Finding::Pass);
+            return Ok(StageRun::pass(StageOutcome::SkippedNoFreeText));
         }
         if !self.embedder {
-            ctx.note = Some("skipped_no_embedder".into());
-            return Ok(Finding::Pass);
+            return Ok(StageRun::pass(StageOutcome::SkippedNoEmbedder));
         }
         let candidates = ctx.candidates().await?;
         if candidates.is_empty() {
-            ctx.note = Some("no_candidates".into());
-            return Ok(Finding::Pass);
+            return Ok(StageRun::pass(StageOutcome::NoCandidates));
         }
         let Some(query) = ctx.embedding.clone() else {
-            // Not embedded: either no candidate may match (nothing to compare), or time ran out.
-            let comparable = candidates
+            // Not embedded: time ran out, or no candidate may match whatever the cosine (the
+            // engine then skips the model); say why for the newest one.
+            if candidates
                 .iter()
-                .any(|c| super::may_match(&text, &c.free_text, &ctx.settings));
-            ctx.note = Some(
-                if comparable {
-                    "deadline"
-                } else {
-                    "no_match_values_differ"
-                }
-                .into(),
-            );
-            return Ok(Finding::Pass);
+                .any(|c| super::may_match(&text, &c.free_text, &ctx.settings))
+            {
+                return Ok(StageRun::pass(StageOutcome::Deadline));
+            }
+            let t = measure(&text, &candidates[0].free_text);
+            let mut run = StageRun::pass(if t.conflict.is_some() {
+                StageOutcome::NoMatchValuesDiffer
+            } else {
+                StageOutcome::NoMatch
+            });
+            run.explain = Some(format!(
+                "not embedded: distinct at any cosine ({})",
+                self.judge.judge(&t, 1.0).explain()
+            ));
+            return Ok(run);
         };
         // Vector ids are hash-derived already: the cheap Fx hasher is enough.
         let by_vid: rustc_hash::FxHashMap<u64, usize> = candidates
@@ -84,41 +106,46 @@ impl Stage for SemanticStage {
             ctx.settings.semantic_duplicate,
             ctx.settings.semantic_borderline,
         );
-        ctx.best_score = hits.first().map(|(_, c)| f64::from(*c));
-        // The semantic neighbour is the better "nearest" for feedback on a NEW verdict.
+        let mut run = StageRun::pass(StageOutcome::NoMatch);
+        run.best_score = hits.first().map(|(_, c)| f64::from(*c));
         if let Some((vid, c)) = hits.first()
             && let Some(&i) = by_vid.get(vid)
         {
-            ctx.nearest = Some((candidates[i].id.clone(), f64::from(*c)));
+            run.nearest = Some((candidates[i].id.clone(), f64::from(*c)));
         }
-        let mut borderline: Option<Found> = None;
+        // The most probable neighbour: (probability, candidate index, explanation).
+        let mut best: Option<(f64, usize, String)> = None;
         let mut conflicts = 0;
         for (vid, cos) in hits {
             let Some(&i) = by_vid.get(&vid) else { continue };
             let cos = f64::from(cos).clamp(-1.0, 1.0);
-            let candidate = &candidates[i];
-            let rel = compare(&text, &candidate.free_text);
-            if rel.conflict.is_some() {
+            let t = measure(&text, &candidates[i].free_text);
+            if t.conflict.is_some() {
                 conflicts += 1;
-                continue;
             }
-            if !rel.reordered && ctx.eligible_score.is_none() {
-                ctx.eligible_score = Some(cos);
-            }
-            if cos < border {
-                break;
-            }
-            if cos >= dup && !rel.reordered {
-                if let Some(found) = ctx.found(candidate, StageKind::Semantic, cos).await? {
-                    return Ok(Finding::Found(found));
-                }
-            } else if borderline.is_none() {
-                borderline = ctx.found(candidate, StageKind::Semantic, cos).await?;
+            let j = self.judge.judge(&t, cos);
+            if best.as_ref().is_none_or(|b| j.probability > b.0) {
+                best = Some((j.probability, i, j.explain()));
             }
         }
-        if borderline.is_none() && conflicts > 0 {
-            ctx.note = Some("no_match_values_differ".into());
+        let Some((p, i, explain)) = best else {
+            return Ok(run);
+        };
+        run.eligible_score = Some(p);
+        run.explain = Some(explain);
+        if p >= border
+            && let Some(found) = ctx.found(&candidates[i], StageKind::Semantic, p).await?
+        {
+            if p >= dup {
+                run.finding = Finding::Found(found);
+                run.outcome = StageOutcome::Match;
+            } else {
+                run.finding = Finding::Borderline(found);
+                run.outcome = StageOutcome::Borderline;
+            }
+        } else if conflicts > 0 {
+            run.outcome = StageOutcome::NoMatchValuesDiffer;
         }
-        Ok(borderline.map_or(Finding::Pass, Finding::Borderline))
+        Ok(run)
     }
 }

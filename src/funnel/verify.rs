@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::{CheckContext, Finding, Found, Stage, StageKind};
+use super::{CheckContext, Finding, Found, Stage, StageKind, StageOutcome, StageRun};
 use crate::error::IdemError;
 
 /// Least time worth spending on a verifier round trip.
@@ -138,49 +138,44 @@ impl Stage for VerifyStage {
         MIN_BUDGET
     }
 
-    async fn run(&self, ctx: &mut CheckContext) -> Result<Finding, IdemError> {
-        let Some(b) = ctx.borderline.clone() else {
-            return Ok(Finding::Pass);
+    async fn run(
+        &self,
+        ctx: &mut CheckContext,
+        borderline: Option<&Found>,
+    ) -> Result<StageRun, IdemError> {
+        let Some(b) = borderline else {
+            return Ok(StageRun::pass(StageOutcome::NoMatch));
         };
         let (Some(v), true) = (&self.verifier, ctx.settings.verifier_enabled) else {
-            ctx.note = Some("disabled".into());
-            return Ok(Finding::Pass);
+            return Ok(StageRun::pass(StageOutcome::Disabled));
         };
-        ctx.best_score = Some(b.score);
         let timeout = ctx.remaining();
-        match v
+        let answer = v
             .same_action(
                 &ctx.call.tool,
                 &b.record.canonical_json,
                 &ctx.call.canonical_json,
                 timeout,
             )
-            .await
-        {
-            Ok(true) => {
-                ctx.note = Some("yes".into());
-                ctx.borderline = None;
-                Ok(Finding::Found(Found {
-                    record: b.record,
-                    stage: StageKind::Verify,
-                    score: b.score,
-                }))
-            }
-            Ok(false) => {
-                ctx.note = Some("no".into());
-                ctx.borderline = None;
-                Ok(Finding::Pass)
-            }
-            Err(VerifyError::Timeout) => {
-                ctx.note = Some("timeout".into());
-                Ok(Finding::Pass)
-            }
+            .await;
+        let mut run = StageRun::pass(match &answer {
+            Ok(true) => StageOutcome::Yes,
+            Ok(false) => StageOutcome::No,
+            Err(VerifyError::Timeout) => StageOutcome::Timeout,
             Err(e) => {
                 tracing::warn!(%e, "verifier failed; borderline policy decides");
-                ctx.note = Some("error".into());
-                Ok(Finding::Pass)
+                StageOutcome::Error
             }
+        });
+        run.best_score = Some(b.score);
+        if let Ok(true) = answer {
+            run.finding = Finding::Found(Found {
+                record: b.record.clone(),
+                stage: StageKind::Verify,
+                score: b.score,
+            });
         }
+        Ok(run)
     }
 }
 

@@ -92,9 +92,10 @@ pub fn check_response(o: CheckOutcome) -> proto::CheckResponse {
             .map(|r| proto::StageTiming {
                 name: r.stage.name().to_string(),
                 micros: r.micros,
-                outcome: r.outcome,
+                outcome: r.outcome.as_str().to_string(),
                 best_score: r.best_score,
                 eligible_score: r.eligible_score,
+                explain: r.explain,
             })
             .collect(),
         stop_reason: stop(o.stop) as i32,

@@ -1,0 +1,165 @@
+//! `idem train-scorer`: fits the judge's coefficients on labelled text pairs, deterministically.
+//!
+//! Pairs without a cosine are embedded once with the local model (`--models-dir`) and, with
+//! `--write-cosines`, written back, so retraining after a feature change needs no model. The
+//! report gives the held-out split's figures at the thresholds the session defaults use.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::calibrate::train::{TextPair, train};
+use crate::calibrate::{Confusion, wilson_upper};
+use crate::config::{EmbedderKind, ServerConfig, SessionSettings};
+use crate::embed::EmbedService;
+use crate::funnel::Judge;
+use crate::funnel::features::measure;
+
+/// Arguments of `idem train-scorer`.
+#[derive(Debug, Args)]
+pub struct TrainScorerArgs {
+    /// Labelled text pairs, JSON Lines of {"a", "b", "duplicate", "split", "cosine"?, "kind"?}.
+    #[arg(long)]
+    pub pairs: PathBuf,
+    /// Where to write the model (JSON); stdout when absent.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write the pairs back with their cosines filled in.
+    #[arg(long)]
+    pub write_cosines: Option<PathBuf>,
+    /// Directory of the local model files (to embed pairs without a cosine).
+    #[arg(long, default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Print the held-out report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+async fn fill_cosines(pairs: &mut [TextPair], models_dir: &Path) -> anyhow::Result<usize> {
+    let missing: Vec<usize> = (0..pairs.len())
+        .filter(|&i| pairs[i].cosine.is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let mut config = ServerConfig::default();
+    config.semantic.embedder = EmbedderKind::Local;
+    config.semantic.models_dir = models_dir.to_path_buf();
+    config.semantic.max_embed_wait_share = 1.0;
+    let sem = EmbedService::from_config(&config.semantic)?.context("no embedder configured")?;
+    let bar = indicatif::ProgressBar::new(missing.len() as u64);
+    let sem = &sem;
+    let bar_ref = &bar;
+    let texts: Vec<(usize, String, String)> = missing
+        .iter()
+        .map(|&i| (i, pairs[i].a.clone(), pairs[i].b.clone()))
+        .collect();
+    let done: Vec<(usize, f64)> = futures::stream::iter(texts)
+        .map(|(i, a, b)| async move {
+            let deadline = || tokio::time::Instant::now() + Duration::from_secs(600);
+            let va = sem.embed(&a, deadline()).await?;
+            let vb = sem.embed(&b, deadline()).await?;
+            bar_ref.inc(1);
+            Ok::<_, anyhow::Error>((i, f64::from(crate::embed::cosine(&va, &vb))))
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    bar.finish_and_clear();
+    for (i, c) in &done {
+        // Six decimals: the file stays readable and training stays reproducible.
+        pairs[*i].cosine = Some((c * 1e6).round() / 1e6);
+    }
+    Ok(done.len())
+}
+
+/// Figures of `judge` on the pairs of `split` at the default thresholds, per kind.
+pub fn split_report(judge: &Judge, pairs: &[TextPair], split: &str) -> serde_json::Value {
+    let s = SessionSettings::default();
+    let items: Vec<(&TextPair, f64)> = pairs
+        .iter()
+        .filter(|p| p.split == split)
+        .filter_map(|p| {
+            p.cosine
+                .map(|c| (p, judge.probability(&measure(&p.a, &p.b), c)))
+        })
+        .collect();
+    let figures = |sel: &[&(&TextPair, f64)]| {
+        let c = Confusion::from_labels(
+            sel.iter()
+                .map(|(p, prob)| (p.duplicate, *prob >= s.semantic_duplicate)),
+        );
+        let mut v = c.report();
+        v["pairs"] = json!(sel.len());
+        v["false_duplicate_rate_upper95"] = json!(wilson_upper(c.fp, c.fp + c.tn));
+        v
+    };
+    let all: Vec<&(&TextPair, f64)> = items.iter().collect();
+    let mut kinds: std::collections::BTreeMap<&str, Vec<&(&TextPair, f64)>> = Default::default();
+    for it in &items {
+        kinds.entry(it.0.kind.as_str()).or_default().push(it);
+    }
+    let sweep: Vec<serde_json::Value> = (6..100)
+        .step_by(3)
+        .map(|i| {
+            let t = f64::from(i) / 100.0;
+            let c = Confusion::from_labels(all.iter().map(|(p, prob)| (p.duplicate, *prob >= t)));
+            json!({"threshold": t, "recall": c.recall(), "false_duplicate_rate": c.false_duplicate_rate(), "fp": c.fp})
+        })
+        .collect();
+    json!({
+        "split": split,
+        "semantic_duplicate": s.semantic_duplicate,
+        "sweep": sweep,
+        "all": figures(&all),
+        "per_kind": kinds.iter().map(|(k, v)| (k.to_string(), figures(v))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+/// Runs the training and prints the held-out report.
+pub async fn run(a: TrainScorerArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&a.pairs)
+        .with_context(|| format!("cannot read {}", a.pairs.display()))?;
+    let mut pairs: Vec<TextPair> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a text pair", a.pairs.display(), i + 1))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let filled = fill_cosines(&mut pairs, &a.models_dir).await?;
+    if let Some(p) = &a.write_cosines {
+        let lines: Vec<String> = pairs
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<_, _>>()?;
+        std::fs::write(p, lines.join("\n") + "\n")?;
+        eprintln!(
+            "{filled} cosines computed; pairs written to {}",
+            p.display()
+        );
+    }
+    let model = train(&pairs)?;
+    let model_json = serde_json::to_string_pretty(&model)? + "\n";
+    match &a.out {
+        Some(p) => std::fs::write(p, &model_json)?,
+        None => print!("{model_json}"),
+    }
+    let judge = Judge::from_model(&model)?;
+    let report = split_report(&judge, &pairs, "heldout");
+    if a.json || a.out.is_none() {
+        eprintln!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}

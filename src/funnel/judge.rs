@@ -1,0 +1,395 @@
+//! The judge: a learned pair scorer turning what the stages measured into the probability
+//! that b repeats a's action.
+//!
+//! A logistic model over the cosine and the text features (`funnel::features`), then Platt
+//! scaling fitted on a separate split, so the output is a calibrated probability that
+//! `idem calibrate` can put thresholds on. The coefficients ship as JSON in the repository
+//! (`judge_model.json`, made by `idem train-scorer`). The score is affine in the cosine before
+//! the (monotone) sigmoid, so the best probability any cosine could give is known before an
+//! embedding exists: that is `may_match`, which lets the engine skip the embedding.
+
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use super::features::{N_TEXT, TEXT_FEATURES, TextFeatures, measure};
+use crate::config::SessionSettings;
+
+/// The shipped model, made by `idem train-scorer` (see README, Calibration).
+const SHIPPED_MODEL: &str = include_str!("judge_model.json");
+
+/// Name of the cosine feature (the first one).
+pub const COSINE: &str = "cosine";
+
+/// Knots of the cosine's piecewise-linear terms: `cosine_over_<k>` = max(0, cosine - k). They
+/// let the score rise steeply where paraphrases and near-misses meet (cosines above 0.8)
+/// while staying piecewise linear in the cosine, so its maximum over all cosines is at a knot
+/// or an end of [-1, 1] (what `best_probability` evaluates).
+pub const COSINE_KNOTS: [f64; 3] = [0.8, 0.9, 0.95];
+
+/// Names of the cosine terms.
+const COSINE_TERMS: [&str; 4] = [COSINE, "cosine_over_80", "cosine_over_90", "cosine_over_95"];
+
+/// Number of cosine terms.
+const N_COS: usize = 4;
+
+fn cosine_terms(cos: f64) -> [f64; N_COS] {
+    let c = cos.clamp(-1.0, 1.0);
+    [
+        c,
+        (c - COSINE_KNOTS[0]).max(0.0),
+        (c - COSINE_KNOTS[1]).max(0.0),
+        (c - COSINE_KNOTS[2]).max(0.0),
+    ]
+}
+
+/// The model's full feature vector for a pair: the cosine terms, then the text features.
+pub fn feature_vector(t: &TextFeatures, cosine: f64) -> Vec<f64> {
+    cosine_terms(cosine)
+        .into_iter()
+        .chain(t.x.iter().copied())
+        .collect()
+}
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeError {
+    /// The JSON does not parse.
+    #[error("judge model is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The model names other features than this build computes.
+    #[error("judge model features {found:?} do not match this build's {expected:?}")]
+    Features {
+        /// What the model names.
+        found: Vec<String>,
+        /// What this build computes.
+        expected: Vec<String>,
+    },
+    /// Weights and features differ in number, or a coefficient is not finite.
+    #[error("judge model is malformed: {0}")]
+    Malformed(String),
+}
+
+/// Platt scaling of the raw logistic score: p = sigmoid(a * z + b).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Platt {
+    pub a: f64,
+    pub b: f64,
+}
+
+/// The model as stored: coefficients per named feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    /// Format version (1).
+    pub version: u32,
+    /// Feature names: the cosine terms, then `features::TEXT_FEATURES` in order.
+    pub features: Vec<String>,
+    /// One weight per feature.
+    pub weights: Vec<f64>,
+    pub bias: f64,
+    pub platt: Platt,
+    /// What it was trained on (free-form provenance: files, counts, hashes).
+    #[serde(default)]
+    pub trained_on: serde_json::Value,
+}
+
+/// Feature names in model order.
+pub fn feature_names() -> Vec<String> {
+    COSINE_TERMS
+        .iter()
+        .chain(TEXT_FEATURES.iter())
+        .copied()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A loaded, validated model.
+#[derive(Debug, Clone)]
+pub struct Judge {
+    w_cos: [f64; N_COS],
+    w: [f64; N_TEXT],
+    bias: f64,
+    platt: Platt,
+}
+
+/// The judge's view of one pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    /// Calibrated probability that b repeats a's action (0 on a hard conflict).
+    pub probability: f64,
+    /// The two or three features that moved the score most, with their signed share.
+    pub deciding: Vec<(&'static str, f64)>,
+}
+
+impl Judgement {
+    /// One line for reports: `negation_mismatch -7.9, cosine +6.1`.
+    pub fn explain(&self) -> String {
+        self.deciding
+            .iter()
+            .map(|(n, c)| format!("{n} {c:+.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl Judge {
+    /// Loads and validates a model.
+    pub fn from_model(m: &Model) -> Result<Self, JudgeError> {
+        let expected = feature_names();
+        if m.features != expected {
+            return Err(JudgeError::Features {
+                found: m.features.clone(),
+                expected,
+            });
+        }
+        if m.weights.len() != N_COS + N_TEXT {
+            return Err(JudgeError::Malformed(format!(
+                "{} weights for {} features",
+                m.weights.len(),
+                N_COS + N_TEXT
+            )));
+        }
+        let mut all = m.weights.iter().chain([&m.bias, &m.platt.a, &m.platt.b]);
+        if all.any(|x| !x.is_finite()) {
+            return Err(JudgeError::Malformed("a coefficient is not finite".into()));
+        }
+        let mut w = [0.0; N_TEXT];
+        w.copy_from_slice(&m.weights[N_COS..]);
+        let mut w_cos = [0.0; N_COS];
+        w_cos.copy_from_slice(&m.weights[..N_COS]);
+        Ok(Self {
+            w_cos,
+            w,
+            bias: m.bias,
+            platt: m.platt,
+        })
+    }
+
+    /// Parses a model from JSON text.
+    pub fn from_json(text: &str) -> Result<Self, JudgeError> {
+        Self::from_model(&serde_json::from_str(text)?)
+    }
+
+    /// The model shipped in the repository, parsed once.
+    pub fn shipped() -> Result<&'static Judge, &'static JudgeError> {
+        static SHIPPED: OnceLock<Result<Judge, JudgeError>> = OnceLock::new();
+        SHIPPED
+            .get_or_init(|| Judge::from_json(SHIPPED_MODEL))
+            .as_ref()
+    }
+
+    fn text_score(&self, t: &TextFeatures) -> f64 {
+        self.bias
+            + self
+                .w
+                .iter()
+                .zip(t.x.iter())
+                .map(|(w, x)| w * x)
+                .sum::<f64>()
+    }
+
+    fn calibrated(&self, z: f64) -> f64 {
+        1.0 / (1.0 + (-(self.platt.a * z + self.platt.b)).exp())
+    }
+
+    /// Probability that the pair repeats one action, given its text features and cosine.
+    pub fn probability(&self, t: &TextFeatures, cosine: f64) -> f64 {
+        if t.conflict.is_some() {
+            return 0.0;
+        }
+        self.calibrated(self.text_score(t) + self.cosine_score(cosine))
+    }
+
+    fn cosine_score(&self, cosine: f64) -> f64 {
+        self.w_cos
+            .iter()
+            .zip(cosine_terms(cosine))
+            .map(|(w, x)| w * x)
+            .sum()
+    }
+
+    /// The highest probability any cosine in [-1, 1] could give this pair. The score is
+    /// piecewise linear in the cosine (knots `COSINE_KNOTS`) and the calibration monotone, so
+    /// the maximum is at a knot or an end of the range.
+    pub fn best_probability(&self, t: &TextFeatures) -> f64 {
+        let best_cos = [-1.0, 1.0]
+            .into_iter()
+            .chain(COSINE_KNOTS)
+            .map(|c| self.cosine_score(c))
+            .fold(f64::NEG_INFINITY, f64::max);
+        if t.conflict.is_some() {
+            return 0.0;
+        }
+        self.calibrated(self.text_score(t) + best_cos)
+    }
+
+    /// The probability and the features that decided it.
+    pub fn judge(&self, t: &TextFeatures, cosine: f64) -> Judgement {
+        if let Some(c) = t.conflict {
+            return Judgement {
+                probability: 0.0,
+                deciding: vec![(c.as_str(), f64::NEG_INFINITY)],
+            };
+        }
+        let probability = self.probability(t, cosine);
+        let mut parts: Vec<(&'static str, f64)> =
+            std::iter::once((COSINE, self.cosine_score(cosine)))
+                .chain(
+                    TEXT_FEATURES
+                        .iter()
+                        .zip(self.w.iter().zip(t.x.iter()))
+                        .map(|(n, (w, x))| (*n, w * x)),
+                )
+                .filter(|(_, c)| c.abs() >= 0.05)
+                .collect();
+        parts.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        parts.truncate(3);
+        Judgement {
+            probability,
+            deciding: parts,
+        }
+    }
+}
+
+/// Whether a stored call's free text could still be judged a duplicate of, or borderline to,
+/// the query's, whatever the cosine of their embeddings: a pure, cheap (microseconds) test the
+/// engine runs before computing an embedding, to skip it when no candidate may match.
+///
+/// Contract: `false` only when the pair cannot reach the session's borderline threshold (nor
+/// the fuzzy stage's match) for any cosine: a hard conflict (a changed number, id, amount,
+/// quoted value, swapped direction), or the judge's probability at the best possible cosine
+/// below `semantic_borderline`. It never says `false` for a pair the full judge could call a
+/// duplicate. Without a loadable model it says `true` (the embedding is then never skipped).
+pub fn may_match(query_text: &str, candidate_text: &str, settings: &SessionSettings) -> bool {
+    let t = measure(query_text, candidate_text);
+    if t.conflict.is_some() {
+        return false;
+    }
+    if t.verbatim() && t.x[0] >= settings.fuzzy_threshold {
+        return true;
+    }
+    match Judge::shipped() {
+        Ok(j) => j.best_probability(&t) >= settings.semantic_borderline,
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge() -> &'static Judge {
+        Judge::shipped().expect("the shipped model parses (checked by this test)")
+    }
+
+    fn p(a: &str, b: &str, cos: f64) -> f64 {
+        judge().probability(&measure(a, b), cos)
+    }
+
+    #[test]
+    fn shipped_model_loads() {
+        assert!(Judge::shipped().is_ok(), "{:?}", Judge::shipped().err());
+    }
+
+    // The cosines below are what the shipped embedding model (models/, all-MiniLM-L6-v2) gives
+    // these pairs; tests/semantic.rs checks the same cases end to end with the model itself.
+
+    #[test]
+    fn moved_phrases_are_repeats_both_ways() {
+        let d = SessionSettings::default().semantic_duplicate;
+        for (a, b, cos) in [
+            (
+                "Nightly backup job failed on the billing database",
+                "The billing database nightly backup job has failed",
+                0.986907,
+            ),
+            (
+                "Please send me the final report for the Q3 audit by Friday",
+                "Please send me the Q3 audit final report by Friday",
+                0.98088,
+            ),
+        ] {
+            assert!(p(a, b, cos) >= d, "{a} / {b}: {}", p(a, b, cos));
+            assert!(p(b, a, cos) >= d, "{b} / {a}: {}", p(b, a, cos));
+        }
+    }
+
+    #[test]
+    fn negation_is_never_a_repeat_both_ways() {
+        let s = SessionSettings::default();
+        let a = "Please cancel my subscription at the end of this month";
+        let b = "Please do not cancel my subscription at the end of this month";
+        assert!(p(a, b, 0.983975) < s.semantic_borderline);
+        assert!(p(b, a, 0.983975) < s.semantic_borderline);
+        // Not even the best possible cosine makes it a duplicate.
+        assert!(judge().best_probability(&measure(a, b)) < s.semantic_duplicate);
+    }
+
+    #[test]
+    fn a_changed_search_term_is_not_a_repeat_both_ways() {
+        let s = SessionSettings::default();
+        let a = "best libraries and patterns for go connection pooling in production services";
+        let b = "best libraries and patterns for onnx connection pooling in production services";
+        for (x, y) in [(a, b), (b, a)] {
+            let t = measure(x, y);
+            // Not settled by the fuzzy ratio: the one content word that differs is judged.
+            assert!(!t.verbatim());
+            assert!(
+                p(x, y, 0.678195) < s.semantic_borderline,
+                "{}",
+                p(x, y, 0.678195)
+            );
+        }
+    }
+
+    #[test]
+    fn a_reworded_phrase_is_judged_not_vetoed_both_ways() {
+        let d = SessionSettings::default().semantic_duplicate;
+        for (a, b, cos) in [
+            (
+                "Summarise the best practices for rotating database credentials in our cluster",
+                "Summarise the recommended practices for rotating database credentials in our cluster",
+                0.993006,
+            ),
+            (
+                "The nightly export to the warehouse stopped without an error. Please investigate.",
+                "The nightly export to the warehouse stopped without an error. Please look into it.",
+                0.98359,
+            ),
+        ] {
+            assert!(measure(a, b).conflict.is_none());
+            assert!(p(a, b, cos) >= d, "{a} / {b}: {}", p(a, b, cos));
+            assert!(p(b, a, cos) >= d, "{b} / {a}: {}", p(b, a, cos));
+        }
+    }
+
+    #[test]
+    fn explain_names_the_deciding_feature() {
+        let j = judge().judge(
+            &measure("cancel my subscription", "do not cancel my subscription"),
+            0.97,
+        );
+        assert!(j.explain().contains("negation_mismatch"), "{}", j.explain());
+        let j = judge().judge(&measure("refund order 1234", "refund order 1235"), 0.99);
+        assert_eq!(j.probability, 0.0);
+        assert!(j.explain().contains("values_differ"));
+    }
+
+    proptest::proptest! {
+        /// may_match false => no cosine takes the judge to the borderline threshold.
+        #[test]
+        fn may_match_false_means_never_borderline(
+            a in "[a-e ]{0,6}(not |go |to x from y |from y to x |1 |2 )?[a-e ]{0,12}",
+            b in "[a-e ]{0,6}(not |go |to x from y |from y to x |1 |2 )?[a-e ]{0,12}",
+            cos in -1.0f64..=1.0,
+            border in 0.0f64..=1.0,
+        ) {
+            let s = SessionSettings { semantic_borderline: border, ..SessionSettings::default() };
+            if !may_match(&a, &b, &s) {
+                let t = measure(&a, &b);
+                proptest::prop_assert!(judge().probability(&t, cos) < border);
+                proptest::prop_assert!(!(t.verbatim() && t.x[0] >= s.fuzzy_threshold));
+            }
+        }
+    }
+}
