@@ -285,11 +285,19 @@ mod tests {
         });
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let started = std::time::Instant::now();
-        let admit_by = Instant::now() + std::time::Duration::from_millis(5);
+        // Alone it would fit (200 ms of 300); behind the first it would not (400 ms).
+        let admit_by = Instant::now() + std::time::Duration::from_millis(300);
         let second = s.embed_admitted_by("second", admit_by, soon()).await;
         assert!(
             matches!(second, Err(IdemError::ResourceExhausted(_))),
             "{second:?}"
+        );
+        // A budget too short for the text alone is the deadline's doing, not the load's.
+        let tight = Instant::now() + std::time::Duration::from_millis(5);
+        let third = s.embed_admitted_by("third one", tight, soon()).await;
+        assert!(
+            matches!(third, Err(IdemError::DeadlineExceeded(_))),
+            "{third:?}"
         );
         assert!(started.elapsed() < std::time::Duration::from_millis(100));
         assert!(
@@ -297,7 +305,7 @@ mod tests {
             "nothing ahead: always admitted"
         );
         // The backlog gone, the next one is admitted again.
-        assert!(s.embed("third", soon()).await.is_ok());
+        assert!(s.embed("fourth", soon()).await.is_ok());
     }
 
     #[tokio::test]
