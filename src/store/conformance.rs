@@ -342,6 +342,14 @@ async fn embedded_store_converts_a_format_1_store_when_opened() {
     let s = EmbeddedStore::open(d.path()).unwrap();
     assert_eq!(s.get(&r.id).await.unwrap(), Some(r));
     assert_eq!(s.vectors(2000).await.unwrap().len(), 1);
+    drop(s);
+    // An older idem reading it as format 1 fails on the table's type: it never sees it empty.
+    let db = redb::Database::create(d.path().join("idem.redb")).unwrap();
+    let tx = db.begin_write().unwrap();
+    assert!(
+        tx.open_table(redb::TableDefinition::<&str, &str>::new("records"))
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -378,7 +386,7 @@ async fn embedded_store_reports_a_damaged_record_as_corrupt() {
     {
         let db = redb::Database::create(d.path().join("idem.redb")).unwrap();
         let tx = db.begin_write().unwrap();
-        tx.open_table(redb::TableDefinition::<&str, &[u8]>::new("records.v2"))
+        tx.open_table(redb::TableDefinition::<&str, &[u8]>::new("records"))
             .unwrap()
             .insert(r.id.as_str(), b"{\"id\":1}".as_slice())
             .unwrap();

@@ -25,11 +25,15 @@ use crate::clock::Millis;
 use crate::config::SessionOverrides;
 use crate::record::Record;
 
-/// id -> `codec` record, embedding inline.
-const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records.v2");
+/// id -> `codec` record, embedding inline. The name is format 1's, with another value type: an
+/// older idem opening this store fails on the type (redb checks it) instead of seeing no
+/// records.
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 /// Store format 1: id -> JSON record, and id -> f32 embedding; converted at open.
 const RECORDS_V1: TableDefinition<&str, &str> = TableDefinition::new("records");
 const EMBEDDINGS_V1: TableDefinition<&str, &[u8]> = TableDefinition::new("embeddings");
+/// Where format-1 records wait, converted, while their table is replaced.
+const CONVERTING: TableDefinition<&str, &[u8]> = TableDefinition::new("records.converting");
 /// "format" -> the store format.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The store format this code writes.
@@ -162,7 +166,7 @@ fn convert_v1(tx: &redb::WriteTransaction) -> Result<usize, StoreError> {
     {
         let old = tx.open_table(RECORDS_V1).map_err(be)?;
         let embs = tx.open_table(EMBEDDINGS_V1).map_err(be)?;
-        let mut new = tx.open_table(RECORDS).map_err(be)?;
+        let mut new = tx.open_table(CONVERTING).map_err(be)?;
         for entry in old.iter().map_err(be)? {
             let (k, v) = entry.map_err(be)?;
             let mut r: Record = decode(k.value(), v.value()).map_err(|e| {
@@ -182,6 +186,15 @@ fn convert_v1(tx: &redb::WriteTransaction) -> Result<usize, StoreError> {
     }
     tx.delete_table(RECORDS_V1).map_err(be)?;
     tx.delete_table(EMBEDDINGS_V1).map_err(be)?;
+    {
+        let converted = tx.open_table(CONVERTING).map_err(be)?;
+        let mut records = tx.open_table(RECORDS).map_err(be)?;
+        for entry in converted.iter().map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            records.insert(k.value(), v.value()).map_err(be)?;
+        }
+    }
+    tx.delete_table(CONVERTING).map_err(be)?;
     Ok(n)
 }
 
