@@ -200,7 +200,7 @@ fn convert_v1(tx: &redb::WriteTransaction) -> Result<usize, StoreError> {
 
 /// redb's page cache when none is configured (`store_cache_mb`); redb's own default is 1 GiB,
 /// which lets the cache grow with the store until it holds most of the file.
-pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 impl EmbeddedStore {
     /// Opens (or creates) `dir/idem.redb` with the default page cache.
