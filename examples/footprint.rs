@@ -405,7 +405,13 @@ async fn main() -> anyhow::Result<()> {
             })
         })
         .collect();
+    // Calls stored with their embedding (an overloaded embedder leaves some without).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let with_vectors = idem::store::Store::vectors(&store, now_ms).await?.len();
     let mut report = report;
+    report["stored_with_vector"] = with_vectors.into();
     report["tables"] = serde_json::Value::Array(tables);
     println!("{report}");
     Ok(())

@@ -13,5 +13,5 @@ cargo build --release --quiet --bin idem --example footprint
 for n in "${@:-10000}"; do
   ./target/release/examples/footprint --idem target/release/idem --calls "$n" \
     --embedder "${EMBEDDER:-local}" --concurrency "${CONCURRENCY:-4}" \
-    --per-session "${PER_SESSION:-1000}" --models-dir models --server-args "${SERVER_ARGS:-}"
+    --per-session "${PER_SESSION:-1000}" --models-dir models --server-args="${SERVER_ARGS:-}"
 done

@@ -28,7 +28,7 @@ pub struct ServeArgs {
     /// Store backend [default: embedded].
     #[arg(long, env = "IDEM_STORE", value_enum)]
     pub store: Option<StoreKind>,
-    /// Page cache of the embedded store in MiB [default: 16].
+    /// Page cache of the embedded store in MiB [default: 4].
     #[arg(long, env = "IDEM_STORE_CACHE_MB")]
     pub store_cache_mb: Option<usize>,
     /// Largest accepted payload in bytes [default: 1048576].

@@ -309,3 +309,96 @@ async fn embedded_store_survives_reopen() {
     let s = EmbeddedStore::open(d.path()).unwrap();
     assert_eq!(s.get(&r.id).await.unwrap(), Some(r));
 }
+
+#[tokio::test]
+async fn embedded_store_converts_a_format_1_store_when_opened() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rec("s1", 1, 1000);
+    {
+        // Format 1, as the older idem wrote it: JSON records, f32 embeddings beside them.
+        let db = redb::Database::create(d.path().join("idem.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let json = serde_json::to_string(&r).unwrap();
+            tx.open_table(redb::TableDefinition::<&str, &str>::new("records"))
+                .unwrap()
+                .insert(r.id.as_str(), json.as_str())
+                .unwrap();
+            let v: Vec<u8> = [0.6f32, 0.8].iter().flat_map(|f| f.to_le_bytes()).collect();
+            tx.open_table(redb::TableDefinition::<&str, &[u8]>::new("embeddings"))
+                .unwrap()
+                .insert(r.id.as_str(), v.as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let s = EmbeddedStore::open(d.path()).unwrap();
+    assert_eq!(s.get(&r.id).await.unwrap(), Some(r.clone()));
+    let v = s.vectors(2000).await.unwrap();
+    assert_eq!(v.len(), 1);
+    assert_near(&v[0].vector, &[0.6, 0.8]);
+    drop(s);
+    // Converted once: it opens again as the current format.
+    let s = EmbeddedStore::open(d.path()).unwrap();
+    assert_eq!(s.get(&r.id).await.unwrap(), Some(r));
+    assert_eq!(s.vectors(2000).await.unwrap().len(), 1);
+    drop(s);
+    // An older idem reading it as format 1 fails on the table's type: it never sees it empty.
+    let db = redb::Database::create(d.path().join("idem.redb")).unwrap();
+    let tx = db.begin_write().unwrap();
+    assert!(
+        tx.open_table(redb::TableDefinition::<&str, &str>::new("records"))
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn embedded_store_refuses_a_newer_format_and_names_the_fix() {
+    let d = tempfile::tempdir().unwrap();
+    drop(EmbeddedStore::open(d.path()).unwrap());
+    {
+        let db = redb::Database::create(d.path().join("idem.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+            .unwrap()
+            .insert("format", 3)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let Err(e) = EmbeddedStore::open(d.path()) else {
+        panic!("a format-3 store opened");
+    };
+    let msg = e.to_string();
+    assert!(
+        msg.contains("format 3") && msg.contains("empty --data-dir"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn embedded_store_reports_a_damaged_record_as_corrupt() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rec("s1", 1, 1000);
+    {
+        let s = EmbeddedStore::open(d.path()).unwrap();
+        s.insert(&r).await.unwrap();
+    }
+    {
+        let db = redb::Database::create(d.path().join("idem.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(redb::TableDefinition::<&str, &[u8]>::new("records"))
+            .unwrap()
+            .insert(r.id.as_str(), b"{\"id\":1}".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let s = EmbeddedStore::open(d.path()).unwrap();
+    assert!(matches!(
+        s.get(&r.id).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        s.vectors(0).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+}

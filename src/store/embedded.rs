@@ -5,6 +5,8 @@
 //! without fsync (they ride along with the next durable commit): they are advisory. Writes go
 //! through one writer thread that commits the writes waiting together (`writer`: group
 //! commit, one fsync for many); reads run on tokio's blocking pool, never on a worker thread.
+//! Records are stored in `codec`'s binary form with the embedding inline (int8); a store of the
+//! older JSON format is converted once when opened, and a newer format is refused.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
 };
 
+use super::codec;
 use super::writer::Writer;
 use super::{
     Candidate, CheckLog, Feedback, ListQuery, Page, SEP, StatsSnapshot, Store, StoreError,
@@ -23,8 +26,19 @@ use crate::clock::Millis;
 use crate::config::SessionOverrides;
 use crate::record::Record;
 
-const RECORDS: TableDefinition<&str, &str> = TableDefinition::new("records");
-const EMBEDDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("embeddings");
+/// id -> `codec` record, embedding inline. The name is format 1's, with another value type: an
+/// older idem opening this store fails on the type (redb checks it) instead of seeing no
+/// records.
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+/// Store format 1: id -> JSON record, and id -> f32 embedding; converted at open.
+const RECORDS_V1: TableDefinition<&str, &str> = TableDefinition::new("records");
+const EMBEDDINGS_V1: TableDefinition<&str, &[u8]> = TableDefinition::new("embeddings");
+/// Where format-1 records wait, converted, while their table is replaced.
+const CONVERTING: TableDefinition<&str, &[u8]> = TableDefinition::new("records.converting");
+/// "format" -> the store format.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The store format this code writes.
+const STORE_FORMAT: u64 = 2;
 const BY_KEY: TableDefinition<&str, &str> = TableDefinition::new("by_key");
 const BY_EXACT: TableDefinition<&str, &str> = TableDefinition::new("by_exact");
 /// scope SEP tool SEP fingerprint SEP id -> `candidate_value`: the similarity stages read only
@@ -81,10 +95,6 @@ fn decode<T: serde::de::DeserializeOwned>(id: &str, json: &str) -> Result<T, Sto
     })
 }
 
-fn encode(r: &Record) -> Result<String, StoreError> {
-    serde_json::to_string(r).map_err(be)
-}
-
 fn candidate_key(r: &Record) -> String {
     key(&[&r.match_scope, &r.tool, &r.identity_fingerprint, &r.id])
 }
@@ -118,19 +128,82 @@ fn decode_candidate(id: &str, v: &str) -> Result<Candidate, StoreError> {
     })
 }
 
-fn vec_to_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|f| f.to_le_bytes()).collect()
-}
-
 fn bytes_to_vec(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
 }
 
+/// Checks the store's format; converts a format-1 store (JSON records, f32 embeddings) in the
+/// same transaction, so a crash midway leaves the old store as it was.
+fn check_format(tx: &redb::WriteTransaction, path: &Path) -> Result<(), StoreError> {
+    let mut meta = tx.open_table(META).map_err(be)?;
+    let format = meta.get("format").map_err(be)?.map(|v| v.value());
+    match format {
+        Some(STORE_FORMAT) => return Ok(()),
+        Some(newer) => {
+            return Err(StoreError::Backend(format!(
+                "{} is store format {newer}, written by a newer idem; this one reads format \
+                 {STORE_FORMAT}: run the newer idem, or start this one on an empty --data-dir",
+                path.display()
+            )));
+        }
+        None => {}
+    }
+    let old = tx
+        .list_tables()
+        .map_err(be)?
+        .any(|t| t.name() == RECORDS_V1.name());
+    if old {
+        let n = convert_v1(tx)?;
+        tracing::info!(records = n, path = %path.display(), "store converted from format 1 to 2");
+    }
+    meta.insert("format", STORE_FORMAT).map_err(be)?;
+    Ok(())
+}
+
+/// Rewrites every format-1 record (and its embedding) in format 2 and drops the old tables.
+/// A record that does not decode stops the conversion: nothing is dropped silently.
+fn convert_v1(tx: &redb::WriteTransaction) -> Result<usize, StoreError> {
+    let mut n = 0;
+    {
+        let old = tx.open_table(RECORDS_V1).map_err(be)?;
+        let embs = tx.open_table(EMBEDDINGS_V1).map_err(be)?;
+        let mut new = tx.open_table(CONVERTING).map_err(be)?;
+        for entry in old.iter().map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            let mut r: Record = decode(k.value(), v.value()).map_err(|e| {
+                StoreError::Backend(format!(
+                    "cannot convert the store from format 1: {e}; back up the data dir and \
+                     start on an empty one"
+                ))
+            })?;
+            r.embedding = embs
+                .get(k.value())
+                .map_err(be)?
+                .map(|e| bytes_to_vec(e.value()));
+            new.insert(k.value(), codec::encode(&r, None).as_slice())
+                .map_err(be)?;
+            n += 1;
+        }
+    }
+    tx.delete_table(RECORDS_V1).map_err(be)?;
+    tx.delete_table(EMBEDDINGS_V1).map_err(be)?;
+    {
+        let converted = tx.open_table(CONVERTING).map_err(be)?;
+        let mut records = tx.open_table(RECORDS).map_err(be)?;
+        for entry in converted.iter().map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            records.insert(k.value(), v.value()).map_err(be)?;
+        }
+    }
+    tx.delete_table(CONVERTING).map_err(be)?;
+    Ok(n)
+}
+
 /// redb's page cache when none is configured (`store_cache_mb`); redb's own default is 1 GiB,
 /// which lets the cache grow with the store until it holds most of the file.
-pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 impl EmbeddedStore {
     /// Opens (or creates) `dir/idem.redb` with the default page cache.
@@ -150,9 +223,9 @@ impl EmbeddedStore {
             .create(&path)
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(be)?;
+        check_format(&tx, &path)?;
         {
             tx.open_table(RECORDS).map_err(be)?;
-            tx.open_table(EMBEDDINGS).map_err(be)?;
             tx.open_table(BY_KEY).map_err(be)?;
             tx.open_table(BY_EXACT).map_err(be)?;
             tx.open_table(CANDIDATES).map_err(be)?;
@@ -195,7 +268,6 @@ impl EmbeddedStore {
         let tx = self.db.begin_read().map_err(be)?;
         Ok(vec![
             usage(&tx, RECORDS)?,
-            usage(&tx, EMBEDDINGS)?,
             usage(&tx, CANDIDATES)?,
             usage(&tx, BY_KEY)?,
             usage(&tx, BY_EXACT)?,
@@ -249,7 +321,12 @@ fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 fn read_record(db: &Database, id: &str) -> Result<Option<Record>, StoreError> {
-    read_json(db, RECORDS, id)
+    let tx = db.begin_read().map_err(be)?;
+    let t = tx.open_table(RECORDS).map_err(be)?;
+    let Some(v) = t.get(id).map_err(be)? else {
+        return Ok(None);
+    };
+    codec::decode(id, v.value()).map(|(r, _)| Some(r))
 }
 
 fn read_pointer(
@@ -274,18 +351,12 @@ impl Store for EmbeddedStore {
         let r = r.clone();
         self.writer
             .write(true, move |tx| {
-                let json = encode(&r)?;
+                let bytes = codec::encode(&r, None);
                 {
                     tx.open_table(RECORDS)
                         .map_err(be)?
-                        .insert(r.id.as_str(), json.as_str())
+                        .insert(r.id.as_str(), bytes.as_slice())
                         .map_err(be)?;
-                    if let Some(v) = &r.embedding {
-                        tx.open_table(EMBEDDINGS)
-                            .map_err(be)?
-                            .insert(r.id.as_str(), vec_to_bytes(v).as_slice())
-                            .map_err(be)?;
-                    }
                     if let Some(k) = &r.idempotency_key {
                         tx.open_table(BY_KEY)
                             .map_err(be)?
@@ -322,14 +393,18 @@ impl Store for EmbeddedStore {
         let r = r.clone();
         self.writer
             .write(true, move |tx| {
-                let json = encode(&r)?;
                 {
                     let mut t = tx.open_table(RECORDS).map_err(be)?;
-                    let old_expiry = match t.get(r.id.as_str()).map_err(be)? {
-                        Some(v) => decode::<Record>(&r.id, v.value())?.expires_at_ms,
+                    // An update without an embedding keeps the stored one.
+                    let (old_expiry, bytes) = match t.get(r.id.as_str()).map_err(be)? {
+                        Some(v) => {
+                            let (old, emb) = codec::decode(&r.id, v.value())?;
+                            let keep = emb.filter(|_| r.embedding.is_none());
+                            (old.expires_at_ms, codec::encode(&r, keep))
+                        }
                         None => return Err(StoreError::Missing(r.id.clone())),
                     };
-                    t.insert(r.id.as_str(), json.as_str()).map_err(be)?;
+                    t.insert(r.id.as_str(), bytes.as_slice()).map_err(be)?;
                     if old_expiry != r.expires_at_ms {
                         let mut e = tx.open_table(EXPIRY).map_err(be)?;
                         e.remove(expiry_key(old_expiry, &r.id).as_str())
@@ -341,12 +416,6 @@ impl Store for EmbeddedStore {
                             .insert(candidate_key(&r).as_str(), candidate_value(&r).as_str())
                             .map_err(be)?;
                     }
-                    if let Some(v) = &r.embedding {
-                        tx.open_table(EMBEDDINGS)
-                            .map_err(be)?
-                            .insert(r.id.as_str(), vec_to_bytes(v).as_slice())
-                            .map_err(be)?;
-                    }
                 }
                 Ok(())
             })
@@ -354,24 +423,22 @@ impl Store for EmbeddedStore {
     }
 
     async fn put_embedding(&self, id: &str, vector: &[f32]) -> Result<bool, StoreError> {
-        let (id, bytes) = (id.to_string(), vec_to_bytes(vector));
+        let (id, vector) = (id.to_string(), vector.to_vec());
         self.writer
             .write(true, move |tx| {
                 {
-                    // Same transaction as the existence check: a sweep cannot slip in between.
-                    if tx
-                        .open_table(RECORDS)
-                        .map_err(be)?
-                        .get(id.as_str())
-                        .map_err(be)?
-                        .is_none()
-                    {
-                        return Ok(false);
-                    }
-                    tx.open_table(EMBEDDINGS)
-                        .map_err(be)?
-                        .insert(id.as_str(), bytes.as_slice())
-                        .map_err(be)?;
+                    // Read and write in one transaction: nothing (a Complete, a sweep) slips in
+                    // between, and only the embedding changes.
+                    let mut t = tx.open_table(RECORDS).map_err(be)?;
+                    let bytes = match t.get(id.as_str()).map_err(be)? {
+                        Some(v) => {
+                            let (mut r, _) = codec::decode(&id, v.value())?;
+                            r.embedding = Some(vector);
+                            codec::encode(&r, None)
+                        }
+                        None => return Ok(false),
+                    };
+                    t.insert(id.as_str(), bytes.as_slice()).map_err(be)?;
                 }
                 Ok(true)
             })
@@ -441,7 +508,7 @@ impl Store for EmbeddedStore {
                 let Some(v) = recs.get(id.as_str()).map_err(be)? else {
                     continue;
                 };
-                let r: Record = decode(&id, v.value())?;
+                let (r, _) = codec::decode(&id, v.value())?;
                 if q.status.is_some_and(|s| s != r.status) {
                     continue;
                 }
@@ -467,7 +534,6 @@ impl Store for EmbeddedStore {
                 {
                     let mut exp = tx.open_table(EXPIRY).map_err(be)?;
                     let mut recs = tx.open_table(RECORDS).map_err(be)?;
-                    let mut embs = tx.open_table(EMBEDDINGS).map_err(be)?;
                     let mut by_key = tx.open_table(BY_KEY).map_err(be)?;
                     let mut by_exact = tx.open_table(BY_EXACT).map_err(be)?;
                     let mut cands = tx.open_table(CANDIDATES).map_err(be)?;
@@ -484,11 +550,10 @@ impl Store for EmbeddedStore {
                     for ek in expired {
                         exp.remove(ek.as_str()).map_err(be)?;
                         let id = ek.rsplit(SEP).next().unwrap_or_default().to_string();
-                        let r: Record = match recs.remove(id.as_str()).map_err(be)? {
-                            Some(v) => decode(&id, v.value())?,
+                        let r = match recs.remove(id.as_str()).map_err(be)? {
+                            Some(v) => codec::decode(&id, v.value())?.0,
                             None => continue,
                         };
-                        embs.remove(id.as_str()).map_err(be)?;
                         if let Some(k) = &r.idempotency_key {
                             let kk = key(&[&r.match_scope, k]);
                             if by_key
@@ -522,23 +587,18 @@ impl Store for EmbeddedStore {
     async fn vectors(&self, now: Millis) -> Result<Vec<StoredVector>, StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(be)?;
-            let embs = tx.open_table(EMBEDDINGS).map_err(be)?;
             let recs = tx.open_table(RECORDS).map_err(be)?;
             let mut out = Vec::new();
-            for entry in embs.iter().map_err(be)? {
+            for entry in recs.iter().map_err(be)? {
                 let (k, v) = entry.map_err(be)?;
-                let id = k.value();
-                let Some(rv) = recs.get(id).map_err(be)? else {
+                let (r, emb) = codec::decode(k.value(), v.value())?;
+                let Some(emb) = emb.filter(|_| !r.is_expired(now)) else {
                     continue;
                 };
-                let r: Record = decode(id, rv.value())?;
-                if r.is_expired(now) {
-                    continue;
-                }
                 out.push(StoredVector {
-                    id: id.to_string(),
+                    id: r.id,
                     match_scope: r.match_scope,
-                    vector: bytes_to_vec(v.value()),
+                    vector: emb.to_vec(),
                 });
             }
             Ok(out)

@@ -6,6 +6,7 @@
 //! engine's job (it serialises checks per match scope); every write a store acknowledges is
 //! durable where the backend is.
 
+mod codec;
 mod embedded;
 mod feedback;
 mod memory;
