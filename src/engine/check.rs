@@ -335,7 +335,7 @@ impl Engine {
         let micros = t.elapsed().as_micros() as u64;
         for (c, v) in unembedded.iter().zip(others) {
             match v {
-                Ok(v) => sim.add_vector(&p.scope, &c.id, v).await,
+                Ok(v) => sim.adopt(&p.scope, &c.id, v, self.store.clone()).await,
                 Err(e) => tracing::debug!(%e, call = %c.id, "candidate not embedded"),
             }
         }

@@ -124,6 +124,24 @@ impl Similarity {
         }
     }
 
+    /// Takes in the embedding a check computed for an earlier call that had none: indexed now,
+    /// stored in the background (only the embedding: `put_embedding`), so a restart keeps it.
+    pub async fn adopt(&self, scope: &str, call_id: &str, vector: Vec<f32>, store: Arc<dyn Store>) {
+        self.add_vector(scope, call_id, vector.clone()).await;
+        // Bounded like the backfills; without a slot the vector is only indexed (a restart
+        // embeds it again when a check needs it).
+        let Ok(slot) = self.backfill_slots.clone().try_acquire_owned() else {
+            return;
+        };
+        let id = call_id.to_string();
+        self.backfills.spawn(async move {
+            let _slot = slot;
+            if let Err(e) = store.put_embedding(&id, &vector).await {
+                tracing::warn!(%e, call = %id, "could not store an embedding");
+            }
+        });
+    }
+
     /// Adds a newly recorded call to its scope's index. A call recorded without its embedding
     /// (nothing to compare with, or the deadline) is embedded in the background lane, its
     /// embedding stored alone, and then indexed, so later rewordings can find it.
