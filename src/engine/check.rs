@@ -178,6 +178,7 @@ impl Engine {
                 Some((seen, c, scan)) if stripe.inserts.load(Ordering::Acquire) == seen => {
                     ctx.candidates = Some(c);
                     ctx.fuzzy_ahead = Some(scan);
+                    ctx.none_comparable = before.none_comparable;
                 }
                 // Calls were recorded meanwhile. If one of them may be this call's original
                 // and this check skipped its embedding (it had nothing to compare with), let
@@ -300,6 +301,7 @@ impl Engine {
                 let scan = fuzzy_scan(text, &c, p.settings.fuzzy_threshold);
                 let needed =
                     !scan.settles() && c.iter().any(|c| may_match(text, &c.free_text, &p.settings));
+                out.none_comparable = !scan.settles() && !needed;
                 out.read_ahead = Some((inserts_seen, c, scan));
                 needed
             }
@@ -370,6 +372,7 @@ impl Engine {
             candidates: None,
             fuzzy_ahead: None,
             embedding: None,
+            none_comparable: false,
             nearest: None,
         }
     }
@@ -626,6 +629,8 @@ struct BeforeLock {
     embedding: Option<(Vec<f32>, u64)>,
     /// Whether the call could be embedded at all (semantic mode, free text, an embedder).
     may_embed: bool,
+    /// No candidate read ahead may match whatever the cosine (so nothing was embedded).
+    none_comparable: bool,
     /// The report of an embedding that missed its deadline.
     missed: Option<StageReport>,
     /// Candidates and their fuzzy scan, with the stripe's insert count when they were read.

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 
 use super::features::{N_TEXT, TEXT_FEATURES, TextFeatures, measure};
+use super::text::{swapped_roles, tokenize, values_differ};
 use crate::config::SessionSettings;
 
 /// The shipped model, made by `idem train-scorer` (see README, Calibration).
@@ -261,6 +262,12 @@ impl Judge {
 /// below `semantic_borderline`. It never says `false` for a pair the full judge could call a
 /// duplicate. Without a loadable model it says `true` (the embedding is then never skipped).
 pub fn may_match(query_text: &str, candidate_text: &str, settings: &SessionSettings) -> bool {
+    // The hard conflicts first: they need only the tokens, not the whole measurement, and
+    // they rule out most candidates of a call that names other values.
+    let (qa, qb) = (tokenize(query_text), tokenize(candidate_text));
+    if values_differ(&qa, &qb) || swapped_roles(&qa, &qb) {
+        return false;
+    }
     let t = measure(query_text, candidate_text);
     if t.conflict.is_some() {
         return false;

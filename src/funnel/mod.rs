@@ -221,6 +221,9 @@ pub struct CheckContext {
     pub fuzzy_ahead: Option<FuzzyScan>,
     /// Embedding of the call's free text, when computed.
     pub embedding: Option<Vec<f32>>,
+    /// Set by the engine when it found, on these candidates, that none may match whatever
+    /// the cosine (`may_match`), which is why it did not embed: stages need not ask again.
+    pub none_comparable: bool,
     /// The closest candidate any similarity stage saw: (call id, score). Written by the
     /// funnel loop only, from what the stages returned.
     pub nearest: Option<(String, f64)>,

@@ -69,9 +69,10 @@ impl Stage for SemanticStage {
         let Some(query) = ctx.embedding.clone() else {
             // Not embedded: time ran out, or no candidate may match whatever the cosine (the
             // engine then skips the model); say why for the newest one.
-            if candidates
-                .iter()
-                .any(|c| super::may_match(&text, &c.free_text, &ctx.settings))
+            if !ctx.none_comparable
+                && candidates
+                    .iter()
+                    .any(|c| super::may_match(&text, &c.free_text, &ctx.settings))
             {
                 return Ok(StageRun::pass(StageOutcome::Deadline));
             }
