@@ -9,8 +9,9 @@ import pytest
 
 from idem_client import AsyncIdemClient, IdemClient, dedup_tool
 
-A = "Reminder: the quarterly budget review meeting is tomorrow at the main office."
-B = "Just a reminder that the quarterly budget review meeting takes place tomorrow at the main office."
+# A rewording the judge calls a repeat (a moved phrase); see tests/semantic.rs.
+A = "Please send me the final report for the Q3 audit by Friday."
+B = "Please send me the Q3 audit final report by Friday."
 OTHER = "Please send me the signed contract for the warehouse lease by Friday."
 
 
