@@ -58,7 +58,10 @@ impl From<&Value> for CanonValue {
                 } else if let Some(i) = n.as_i64() {
                     Some(CanonNumber::from_i128(i.into()))
                 } else {
-                    n.as_f64().and_then(CanonNumber::from_f64)
+                    // serde_json's own text of the number (its shortest round-trip form), so a
+                    // value read here and the same value sent as text canonicalise alike.
+                    CanonNumber::parse(&n.to_string())
+                        .or_else(|| n.as_f64().and_then(CanonNumber::from_f64))
                 };
                 exact.map_or(Self::Null, Self::Number)
             }
