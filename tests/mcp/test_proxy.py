@@ -203,13 +203,13 @@ async def test_paraphrased_repeat_is_not_run_again(counter, tmp_path):
     extra = ("--tools-config", str(no_config))
     async with proxied(counter, session, *extra, server=url) as s:
         first = await s.call_tool(
-            "send_email", {"to": "alice@example.com", "body": "Hi Alice, the March invoice is attached."}
+            "send_email", {"to": "alice@example.com", "body": "Please send me the final report for the Q3 audit by Friday."}
         )
         again = await s.call_tool(
-            "send_email", {"to": "alice@example.com", "body": "Hello Alice, attached is the invoice for March."}
+            "send_email", {"to": "alice@example.com", "body": "Please send me the Q3 audit final report by Friday."}
         )
         other = await s.call_tool(
-            "send_email", {"to": "bob@example.com", "body": "Hello Bob, attached is the invoice for March."}
+            "send_email", {"to": "bob@example.com", "body": "Please send me the Q3 audit final report by Friday."}
         )
     assert text(again) == text(first), "the paraphrase gets the first result replayed"
     assert text(other) != text(first), "a different recipient is a different action"
