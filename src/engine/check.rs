@@ -295,38 +295,38 @@ impl Engine {
             self.clock.now_ms(),
         )
         .await;
+        // Which candidates may match whatever the cosine: decided once, then both whether to
+        // embed and which candidates without a vector go in the same batch follow from it.
         // A failed read ahead is retried under the lock; the embedding is then needed.
-        let needed = match candidates {
+        let unembedded: Vec<Candidate> = match candidates {
             Ok(c) => {
                 let scan = fuzzy_scan(text, &c, p.settings.fuzzy_threshold);
-                let needed =
-                    !scan.settles() && c.iter().any(|c| may_match(text, &c.free_text, &p.settings));
-                out.none_comparable = !scan.settles() && !needed;
-                out.read_ahead = Some((inserts_seen, c, scan));
-                needed
-            }
-            Err(_) => true,
-        };
-        if !needed || !out.may_embed {
-            return Ok(out);
-        }
-        // Candidates that may match but were recorded without an embedding (nothing to
-        // compare with then, or their backfill is still queued) are embedded with the call,
-        // in the same batch.
-        let unembedded: Vec<Candidate> = out
-            .read_ahead
-            .as_ref()
-            .map(|(_, c, _)| {
-                c.iter()
-                    .filter(|c| {
-                        may_match(text, &c.free_text, &p.settings)
-                            && !sim.has_vector(&p.scope, &c.id)
-                    })
+                let comparable: Vec<&Candidate> = if scan.settles() {
+                    Vec::new()
+                } else {
+                    c.iter()
+                        .filter(|c| may_match(text, &c.free_text, &p.settings))
+                        .collect()
+                };
+                if comparable.is_empty() {
+                    out.none_comparable = !scan.settles();
+                    out.read_ahead = Some((inserts_seen, c, scan));
+                    return Ok(out);
+                }
+                // Candidates that may match but were recorded without an embedding (nothing to
+                // compare with then, or their backfill is still queued) are embedded with the
+                // call, in the same batch.
+                let unembedded = comparable
+                    .into_iter()
+                    .filter(|c| !sim.has_vector(&p.scope, &c.id))
                     .take(MAX_EMBEDDED_CANDIDATES)
                     .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+                    .collect();
+                out.read_ahead = Some((inserts_seen, c, scan));
+                unembedded
+            }
+            Err(_) => Vec::new(),
+        };
         let t = std::time::Instant::now();
         let query = embed.embed_admitted_by(text, p.embed_admit_by, p.embed_deadline);
         let others =
