@@ -154,7 +154,7 @@ impl Engine {
         loop {
             attempts += 1;
             let before = self.before_lock(p, stripe).await?;
-            let _guard = match self.lock_or_settle(p, stripe).await? {
+            let guard = match self.lock_or_settle(p, stripe).await? {
                 Waited::Locked(guard) => guard,
                 Waited::Settled(out) => return Ok(out),
                 Waited::TimedOut => {
@@ -194,7 +194,7 @@ impl Engine {
             }
             let mut result = self.funnel.run(&mut ctx).await?;
             charge_embedding(&mut result, embed_micros, before.missed);
-            return self.conclude(p, ctx, result).await;
+            return self.conclude(p, ctx, result, Some(guard)).await;
         }
     }
 
@@ -237,7 +237,7 @@ impl Engine {
         ) {
             return Ok(None);
         }
-        self.conclude(p, ctx, result).await.map(Some)
+        self.conclude(p, ctx, result, None).await.map(Some)
     }
 
     /// Waits for the scope's lock until the deadline (at least `LOCK_GRACE`), looking again for
@@ -377,12 +377,14 @@ impl Engine {
         }
     }
 
-    /// Turns the funnel's finding into a verdict; reserves a record for NEW.
+    /// Turns the funnel's finding into a verdict; reserves a record for NEW (`lock` is the
+    /// scope's, held by the caller, let go as soon as the NEW is registered).
     async fn conclude(
         &self,
         p: &Prepared,
         ctx: CheckContext,
         result: FunnelResult,
+        lock: Option<ScopeLock<'_>>,
     ) -> Result<CheckOutcome, IdemError> {
         let FunnelResult {
             finding,
@@ -397,9 +399,9 @@ impl Engine {
                     }
                     _ => "no earlier call matched",
                 };
-                self.reserve(p, &ctx, None, false, why).await?
+                self.reserve(p, &ctx, lock, None, false, why).await?
             }
-            Finding::Found(f) => self.repeat_of(p, &ctx, f).await?,
+            Finding::Found(f) => self.repeat_of(p, &ctx, f, lock).await?,
             Finding::Borderline(f) => match p.settings.borderline_policy {
                 BorderlinePolicy::Proceed => {
                     let why = format!(
@@ -408,10 +410,10 @@ impl Engine {
                         f.score,
                         f.record.id
                     );
-                    self.reserve(p, &ctx, None, false, &why).await?
+                    self.reserve(p, &ctx, lock, None, false, &why).await?
                 }
                 BorderlinePolicy::Block => {
-                    let mut o = self.repeat_of(p, &ctx, f).await?;
+                    let mut o = self.repeat_of(p, &ctx, f, lock).await?;
                     o.reason = format!("borderline match; policy block: {}", o.reason);
                     o
                 }
@@ -451,6 +453,7 @@ impl Engine {
         p: &Prepared,
         ctx: &CheckContext,
         f: Found,
+        lock: Option<ScopeLock<'_>>,
     ) -> Result<CheckOutcome, IdemError> {
         let r = &f.record;
         let matched = Some((f.stage, f.score));
@@ -488,28 +491,32 @@ impl Engine {
                     "repeats call {} whose lease expired without Complete: it may or may not have run; taking over",
                     r.id
                 );
-                let mut o = self.reserve(p, ctx, None, true, &why).await?;
+                let mut o = self.reserve(p, ctx, lock, None, true, &why).await?;
                 o.matched = matched;
                 Ok(o)
             }
             RepeatOutcome::Retry => {
                 let why = format!("repeats call {} which failed; a repeat may run again", r.id);
-                let mut o = self.reserve(p, ctx, None, false, &why).await?;
+                let mut o = self.reserve(p, ctx, lock, None, false, &why).await?;
                 o.matched = matched;
                 Ok(o)
             }
             RepeatOutcome::Absent => {
-                self.reserve(p, ctx, None, false, "no live earlier call matched")
+                self.reserve(p, ctx, lock, None, false, "no live earlier call matched")
                     .await
             }
         }
     }
 
-    /// Records a new in-progress call (durably) and answers NEW.
+    /// Records a new in-progress call (durably) and answers NEW. The record is registered
+    /// with the pending inserts and indexed under the scope's `lock`, which is then let go:
+    /// the commit (an fsync) runs without it, so checks of the scope do not queue behind it,
+    /// and they see the record meanwhile (`PendingInserts`).
     async fn reserve(
         &self,
         p: &Prepared,
         ctx: &CheckContext,
+        lock: Option<ScopeLock<'_>>,
         supersedes: Option<String>,
         previous_attempt_unknown: bool,
         reason: &str,
@@ -540,15 +547,33 @@ impl Engine {
             nearest_call_id: ctx.nearest.as_ref().map(|(id, _)| id.clone()),
             embedding: ctx.embedding.clone(),
         };
-        self.store.insert(&record).await?;
+        let semantic = self
+            .semantic
+            .as_ref()
+            .filter(|_| p.mode == ToolMode::Semantic && !record.free_text.is_empty());
+        let ticket = self.pending.register(record);
         let stripe = self.stripe(&p.scope);
         stripe.inserts.fetch_add(1, Ordering::Release);
+        // A rewording checked right after this lock is let go finds the vector.
+        if let (Some(sim), Some(v)) = (semantic, &ticket.record().embedding) {
+            sim.add_vector(&p.scope, &ticket.record().id, v.clone())
+                .await;
+        }
+        drop(lock);
         stripe.inserted.notify_waiters();
-        if let Some(sim) = &self.semantic
-            && p.mode == ToolMode::Semantic
-            && !record.free_text.is_empty()
+        let record = ticket.record().clone();
+        if let Err(e) = ticket.commit().await {
+            if let Some(sim) = semantic
+                && record.embedding.is_some()
+            {
+                sim.unindex(&record.match_scope, &record.id).await;
+            }
+            return Err(e.into());
+        }
+        if let Some(sim) = semantic
+            && record.embedding.is_none()
         {
-            sim.index_new(&record, self.store.clone()).await;
+            sim.backfill(&record, self.store.clone());
         }
         Ok(CheckOutcome {
             previous_attempt_unknown,
@@ -579,14 +604,14 @@ impl Engine {
                 "retry_of names no call of this tenant: {of:?}"
             )));
         };
-        let _guard = self.lock_for(&p.scope).lock().await;
+        let lock = self.lock_for(&p.scope).lock().await;
         let ctx = self.context(p, self.clock.now_ms());
         let why = format!(
             "resample of call {}: a new execution, never a replay",
             original.id
         );
         let out = self
-            .reserve(p, &ctx, Some(original.id.clone()), false, &why)
+            .reserve(p, &ctx, Some(lock), Some(original.id.clone()), false, &why)
             .await?;
         self.count(p, &out);
         Ok(out)
@@ -612,10 +637,13 @@ impl Engine {
     }
 }
 
+/// A held scope lock.
+type ScopeLock<'a> = tokio::sync::MutexGuard<'a, ()>;
+
 /// How a wait for a scope's lock ended.
 enum Waited<'a> {
     /// The lock is held.
-    Locked(tokio::sync::MutexGuard<'a, ()>),
+    Locked(ScopeLock<'a>),
     /// An original recorded meanwhile settled the check.
     Settled(CheckOutcome),
     /// The deadline passed first.
@@ -674,74 +702,4 @@ const MAX_EMBEDDED_CANDIDATES: usize = 4;
 const LOCK_GRACE: Duration = Duration::from_millis(5);
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::ServerConfig;
-    use crate::store::MemoryStore;
-
-    fn request(args: &str) -> CheckRequest {
-        CheckRequest {
-            tenant: "t".into(),
-            session: "s".into(),
-            tool: "transfer".into(),
-            arguments_json: args.into(),
-            idempotency_key: None,
-            deadline_ms: None,
-            retry: RetryIntent::Transient,
-            retry_of: None,
-            transport_deadline_ms: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn an_exact_repeat_is_answered_while_another_check_holds_the_scope_lock() {
-        let engine = Engine::new(Arc::new(MemoryStore::new()), ServerConfig::default());
-        let args = r#"{"to": "bob", "amount": 100}"#;
-        let first = engine.check(request(args)).await.unwrap();
-        assert_eq!(first.verdict, Verdict::New);
-        let scope = match_scope("t", "s", false);
-        let _held = engine.lock_for(&scope).lock().await;
-        let repeat = tokio::time::timeout(Duration::from_secs(5), engine.check(request(args)))
-            .await
-            .expect("answered without the lock")
-            .unwrap();
-        assert_eq!(repeat.verdict, Verdict::InFlight);
-        assert_eq!(repeat.call_id, first.call_id);
-    }
-
-    #[tokio::test]
-    async fn a_check_waiting_for_the_lock_is_settled_by_the_insert_of_its_original() {
-        let engine = Arc::new(Engine::new(
-            Arc::new(MemoryStore::new()),
-            ServerConfig::default(),
-        ));
-        let args = r#"{"to": "bob", "amount": 100}"#;
-        let scope = match_scope("t", "s", false);
-        let held = engine.lock_for(&scope).lock().await;
-        // Nothing recorded yet: this check queues for the lock (with a deadline long enough
-        // that only the insert can end its wait).
-        let waiting = tokio::spawn({
-            let engine = engine.clone();
-            let req = CheckRequest {
-                deadline_ms: Some(30_000),
-                ..request(args)
-            };
-            async move { engine.check(req).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "nothing could settle it yet");
-        // The holder records the original (as the check holding the lock would) and keeps
-        // the lock: the waiter is answered from the new record, not after the lock.
-        let p = engine.prepare(request(args)).await.unwrap().ok().unwrap();
-        let ctx = engine.context(&p, engine.clock.now_ms());
-        let original = engine.reserve(&p, &ctx, None, false, "test").await.unwrap();
-        let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("answered while the lock is still held")
-            .unwrap()
-            .unwrap();
-        drop(held);
-        assert_eq!(answer.verdict, Verdict::InFlight);
-        assert_eq!(answer.call_id, original.call_id);
-    }
-}
+mod tests;

@@ -1,7 +1,8 @@
 //! The engine: funnel + store + lifecycle. Everything the service does, without the wire.
 //!
 //! A check runs the funnel under its match scope's lock (one of a fixed set of stripes), so N
-//! concurrent identical checks produce exactly one NEW. Expensive work that needs no lock (the
+//! concurrent identical checks produce exactly one NEW; a NEW's commit runs after the lock is
+//! let go, visible meanwhile through the pending inserts (`store::PendingInserts`). Expensive work that needs no lock (the
 //! embedding) is done before the lock is taken, and the candidates are read meanwhile: each
 //! stripe counts the records inserted under it, so a check knows under the lock whether what it
 //! read ahead is still the whole picture (this instance is the only writer of its store).
@@ -27,7 +28,7 @@ use tokio::sync::{Mutex, Semaphore};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServerConfig, SessionSettings};
 use crate::funnel::{ExactStage, Funnel, KeyStage, Stage};
-use crate::store::{StatsSnapshot, Store, StoreError};
+use crate::store::{PendingInserts, StatsSnapshot, Store, StoreError};
 
 /// Lock stripes: scopes hash onto these, so memory does not grow with the number of scopes.
 const LOCK_STRIPES: usize = 1024;
@@ -47,7 +48,10 @@ struct Stripe {
 
 /// The dedup engine.
 pub struct Engine {
+    /// The store, seen through `pending`: lookups see NEWs decided and still committing.
     pub(crate) store: Arc<dyn Store>,
+    /// NEWs decided under their scope's lock whose commit runs after the lock is let go.
+    pending: Arc<PendingInserts>,
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) funnel: Funnel,
@@ -77,8 +81,10 @@ impl Engine {
             stages.extend(s.stages());
         }
         let admission = Arc::new(Semaphore::new(config.max_concurrent_checks));
+        let pending = Arc::new(PendingInserts::new(store));
         Self {
-            store,
+            store: pending.clone(),
+            pending,
             config: Arc::new(config),
             clock,
             funnel: Funnel::new(stages),
