@@ -182,7 +182,7 @@ impl Store for PendingInserts {
             .map(|e| Candidate::of(&e.record))
             .filter(|c| !out.iter().any(|o| o.id == c.id))
             .collect();
-        fresh.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms));
+        fresh.sort_by_key(|c| std::cmp::Reverse(c.created_at_ms));
         fresh.append(&mut out);
         fresh.truncate(limit);
         Ok(fresh)
@@ -365,7 +365,7 @@ mod tests {
         assert!(other.is_empty(), "another identity is not a candidate");
         assert_eq!(
             ids(store.candidates("scope", "send", "fp", 0, 1).await.unwrap()),
-            [new_id.clone()],
+            std::slice::from_ref(&new_id),
             "the limit holds"
         );
         ticket.commit().await.unwrap();
