@@ -65,6 +65,12 @@ pub struct CompleteArgs {
     /// Cost of the execution, in your unit.
     #[arg(long)]
     pub cost: Option<f64>,
+    /// The attempt being completed (the check's `attempt`): refused if it was taken over.
+    #[arg(long)]
+    pub attempt: Option<u32>,
+    /// How to undo the call, JSON (saga compensation).
+    #[arg(long)]
+    pub compensation: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -143,6 +149,8 @@ pub async fn complete(a: CompleteArgs) -> anyhow::Result<ExitCode> {
         result_json: a.result,
         error: a.error,
         cost: a.cost,
+        attempt: a.attempt,
+        compensation_json: a.compensation,
     };
     let resp = c.complete(req).await.map_err(status_err)?.into_inner();
     let call = resp.call.map(|r| json::call_record(&r)).unwrap_or_default();

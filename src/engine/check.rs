@@ -10,7 +10,9 @@ use tokio::time::Instant;
 use super::{CheckOutcome, CheckRequest, Engine, RetryIntent, Stripe, Verdict, validate};
 use crate::canonical::{CanonError, CanonicalCall};
 use crate::clock::Millis;
-use crate::config::{BorderlinePolicy, ScopeMode, SessionSettings, ToolMode, canon_policy};
+use crate::config::{
+    BorderlinePolicy, LeaseExpiry, ScopeMode, SessionSettings, ToolMode, canon_policy,
+};
 use crate::error::IdemError;
 use crate::funnel::{
     CheckContext, Finding, Found, FunnelResult, FuzzyScan, StageKind, StageOutcome, StageReport,
@@ -156,7 +158,7 @@ impl Engine {
             let before = self.before_lock(p, stripe).await?;
             let guard = match self.lock_or_settle(p, stripe).await? {
                 Waited::Locked(guard) => guard,
-                Waited::Settled(out) => return Ok(out),
+                Waited::Settled(out) => return Ok(*out),
                 Waited::TimedOut => {
                     return match self.settle_without_lock(p).await? {
                         Some(out) => Ok(out),
@@ -261,7 +263,7 @@ impl Engine {
                 guard = &mut lock => return Ok(Waited::Locked(guard)),
                 _ = &mut inserted => {
                     if let Some(out) = self.settle_without_lock(p).await? {
-                        return Ok(Waited::Settled(out));
+                        return Ok(Waited::Settled(Box::new(out)));
                     }
                 }
                 _ = tokio::time::sleep_until(until) => return Ok(Waited::TimedOut),
@@ -399,7 +401,7 @@ impl Engine {
                     }
                     _ => "no earlier call matched",
                 };
-                self.reserve(p, &ctx, lock, None, false, why).await?
+                self.reserve(p, &ctx, lock, NewCall::fresh(), why).await?
             }
             Finding::Found(f) => self.repeat_of(p, &ctx, f, lock).await?,
             Finding::Borderline(f) => match p.settings.borderline_policy {
@@ -410,7 +412,7 @@ impl Engine {
                         f.score,
                         f.record.id
                     );
-                    self.reserve(p, &ctx, lock, None, false, &why).await?
+                    self.reserve(p, &ctx, lock, NewCall::fresh(), &why).await?
                 }
                 BorderlinePolicy::Block => {
                     let mut o = self.repeat_of(p, &ctx, f, lock).await?;
@@ -459,6 +461,8 @@ impl Engine {
         let matched = Some((f.stage, f.score));
         let base = |verdict, reason: String| CheckOutcome {
             matched,
+            action_key: r.action_key.clone(),
+            attempt: r.attempt,
             ..CheckOutcome::new(verdict, r.id.clone(), r.status, reason)
         };
         match r.repeat_outcome(ctx.now) {
@@ -486,24 +490,49 @@ impl Engine {
                     r.lease_until_ms
                 ),
             )),
+            RepeatOutcome::TakeOver
+                if p.settings.tool_policy(&p.call.tool).on_lease_expiry == LeaseExpiry::Hold =>
+            {
+                let mut o = base(
+                    Verdict::InFlight,
+                    format!(
+                        "repeats call {} whose lease expired without Complete: it may or may not \
+                         have run; tool policy on_lease_expiry = hold: not run again until an \
+                         operator completes call {}",
+                        r.id, r.id
+                    ),
+                );
+                o.previous_attempt_unknown = true;
+                Ok(o)
+            }
             RepeatOutcome::TakeOver => {
                 let why = format!(
-                    "repeats call {} whose lease expired without Complete: it may or may not have run; taking over",
-                    r.id
+                    "repeats call {} whose lease expired without Complete: it may or may not have run; taking over as attempt {} of action {}",
+                    r.id,
+                    r.attempt + 1,
+                    r.action_key
                 );
-                let mut o = self.reserve(p, ctx, lock, None, true, &why).await?;
+                let mut o = self
+                    .reserve(p, ctx, lock, NewCall::take_over(r), &why)
+                    .await?;
                 o.matched = matched;
                 Ok(o)
             }
             RepeatOutcome::Retry => {
                 let why = format!("repeats call {} which failed; a repeat may run again", r.id);
-                let mut o = self.reserve(p, ctx, lock, None, false, &why).await?;
+                let mut o = self.reserve(p, ctx, lock, NewCall::retry(r), &why).await?;
                 o.matched = matched;
                 Ok(o)
             }
             RepeatOutcome::Absent => {
-                self.reserve(p, ctx, lock, None, false, "no live earlier call matched")
-                    .await
+                self.reserve(
+                    p,
+                    ctx,
+                    lock,
+                    NewCall::fresh(),
+                    "no live earlier call matched",
+                )
+                .await
             }
         }
     }
@@ -517,13 +546,19 @@ impl Engine {
         p: &Prepared,
         ctx: &CheckContext,
         lock: Option<ScopeLock<'_>>,
-        supersedes: Option<String>,
-        previous_attempt_unknown: bool,
+        new: NewCall<'_>,
         reason: &str,
     ) -> Result<CheckOutcome, IdemError> {
         let now = ctx.now;
+        let id = uuid::Uuid::now_v7().to_string();
+        let (action_key, attempt) = match new.continues {
+            Some(r) => (r.action_key.clone(), r.attempt.saturating_add(1)),
+            None => (id.clone(), 1),
+        };
+        let (supersedes, previous_attempt_unknown) =
+            (new.supersedes.clone(), new.previous_attempt_unknown);
         let record = Record {
-            id: uuid::Uuid::now_v7().to_string(),
+            id,
             tenant: p.req.tenant.clone(),
             session: p.req.session.clone(),
             match_scope: p.scope.clone(),
@@ -546,6 +581,10 @@ impl Engine {
             expires_at_ms: now.saturating_add(p.settings.ttl_ms_for(&p.call.tool)),
             nearest_call_id: ctx.nearest.as_ref().map(|(id, _)| id.clone()),
             embedding: ctx.embedding.clone(),
+            action_key,
+            attempt,
+            superseded_by: None,
+            compensation_json: None,
         };
         let semantic = self
             .semantic
@@ -559,7 +598,15 @@ impl Engine {
             sim.add_vector(&p.scope, &ticket.record().id, v.clone())
                 .await;
         }
-        drop(lock);
+        // A take-over keeps the lock until the attempt it fences off is marked (Complete of
+        // that attempt takes the lock too, so the two never interleave). Take-overs are rare.
+        let lock = match new.taken_over {
+            Some(_) => lock,
+            None => {
+                drop(lock);
+                None
+            }
+        };
         stripe.inserted.notify_waiters();
         let record = ticket.record().clone();
         if let Err(e) = ticket.commit().await {
@@ -570,6 +617,10 @@ impl Engine {
             }
             return Err(e.into());
         }
+        if let Some(old) = new.taken_over {
+            self.fence_off(old, &record.id).await?;
+        }
+        drop(lock);
         if let Some(sim) = semantic
             && record.embedding.is_none()
         {
@@ -578,6 +629,8 @@ impl Engine {
         Ok(CheckOutcome {
             previous_attempt_unknown,
             supersedes,
+            action_key: record.action_key.clone(),
+            attempt: record.attempt,
             ..CheckOutcome::new(
                 Verdict::New,
                 record.id,
@@ -585,6 +638,22 @@ impl Engine {
                 reason.to_string(),
             )
         })
+    }
+
+    /// Marks attempt `old` as taken over by `by`: its Complete is refused from now on. Under
+    /// the scope's lock (as Complete is), so the status is read fresh.
+    async fn fence_off(&self, old: &str, by: &str) -> Result<(), IdemError> {
+        let Some(mut r) = self.store.get(old).await? else {
+            return Ok(());
+        };
+        if r.status != CallStatus::InProgress || r.superseded_by.is_some() {
+            return Ok(());
+        }
+        r.superseded_by = Some(by.to_string());
+        r.updated_at_ms = self.clock.now_ms();
+        self.store.update(&r).await?;
+        self.stripe(&r.match_scope).completed.notify_waiters();
+        Ok(())
     }
 
     /// RESAMPLE: always NEW, linked to the call it re-does.
@@ -611,7 +680,7 @@ impl Engine {
             original.id
         );
         let out = self
-            .reserve(p, &ctx, Some(lock), Some(original.id.clone()), false, &why)
+            .reserve(p, &ctx, Some(lock), NewCall::resample(&original.id), &why)
             .await?;
         self.count(p, &out);
         Ok(out)
@@ -640,12 +709,63 @@ impl Engine {
 /// A held scope lock.
 type ScopeLock<'a> = tokio::sync::MutexGuard<'a, ()>;
 
+/// How a NEW relates to earlier calls.
+struct NewCall<'r> {
+    /// The call a RESAMPLE re-does.
+    supersedes: Option<String>,
+    /// A take-over: the earlier attempt may or may not have run.
+    previous_attempt_unknown: bool,
+    /// The earlier attempt of the same action (take-over, retry after failure): its action
+    /// key is kept and the attempt number grows.
+    continues: Option<&'r Record>,
+    /// The attempt a take-over fences off.
+    taken_over: Option<&'r str>,
+}
+
+impl<'r> NewCall<'r> {
+    /// A call of its own: a new action.
+    fn fresh() -> Self {
+        Self {
+            supersedes: None,
+            previous_attempt_unknown: false,
+            continues: None,
+            taken_over: None,
+        }
+    }
+
+    /// A new execution the caller asked for (RESAMPLE): a new action, linked to `of`.
+    fn resample(of: &str) -> Self {
+        Self {
+            supersedes: Some(of.to_string()),
+            ..Self::fresh()
+        }
+    }
+
+    /// The next attempt of `r`'s action after `r`'s lease expired.
+    fn take_over(r: &'r Record) -> Self {
+        Self {
+            previous_attempt_unknown: true,
+            continues: Some(r),
+            taken_over: Some(&r.id),
+            ..Self::fresh()
+        }
+    }
+
+    /// The next attempt of `r`'s action after `r` failed.
+    fn retry(r: &'r Record) -> Self {
+        Self {
+            continues: Some(r),
+            ..Self::fresh()
+        }
+    }
+}
+
 /// How a wait for a scope's lock ended.
 enum Waited<'a> {
     /// The lock is held.
     Locked(ScopeLock<'a>),
     /// An original recorded meanwhile settled the check.
-    Settled(CheckOutcome),
+    Settled(Box<CheckOutcome>),
     /// The deadline passed first.
     TimedOut,
 }

@@ -15,6 +15,7 @@ mod similarity;
 mod types;
 mod validate;
 
+pub use calls::{DEFAULT_WAIT, MAX_WAIT};
 pub use feedback::Export;
 pub use similarity::Similarity;
 pub use types::*;
@@ -44,6 +45,8 @@ struct Stripe {
     /// Woken after every insert, so checks waiting for the lock can look again for an
     /// original that settles them without it.
     inserted: tokio::sync::Notify,
+    /// Woken after every Complete and take-over, for WaitForCall.
+    completed: tokio::sync::Notify,
 }
 
 /// The dedup engine.

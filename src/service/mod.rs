@@ -92,6 +92,8 @@ impl Idem for IdemService {
                 call_id: r.call_id,
                 outcome,
                 cost: r.cost,
+                attempt: r.attempt,
+                compensation_json: r.compensation_json,
             })
             .await?;
         Ok(Response::new(proto::CompleteResponse {
@@ -132,6 +134,19 @@ impl Idem for IdemService {
         request: Request<proto::GetCallRequest>,
     ) -> Result<Response<proto::CallRecord>, Status> {
         let rec = self.engine.get_call(&request.into_inner().call_id).await?;
+        Ok(Response::new(convert::call_record(rec)))
+    }
+
+    async fn wait_for_call(
+        &self,
+        request: Request<proto::WaitForCallRequest>,
+    ) -> Result<Response<proto::CallRecord>, Status> {
+        let r = request.into_inner();
+        let timeout = match r.timeout_ms {
+            0 => crate::engine::DEFAULT_WAIT,
+            ms => std::time::Duration::from_millis(u64::from(ms)),
+        };
+        let rec = self.engine.wait_for_call(&r.call_id, timeout).await?;
         Ok(Response::new(convert::call_record(rec)))
     }
 

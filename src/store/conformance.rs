@@ -30,6 +30,10 @@ pub(crate) fn rec(session: &str, n: u32, created: Millis) -> Record {
         expires_at_ms: created + 10_000,
         nearest_call_id: None,
         embedding: None,
+        action_key: "action".into(),
+        attempt: 1,
+        superseded_by: None,
+        compensation_json: None,
     }
 }
 

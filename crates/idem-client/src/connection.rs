@@ -120,6 +120,8 @@ impl IdemClient {
                 })?),
                 error: None,
                 cost,
+                attempt: None,
+                compensation_json: None,
             },
             Outcome::Failed { error } => proto::CompleteRequest {
                 call_id: call_id.to_string(),
@@ -127,6 +129,8 @@ impl IdemClient {
                 result_json: None,
                 error: Some(error),
                 cost: None,
+                attempt: None,
+                compensation_json: None,
             },
         };
         let resp = self

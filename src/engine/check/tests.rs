@@ -66,7 +66,7 @@ async fn a_check_waiting_for_the_lock_is_settled_by_the_insert_of_its_original()
     let p = engine.prepare(request(args)).await.unwrap().ok().unwrap();
     let ctx = engine.context(&p, engine.clock.now_ms());
     let original = engine
-        .reserve(&p, &ctx, None, None, false, "test")
+        .reserve(&p, &ctx, None, NewCall::fresh(), "test")
         .await
         .unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
