@@ -485,9 +485,9 @@ async fn guarded_call(
         let (shared, id) = (shared_ref, id_ref);
         let line = with_action_meta(line, &action);
         let (tx, rx) = oneshot::channel();
-        shared.insert_pending(&id, Pending::ToolsCall(tx));
+        shared.insert_pending(id, Pending::ToolsCall(tx));
         if to_child.send(line).await.is_err() {
-            shared.take_pending(&id);
+            shared.take_pending(id);
             return Err(CallFailure::ServerGone);
         }
         match rx.await {
