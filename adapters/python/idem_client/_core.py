@@ -169,6 +169,12 @@ def action_kwargs(action: Optional[Action], kwarg: Optional[str]) -> dict:
     return {kwarg: action.key if action else None} if kwarg else {}
 
 
+def log_warnings(tool: str, resp) -> None:
+    """Logs the server's advisories on a check (a key minted per attempt, a suspected loop)."""
+    for w in getattr(resp, "warnings", ()):
+        log.warning("idem: %s on tool %r: %s", w, tool, resp.reason)
+
+
 def is_unimplemented(e: BaseException) -> bool:
     """The server lacks the RPC (an older server): fall back to polling."""
     return isinstance(e, IdemRpcError) and e.code == grpc.StatusCode.UNIMPLEMENTED

@@ -164,6 +164,7 @@ class AsyncIdemClient(_Base):
             except IdemUnavailable as e:
                 return await self._unavailable(tool, fn, e)
             retry_of = None
+            _core.log_warnings(tool, resp)
             v = resp.verdict
             if v == pb2.NEW:
                 if not resp.call_id:

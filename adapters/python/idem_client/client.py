@@ -255,6 +255,7 @@ class IdemClient(_Base):
             except IdemUnavailable as e:
                 return self._unavailable(tool, fn, e)
             retry_of = None
+            _core.log_warnings(tool, resp)
             v = resp.verdict
             if v == pb2.NEW:
                 if not resp.call_id:  # the tool's mode is off: not recorded

@@ -346,3 +346,12 @@ def test_in_flight_repeat_is_answered_by_the_server_side_wait(idem_server, sessi
     assert time.monotonic() - released_at < 3.0
     assert counter.calls == [("create_ticket",)]
     c.close()
+
+
+def test_server_advisories_are_logged(client, counter, caplog):
+    args = {"to": "acct-1", "amount": 5}
+    client.run("pay", args, lambda: counter("pay"), idempotency_key="attempt-1")
+    with caplog.at_level(logging.WARNING, logger="idem_client"):
+        client.run("pay", args, lambda: counter("pay"), idempotency_key="attempt-2")
+    assert counter.n == 1
+    assert any("key_changes_per_attempt" in r.getMessage() for r in caplog.records)
