@@ -580,7 +580,31 @@ mod tests {
     }
 
     #[test]
+    fn a_moved_negation_is_a_swap() {
+        assert_eq!(f("God does not exist", "God does exist not", "swap"), 1.0);
+        assert_eq!(
+            f("the job did not fail", "the job did not fail", "swap"),
+            0.0
+        );
+    }
+
+    #[test]
+    fn antonyms_count_words_and_see_degrees() {
+        // One "first" of two replaced by "last".
+        let a = "review the log from the first record and show the first 50 entries";
+        let b = "review the log from the last record and show the first 50 entries";
+        assert_eq!(f(a, b, "antonym"), 1.0);
+        assert_eq!(f(b, a, "antonym"), 1.0);
+        assert_eq!(
+            f("shares close higher", "shares close lower", "antonym"),
+            1.0
+        );
+        assert_eq!(f("a high shelf", "a higher shelf", "antonym"), 0.0);
+    }
+
+    #[test]
     fn inflections_and_typos_align() {
+        assert!(measure("a man sitting on a bench", "a man sits on a bench").verbatim());
         let t = measure(
             "Send the quarterly reports to finance",
             "send the quartrly report to finance!",
