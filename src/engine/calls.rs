@@ -34,12 +34,12 @@ impl Engine {
             }
         };
         let Some(record) = self.store.get(&req.call_id).await? else {
-            return Err(unknown(&req.call_id));
+            return Err(unknown_call(&req.call_id));
         };
         let _guard = self.lock_for(&record.match_scope).lock().await;
         // Re-read under the lock: a concurrent Complete may have landed.
         let Some(mut record) = self.store.get(&req.call_id).await? else {
-            return Err(unknown(&req.call_id));
+            return Err(unknown_call(&req.call_id));
         };
         match record.status {
             CallStatus::InProgress => {}
@@ -69,7 +69,7 @@ impl Engine {
         self.store
             .get(call_id)
             .await?
-            .ok_or_else(|| unknown(call_id))
+            .ok_or_else(|| unknown_call(call_id))
     }
 
     /// The intent log of a session, newest first.
@@ -127,7 +127,9 @@ impl Engine {
     }
 }
 
-fn unknown(call_id: &str) -> IdemError {
+/// The NOT_FOUND of an unknown call id (also what a caller gets for another tenant's call, so
+/// ids cannot be probed).
+pub fn unknown_call(call_id: &str) -> IdemError {
     IdemError::NotFound(format!(
         "unknown call id {call_id:?} (never recorded, or expired and swept)"
     ))

@@ -14,7 +14,8 @@ mod similarity;
 mod types;
 mod validate;
 
-pub use feedback::Export;
+pub use calls::unknown_call;
+pub use feedback::{Export, unknown_verdict};
 pub use similarity::Similarity;
 pub use types::*;
 
