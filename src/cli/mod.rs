@@ -3,6 +3,7 @@
 mod bench;
 mod calibrate;
 mod client;
+mod connect;
 mod json;
 mod mcp_proxy;
 mod serve;
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use client::{CheckArgs, CompleteArgs, GetArgs};
+pub use connect::ServerArgs;
 pub use mcp_proxy::McpProxyArgs;
 pub use serve::ServeArgs;
 
