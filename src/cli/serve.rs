@@ -287,20 +287,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     let stop = CancellationToken::new();
     let mut metrics_task = None;
+    let mut metrics_addr = None;
     if let Some(m) = metrics_listen {
         let metrics = Metrics::new(&engine);
         let (l, maddr) = crate::service::bind(m)
             .await
             .with_context(|| format!("cannot listen on {m} for metrics"))?;
         tracing::info!(addr = %maddr, "metrics on http://{maddr}/metrics");
-        println!("idem metrics on http://{maddr}/metrics");
         let done = stop.clone().cancelled_owned();
         metrics_task = Some(tokio::spawn(crate::metrics::serve(metrics.clone(), l, done)));
         options.metrics = Some(metrics);
+        metrics_addr = Some(maddr);
     }
     tracing::info!(%addr, vectors, tls, "idem listening");
-    // One line on stdout that scripts and tests can wait for.
+    // One line on stdout that scripts and tests can wait for (the first), then the metrics one.
     println!("idem listening on {addr}");
+    if let Some(m) = metrics_addr {
+        println!("idem metrics on http://{m}/metrics");
+    }
     let signal = tokio::spawn({
         let stop = stop.clone();
         async move {

@@ -354,6 +354,15 @@ impl Embedder for LocalEmbedder {
     }
 }
 
+/// Checks that the model, tokenizer and ONNX Runtime files are in `models_dir` (`idem doctor`);
+/// the error names the first missing file and how to fetch it.
+pub fn check_model_files(models_dir: &Path) -> Result<PathBuf, EmbedError> {
+    let ort_override = std::env::var_os("ORT_DYLIB_PATH")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    check_files(models_dir, ort_override.as_deref())
+}
+
 /// Checks that every file the model needs exists; returns the ONNX Runtime library to load
 /// (`ort_override`, from `ORT_DYLIB_PATH`, when given, else the one in `models_dir`).
 fn check_files(models_dir: &Path, ort_override: Option<&Path>) -> Result<PathBuf, EmbedError> {
