@@ -207,3 +207,43 @@ mod proto_health {
         tonic::Status,
     >;
 }
+
+/// `--log-format json`: every line on stderr is one JSON object, from start to stop, and the
+/// arguments of a check appear in none of them.
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_without_argument_values() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idem"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory"])
+        .args(["--embedder", "none", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("RUST_LOG", "idem=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = out.next_line().await.unwrap().unwrap_or_default();
+    let addr = banner.strip_prefix("idem listening on ").unwrap().to_string();
+    let mut c = IdemClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut r = req(0, 7);
+    r.arguments_json = r#"{"title": "s3cr3t-value"}"#.into();
+    c.check_and_record(r).await.unwrap();
+    let pid = child.id().unwrap() as libc::pid_t;
+    // SAFETY: sending SIGTERM to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut messages = Vec::new();
+    while let Some(line) = err.next_line().await.unwrap() {
+        assert!(!line.contains("s3cr3t-value"), "argument value logged: {line}");
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        messages.push(v["fields"]["message"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(child.wait().await.unwrap().success());
+    assert!(messages.iter().any(|m| m == "idem listening"), "{messages:?}");
+    assert!(messages.iter().any(|m| m == "check"), "the debug line of the check: {messages:?}");
+    assert_eq!(messages.last().map(String::as_str), Some("idem stopped"));
+}
