@@ -35,9 +35,10 @@ pub enum IdemError {
 impl From<EmbedError> for IdemError {
     fn from(e: EmbedError) -> Self {
         match e {
-            EmbedError::Overloaded => {
-                IdemError::Shed(ShedReason::EmbedQueue, "embedding queue is full; retry with backoff".into())
-            }
+            EmbedError::Overloaded => IdemError::Shed(
+                ShedReason::EmbedQueue,
+                "embedding queue is full; retry with backoff".into(),
+            ),
             EmbedError::DeadlineExceeded => IdemError::DeadlineExceeded(
                 "the embedding could not finish before the request's deadline".into(),
             ),

@@ -34,17 +34,18 @@ fn auth_config() -> ServerConfig {
         tenant: tenant.into(),
         role,
     };
-    let mut c = ServerConfig::default();
-    c.auth = AuthConfig {
-        required: true,
-        tokens: vec![
-            entry(A_AGENT, "a", Role::Agent),
-            entry(A_OPERATOR, "a", Role::Operator),
-            entry(B_AGENT, "b", Role::Agent),
-            entry(B_OPERATOR, "b", Role::Operator),
-        ],
-    };
-    c
+    ServerConfig {
+        auth: AuthConfig {
+            required: true,
+            tokens: vec![
+                entry(A_AGENT, "a", Role::Agent),
+                entry(A_OPERATOR, "a", Role::Operator),
+                entry(B_AGENT, "b", Role::Agent),
+                entry(B_OPERATOR, "b", Role::Operator),
+            ],
+        },
+        ..ServerConfig::default()
+    }
 }
 
 async fn start() -> TestServer {
@@ -72,9 +73,17 @@ fn check_req(tenant: &str) -> proto::CheckRequest {
 /// A's call, recorded NEW by A's agent; its id and the check id of a DUPLICATE of it.
 async fn a_call(s: &TestServer) -> (String, String) {
     let mut a = client(s, Some(A_AGENT)).await;
-    let new = a.check_and_record(check_req("")).await.unwrap().into_inner();
+    let new = a
+        .check_and_record(check_req(""))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(new.verdict, proto::Verdict::New as i32);
-    let repeat = a.check_and_record(check_req("a")).await.unwrap().into_inner();
+    let repeat = a
+        .check_and_record(check_req("a"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(repeat.verdict, proto::Verdict::InFlight as i32);
     (new.call_id, repeat.check_id)
 }
@@ -223,7 +232,11 @@ async fn another_tenants_call_is_not_found_to_read_complete_or_judge() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    assert_eq!(a_record(&s, &call_id).await, before, "A's call is still in progress");
+    assert_eq!(
+        a_record(&s, &call_id).await,
+        before,
+        "A's call is still in progress"
+    );
 
     let e = b
         .complete(proto::CompleteRequest {
@@ -359,7 +372,10 @@ async fn operator_rpcs_are_refused_to_an_agent_token() {
         .unwrap()
         .into_inner();
     assert_eq!((set.tenant.as_str(), set.deadline_ms), ("a", Some(500)));
-    assert_eq!(a_record(&s, &call_id).await.status, proto::CallStatus::InProgress as i32);
+    assert_eq!(
+        a_record(&s, &call_id).await.status,
+        proto::CallStatus::InProgress as i32
+    );
     s.stop().await;
 }
 
@@ -385,11 +401,19 @@ async fn the_cli_sends_its_token() {
         cmd.output()
     };
     let out = get(Some(("flag", A_AGENT))).await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["tenant"], "a");
     let out = get(Some(("env", A_AGENT))).await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = get(None).await.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"));
@@ -403,6 +427,10 @@ async fn the_cli_sends_its_token() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     s.stop().await;
 }

@@ -39,7 +39,11 @@ async fn embed_stub() -> (String, tokio::task::JoinHandle<()>) {
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         v.iter_mut().for_each(|x| *x /= n);
         let out = json!({"data": [{"embedding": v, "index": 0}]}).to_string();
-        ([(axum::http::header::CONTENT_TYPE, "application/json")], out).into_response()
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            out,
+        )
+            .into_response()
     }
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
@@ -171,18 +175,28 @@ async fn a_scrape_counts_new_duplicate_and_shed_checks_without_tenant_labels() {
     assert!(dup.replayed);
     // Identity-equal, different words: the embedder is asked, and answers 429.
     let shed = c
-        .check_and_record(req(&format!("{OVERLOAD} please, Alice: another note entirely")))
+        .check_and_record(req(&format!(
+            "{OVERLOAD} please, Alice: another note entirely"
+        )))
         .await
         .unwrap_err();
     assert_eq!(shed.code(), tonic::Code::ResourceExhausted, "{shed:?}");
 
     let (text, m) = scrape(&s.metrics_url).await;
     assert_eq!(
-        value(&m, "idem_checks_total", &[("verdict", "new"), ("stage", "none")]),
+        value(
+            &m,
+            "idem_checks_total",
+            &[("verdict", "new"), ("stage", "none")]
+        ),
         Some(1.0)
     );
     assert_eq!(
-        value(&m, "idem_checks_total", &[("verdict", "duplicate"), ("stage", "exact")]),
+        value(
+            &m,
+            "idem_checks_total",
+            &[("verdict", "duplicate"), ("stage", "exact")]
+        ),
         Some(1.0)
     );
     assert_eq!(value(&m, "idem_replays_total", &[]), Some(1.0));
@@ -198,7 +212,12 @@ async fn a_scrape_counts_new_duplicate_and_shed_checks_without_tenant_labels() {
         "the shed check was not answered, so it is not timed"
     );
     assert!(
-        value(&m, "idem_stage_duration_seconds_count", &[("stage", "exact")]).unwrap_or(0.0)
+        value(
+            &m,
+            "idem_stage_duration_seconds_count",
+            &[("stage", "exact")]
+        )
+        .unwrap_or(0.0)
             >= 2.0
     );
     assert_eq!(

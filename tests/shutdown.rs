@@ -12,9 +12,9 @@ use idem::proto;
 use idem::proto::idem_client::IdemClient;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 /// A server process, killed on drop if it is still running.
 struct Server {
@@ -31,7 +31,12 @@ impl Drop for Server {
 async fn serve(data: &std::path::Path, drain_ms: u64) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_idem"))
         .args(["serve", "--listen", "127.0.0.1:0", "--store", "embedded"])
-        .args(["--embedder", "none", "--shutdown-drain-ms", &drain_ms.to_string()])
+        .args([
+            "--embedder",
+            "none",
+            "--shutdown-drain-ms",
+            &drain_ms.to_string(),
+        ])
         .arg("--data-dir")
         .arg(data)
         .env_remove("IDEM_CONFIG")
@@ -142,7 +147,10 @@ async fn sigterm_answers_checks_in_flight_flushes_counters_and_closes_the_store(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(not_serving, "health never reported NOT_SERVING while draining");
+    assert!(
+        not_serving,
+        "health never reported NOT_SERVING while draining"
+    );
     let exit = tokio::time::timeout(Duration::from_secs(30), server.child.wait())
         .await
         .expect("the server stops within its grace period")
@@ -154,7 +162,11 @@ async fn sigterm_answers_checks_in_flight_flushes_counters_and_closes_the_store(
         let (w, ids) = c.await.unwrap();
         answered.extend(ids.into_iter().map(|id| (w, id)));
     }
-    assert!(answered.len() > 8, "only {} checks answered", answered.len());
+    assert!(
+        answered.len() > 8,
+        "only {} checks answered",
+        answered.len()
+    );
 
     // The store reopens cleanly: every answered NEW is there, every answered check counted.
     let server = serve(data.path(), 0).await;
@@ -169,7 +181,11 @@ async fn sigterm_answers_checks_in_flight_flushes_counters_and_closes_the_store(
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(stats.checks, answered.len() as u64, "counters flushed at shutdown");
+    assert_eq!(
+        stats.checks,
+        answered.len() as u64,
+        "counters flushed at shutdown"
+    );
     for (_, id) in answered.iter().step_by((answered.len() / 50).max(1)) {
         let rec = c
             .get_call(proto::GetCallRequest {
@@ -202,10 +218,7 @@ async fn sigterm_answers_checks_in_flight_flushes_counters_and_closes_the_store(
 
 mod proto_health {
     /// A health check's answer.
-    pub type R = Result<
-        tonic::Response<tonic_health::pb::HealthCheckResponse>,
-        tonic::Status,
-    >;
+    pub type R = Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status>;
 }
 
 /// `--log-format json`: every line on stderr is one JSON object, from start to stop, and the
@@ -226,7 +239,10 @@ async fn json_logs_are_one_object_a_line_without_argument_values() {
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
     let banner = out.next_line().await.unwrap().unwrap_or_default();
-    let addr = banner.strip_prefix("idem listening on ").unwrap().to_string();
+    let addr = banner
+        .strip_prefix("idem listening on ")
+        .unwrap()
+        .to_string();
     let mut c = IdemClient::connect(format!("http://{addr}")).await.unwrap();
     let mut r = req(0, 7);
     r.arguments_json = r#"{"title": "s3cr3t-value"}"#.into();
@@ -237,13 +253,27 @@ async fn json_logs_are_one_object_a_line_without_argument_values() {
     let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut messages = Vec::new();
     while let Some(line) = err.next_line().await.unwrap() {
-        assert!(!line.contains("s3cr3t-value"), "argument value logged: {line}");
+        assert!(
+            !line.contains("s3cr3t-value"),
+            "argument value logged: {line}"
+        );
         let v: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        messages.push(v["fields"]["message"].as_str().unwrap_or_default().to_string());
+        messages.push(
+            v["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
     assert!(child.wait().await.unwrap().success());
-    assert!(messages.iter().any(|m| m == "idem listening"), "{messages:?}");
-    assert!(messages.iter().any(|m| m == "check"), "the debug line of the check: {messages:?}");
+    assert!(
+        messages.iter().any(|m| m == "idem listening"),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m == "check"),
+        "the debug line of the check: {messages:?}"
+    );
     assert_eq!(messages.last().map(String::as_str), Some("idem stopped"));
 }

@@ -14,14 +14,16 @@ use idem_client::{ClientOptions, IdemClient};
 #[tokio::test]
 async fn a_check_over_tls_with_a_generated_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-    let mut config = ServerConfig::default();
-    config.tls_cert = Some(cert.clone());
-    config.tls_key = Some(key);
+    let config = ServerConfig {
+        tls_cert: Some(cert.clone()),
+        tls_key: Some(key),
+        ..ServerConfig::default()
+    };
     let s = TestServer::start_with(Arc::new(MemoryStore::new()), config).await;
     let url = format!("https://localhost:{}", s.addr.port());
     let opts = ClientOptions {
@@ -47,13 +49,21 @@ async fn a_check_over_tls_with_a_generated_certificate() {
 
     // The same certificate by IP, through the CLI's --ca-file.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_idem"))
-        .args(["get", "--server", &format!("https://127.0.0.1:{}", s.addr.port())])
+        .args([
+            "get",
+            "--server",
+            &format!("https://127.0.0.1:{}", s.addr.port()),
+        ])
         .args(["--call-id", &r.call_id, "--json", "--ca-file"])
         .arg(&cert)
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A plaintext client gets no answer from a TLS server.
     let mut plain = IdemClient::connect_lazy(&format!("http://{}", s.addr))

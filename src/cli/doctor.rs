@@ -81,15 +81,15 @@ fn models(a: &DoctorArgs) -> Finding {
 async fn store(a: &DoctorArgs) -> Finding {
     let dir = a.data_dir.clone();
     let opened = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        EmbeddedStore::open(&dir).map(drop).map_err(|e| e.to_string())
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        EmbeddedStore::open(&dir)
+            .map(drop)
+            .map_err(|e| e.to_string())
     })
     .await;
     match opened {
-        Ok(Ok(())) => Finding::ok(
-            "store",
-            format!("{} opens cleanly", a.data_dir.display()),
-        ),
+        Ok(Ok(())) => Finding::ok("store", format!("{} opens cleanly", a.data_dir.display())),
         Ok(Err(e)) if e.contains("already open") || e.contains("lock") => Finding::ok(
             "store",
             format!("{} is held by a running server ({e})", a.data_dir.display()),
@@ -182,11 +182,20 @@ pub async fn run(a: DoctorArgs) -> anyhow::Result<ExitCode> {
         print(json!({"ok": ok, "checks": list}), true);
     } else {
         for f in &findings {
-            println!("{} {:8} {}", if f.ok { "ok  " } else { "FAIL" }, f.check, f.detail);
+            println!(
+                "{} {:8} {}",
+                if f.ok { "ok  " } else { "FAIL" },
+                f.check,
+                f.detail
+            );
             if let Some(fix) = &f.fix {
                 println!("              fix: {fix}");
             }
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

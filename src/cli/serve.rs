@@ -295,7 +295,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {m} for metrics"))?;
         tracing::info!(addr = %maddr, "metrics on http://{maddr}/metrics");
         let done = stop.clone().cancelled_owned();
-        metrics_task = Some(tokio::spawn(crate::metrics::serve(metrics.clone(), l, done)));
+        metrics_task = Some(tokio::spawn(crate::metrics::serve(
+            metrics.clone(),
+            l,
+            done,
+        )));
         options.metrics = Some(metrics);
         metrics_addr = Some(maddr);
     }
@@ -312,9 +316,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             stop.cancel();
         }
     });
-    let served =
-        crate::service::serve_with(engine.clone(), listener, options, stop.clone().cancelled_owned())
-            .await;
+    let served = crate::service::serve_with(
+        engine.clone(),
+        listener,
+        options,
+        stop.clone().cancelled_owned(),
+    )
+    .await;
     stop.cancel();
     signal.abort();
     let drained = engine.drain().await;

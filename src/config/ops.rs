@@ -9,9 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// What a token may do inside its tenant.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Checks, completes and reads its tenant's calls and sessions.
@@ -95,9 +93,7 @@ pub fn parse_digest(hex: &str) -> Option<[u8; 32]> {
 }
 
 /// Format of the server's log lines on stderr.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -158,6 +154,10 @@ mod tests {
         assert!(a.validate().unwrap_err().contains("tokens[0].tenant"));
         a.tokens[0].tenant = "acme".into();
         a.tokens.push(a.tokens[0].clone());
-        assert!(a.validate().unwrap_err().contains("tokens[1].sha256 repeats"));
+        assert!(
+            a.validate()
+                .unwrap_err()
+                .contains("tokens[1].sha256 repeats")
+        );
     }
 }

@@ -13,12 +13,12 @@ use std::sync::{Arc, Weak};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::engine::{CheckOutcome, Engine, Verdict};
@@ -145,7 +145,9 @@ impl Metrics {
     pub fn error(&self, e: &IdemError) {
         match e {
             IdemError::Shed(reason, _) => {
-                self.shed.get_or_create(&[("reason", reason.as_str())]).inc();
+                self.shed
+                    .get_or_create(&[("reason", reason.as_str())])
+                    .inc();
             }
             IdemError::Store(_) => {
                 self.store_errors.inc();

@@ -76,13 +76,9 @@ impl Authenticator {
                 Ok(Caller::Anyone)
             };
         };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(bearer)
-            .ok_or_else(|| {
-                Status::unauthenticated("malformed authorization metadata: expected `Bearer <token>`")
-            })?;
+        let token = value.to_str().ok().and_then(bearer).ok_or_else(|| {
+            Status::unauthenticated("malformed authorization metadata: expected `Bearer <token>`")
+        })?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Every entry is compared, whatever matched before it.
         let mut found = None;
@@ -124,9 +120,12 @@ impl Caller {
     /// PERMISSION_DENIED unless the caller may call `rpc`, an operator-only RPC.
     pub fn require_operator(&self, rpc: &str) -> Result<(), Status> {
         match self {
-            Caller::Token(p) if p.role != Role::Operator => Err(Status::permission_denied(
-                format!("{rpc} needs an operator token; this one has role {}", p.role.as_str()),
-            )),
+            Caller::Token(p) if p.role != Role::Operator => {
+                Err(Status::permission_denied(format!(
+                    "{rpc} needs an operator token; this one has role {}",
+                    p.role.as_str()
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -195,7 +194,12 @@ mod tests {
 
     #[test]
     fn missing_unknown_or_malformed_tokens_are_unauthenticated() {
-        for v in [None, Some("Bearer agent-b"), Some("Basic agent-a"), Some("Bearer ")] {
+        for v in [
+            None,
+            Some("Bearer agent-b"),
+            Some("Basic agent-a"),
+            Some("Bearer "),
+        ] {
             let e = auth(true).caller(&md(v)).unwrap_err();
             assert_eq!(e.code(), tonic::Code::Unauthenticated, "{v:?}");
         }

@@ -24,9 +24,9 @@ use crate::engine::{
 };
 use crate::error::IdemError;
 use crate::metrics::Metrics;
-use crate::record::Record;
 use crate::proto;
 use crate::proto::idem_server::{Idem, IdemServer};
+use crate::record::Record;
 
 /// The `idem.v1.Idem` service over an engine: authenticates each request, checks that it
 /// acts only for its caller's tenant, counts what it answered, and calls the engine.
@@ -168,11 +168,7 @@ impl Idem for IdemService {
         };
         let tenant = caller.tenant(&c.tenant)?;
         let o = convert::session_overrides(&c)?;
-        let s = self.answer(
-            self.engine
-                .configure_session(&tenant, &c.session, o)
-                .await,
-        )?;
+        let s = self.answer(self.engine.configure_session(&tenant, &c.session, o).await)?;
         Ok(Response::new(convert::session_config(
             &tenant, &c.session, &s,
         )))

@@ -65,11 +65,13 @@ impl BearerToken {
     pub fn new(token: Option<&str>) -> Result<Self, ClientError> {
         token
             .map(|t| {
-                format!("Bearer {t}").parse::<MetadataValue<Ascii>>().map_err(|_| {
-                    ClientError::Options(
-                        "the token must be printable ASCII without spaces or newlines".into(),
-                    )
-                })
+                format!("Bearer {t}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| {
+                        ClientError::Options(
+                            "the token must be printable ASCII without spaces or newlines".into(),
+                        )
+                    })
             })
             .transpose()
             .map(Self)
@@ -141,13 +143,14 @@ impl IdemClient {
 
     /// [`connect`](Self::connect) with a token and TLS settings.
     pub async fn connect_with(url: &str, options: &ClientOptions) -> Result<Self, ClientError> {
-        let channel = endpoint(url, options)?
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect {
-                url: url.to_string(),
-                source,
-            })?;
+        let channel =
+            endpoint(url, options)?
+                .connect()
+                .await
+                .map_err(|source| ClientError::Connect {
+                    url: url.to_string(),
+                    source,
+                })?;
         Self::from_channel_with(channel, options.token.as_deref())
     }
 
