@@ -434,3 +434,33 @@ async fn the_cli_sends_its_token() {
     );
     s.stop().await;
 }
+
+/// With `required = false` a request without a token may name any tenant (a migration step),
+/// one with a token is still bound to its tenant, and an unknown token is still refused.
+#[tokio::test]
+async fn optional_auth_binds_token_holders_and_lets_tokenless_requests_through() {
+    let mut config = auth_config();
+    config.auth.required = false;
+    let s = TestServer::start_with(Arc::new(MemoryStore::new()), config).await;
+    let mut anyone = client(&s, None).await;
+    let r = anyone
+        .check_and_record(check_req("c"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.verdict, proto::Verdict::New as i32);
+    let mut b = client(&s, Some(B_AGENT)).await;
+    let e = b.check_and_record(check_req("c")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = b
+        .get_call(proto::GetCallRequest {
+            call_id: r.call_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "tenant c's call is not b's");
+    let mut wrong = client(&s, Some("nope")).await;
+    let e = wrong.check_and_record(check_req("c")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    s.stop().await;
+}
