@@ -12,8 +12,8 @@ use idem::engine::{CheckRequest, Engine};
 use idem::error::IdemError;
 use idem::proto;
 use idem::store::MemoryStore;
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 use serde_json::Value;
 
 fn cases() -> u32 {
