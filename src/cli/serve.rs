@@ -286,6 +286,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let stop = CancellationToken::new();
+    // The metrics endpoint outlives the drain (its progress stays visible), then stops.
+    let metrics_stop = CancellationToken::new();
     let mut metrics_task = None;
     let mut metrics_addr = None;
     if let Some(m) = metrics_listen {
@@ -294,7 +296,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {m} for metrics"))?;
         tracing::info!(addr = %maddr, "metrics on http://{maddr}/metrics");
-        let done = stop.clone().cancelled_owned();
+        let done = metrics_stop.clone().cancelled_owned();
         metrics_task = Some(tokio::spawn(crate::metrics::serve(
             metrics.clone(),
             l,
@@ -326,6 +328,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     stop.cancel();
     signal.abort();
     let drained = engine.drain().await;
+    metrics_stop.cancel();
     if let Some(t) = metrics_task {
         match t.await {
             Ok(Ok(())) => {}
