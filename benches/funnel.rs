@@ -159,6 +159,8 @@ fn semantic_check(c: &mut Criterion) {
                     result_json: "{}".into(),
                 },
                 cost: None,
+                attempt: None,
+                compensation_json: None,
             })
             .await
             .unwrap();

@@ -80,6 +80,41 @@ pub struct ToolPolicy {
     pub defaults: Map<String, Value>,
     /// Record TTL for this tool, overriding the session's.
     pub ttl_secs: Option<u64>,
+    /// What a repeat gets after the original's lease expired without a Complete.
+    pub on_lease_expiry: LeaseExpiry,
+}
+
+/// What a repeat gets when the original's lease expired without a Complete: it may or may not
+/// have run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseExpiry {
+    /// The repeat takes over as a new attempt of the same action (NEW, previous attempt
+    /// unknown, same action key): the downstream API dedups a second execution by that key.
+    #[default]
+    TakeOver,
+    /// The repeat is held (IN_FLIGHT, previous attempt unknown) until an operator completes
+    /// the call, for tools where a second execution must never happen (money).
+    Hold,
+}
+
+impl LeaseExpiry {
+    /// The policy's name in config and on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TakeOver => "take_over",
+            Self::Hold => "hold",
+        }
+    }
+
+    /// The policy named `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "take_over" => Some(Self::TakeOver),
+            "hold" => Some(Self::Hold),
+            _ => None,
+        }
+    }
 }
 
 impl Default for ToolPolicy {
@@ -92,6 +127,7 @@ impl Default for ToolPolicy {
             numeric_fields: Vec::new(),
             defaults: Map::new(),
             ttl_secs: None,
+            on_lease_expiry: LeaseExpiry::TakeOver,
         }
     }
 }

@@ -51,6 +51,25 @@ pub struct Record {
     /// Embedding of `free_text`, when the semantic stage computed one (stored apart by backends).
     #[serde(skip)]
     pub embedding: Option<Vec<f32>>,
+    /// The key of the logical action this record is an attempt of: the first attempt's call
+    /// id, kept by lease take-overs and retries after a failure (the downstream API's
+    /// idempotency key), new for a fresh call or a RESAMPLE.
+    #[serde(default)]
+    pub action_key: String,
+    /// Which attempt of the action this is, from 1; grows by one per take-over or retry.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// The attempt that took over from this one after its lease expired: a Complete of this
+    /// one is then refused (fencing).
+    #[serde(default)]
+    pub superseded_by: Option<String>,
+    /// How to undo the call, as the caller gave it with `Complete` (sagas).
+    #[serde(default)]
+    pub compensation_json: Option<String>,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 impl Record {

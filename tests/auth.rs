@@ -1,6 +1,6 @@
 //! Tenants behind tokens, through a real server: a request without a token or with an unknown
-//! one is UNAUTHENTICATED; tenant B's tokens can neither name tenant A, nor read, complete or
-//! judge A's calls (NOT_FOUND, as for an unknown id, and A's record is unchanged); an agent
+//! one is UNAUTHENTICATED; tenant B's tokens can neither name tenant A, nor read, complete,
+//! wait on or judge A's calls (NOT_FOUND, as for an unknown id, and A's record is unchanged); an agent
 //! token is refused the operator RPCs; the CLI sends `--token` / `IDEM_TOKEN`.
 
 mod common;
@@ -192,7 +192,7 @@ async fn a_token_acts_for_its_own_tenant_only() {
 }
 
 #[tokio::test]
-async fn another_tenants_call_is_not_found_to_read_complete_or_judge() {
+async fn another_tenants_call_is_not_found_to_read_complete_wait_on_or_judge() {
     let s = start().await;
     let (call_id, check_id) = a_call(&s).await;
     let before = a_record(&s, &call_id).await;
@@ -228,6 +228,7 @@ async fn another_tenants_call_is_not_found_to_read_complete_or_judge() {
             result_json: Some(r#"{"forged": true}"#.into()),
             error: None,
             cost: Some(1.0),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -245,10 +246,21 @@ async fn another_tenants_call_is_not_found_to_read_complete_or_judge() {
             result_json: None,
             error: Some("forged".into()),
             cost: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(a_record(&s, &call_id).await, before);
+
+    let e = b
+        .wait_for_call(proto::WaitForCallRequest {
+            call_id: call_id.clone(),
+            timeout_ms: 50,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "waiting on A's call: {e:?}");
     assert_eq!(a_record(&s, &call_id).await, before);
 
     let mut b_op = client(&s, Some(B_OPERATOR)).await;
@@ -284,6 +296,7 @@ async fn another_tenants_call_is_not_found_to_read_complete_or_judge() {
         result_json: Some(r#"{"message_id": "m-1"}"#.into()),
         error: None,
         cost: None,
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -1,6 +1,6 @@
 //! The client commands beyond check/complete/get, through the real binary against a real
 //! server: `idem calls list` (with a status filter), `idem stats`, `idem session get|set`,
-//! `idem doctor`, each with `--json`.
+//! `idem wait`, `idem doctor`, each with `--json`.
 
 mod common;
 

@@ -128,6 +128,8 @@ impl Calibrator {
                         result_json: "{}".into(),
                     },
                     cost: None,
+                    attempt: None,
+                    compensation_json: None,
                 })
                 .await?;
         }

@@ -63,6 +63,12 @@ pub struct CompleteArgs {
     /// Cost of the execution, in your unit.
     #[arg(long)]
     pub cost: Option<f64>,
+    /// The attempt being completed (the check's `attempt`): refused if it was taken over.
+    #[arg(long)]
+    pub attempt: Option<u32>,
+    /// How to undo the call, JSON (saga compensation).
+    #[arg(long)]
+    pub compensation: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -135,6 +141,8 @@ pub async fn complete(a: CompleteArgs) -> anyhow::Result<ExitCode> {
         result_json: a.result,
         error: a.error,
         cost: a.cost,
+        attempt: a.attempt,
+        compensation_json: a.compensation,
     };
     let resp = c.complete(req).await.map_err(status_err)?.into_inner();
     let call = resp.call.map(|r| json::call_record(&r)).unwrap_or_default();
@@ -239,5 +247,40 @@ pub async fn export_pairs(a: ExportPairsArgs) -> anyhow::Result<ExitCode> {
         r.pairs_jsonl.len(),
         r.skipped
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `idem wait`.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub conn: ServerArgs,
+    /// The in-flight call to wait for.
+    #[arg(long)]
+    pub call_id: String,
+    /// Longest wait in milliseconds (the server caps it).
+    #[arg(long, default_value_t = 30_000)]
+    pub timeout_ms: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `idem wait`: long-polls until the call is no longer in progress (or the timeout), then
+/// prints its record.
+pub async fn wait(a: WaitArgs) -> anyhow::Result<ExitCode> {
+    let slack = std::time::Duration::from_secs(5);
+    let mut c = a
+        .conn
+        .raw_with_timeout(std::time::Duration::from_millis(u64::from(a.timeout_ms)) + slack)
+        .await?;
+    let resp = c
+        .wait_for_call(proto::WaitForCallRequest {
+            call_id: a.call_id,
+            timeout_ms: a.timeout_ms,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    print(json::call_record(&resp), a.json);
     Ok(ExitCode::SUCCESS)
 }

@@ -51,6 +51,21 @@ impl ServerArgs {
             })
     }
 
+    /// The generated client whose RPCs may take up to `timeout` (long polls such as
+    /// WaitForCall; the others are capped by the client's usual timeout).
+    pub async fn raw_with_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<RawClient<Transport>> {
+        let options = self.options();
+        let channel = idem_client::endpoint(&self.server, &options)?
+            .timeout(timeout)
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to idem server at {}", self.server))?;
+        Ok(IdemClient::from_channel_with(channel, options.token.as_deref())?.raw())
+    }
+
     /// The generated client, connected now (for RPCs the typed client does not wrap).
     pub async fn raw(&self) -> anyhow::Result<RawClient<Transport>> {
         Ok(self.client().await?.raw())

@@ -51,6 +51,9 @@ pub fn check_response(r: &proto::CheckResponse) -> Value {
         "supersedes": r.supersedes,
         "reason": r.reason,
         "total_micros": r.total_micros,
+        "action_key": r.action_key,
+        "attempt": r.attempt,
+        "warnings": r.warnings,
     })
 }
 
@@ -75,6 +78,10 @@ pub fn call_record(r: &proto::CallRecord) -> Value {
         "lease_until_ms": r.lease_until_ms,
         "expires_at_ms": r.expires_at_ms,
         "identity_fingerprint": r.identity_fingerprint,
+        "action_key": r.action_key,
+        "attempt": r.attempt,
+        "superseded_by": r.superseded_by,
+        "compensation_json": r.compensation_json,
     })
 }
 

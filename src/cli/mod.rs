@@ -39,6 +39,8 @@ pub enum Command {
     Complete(CompleteArgs),
     /// Show one recorded call.
     Get(GetArgs),
+    /// Wait until an in-flight call finishes (or the timeout), then show it.
+    Wait(client::WaitArgs),
     /// A session's intent log (`idem calls list`).
     #[command(subcommand)]
     Calls(inspect::CallsCommand),
@@ -78,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Calibrate(a) => calibrate::run(*a).await,
             Command::TrainScorer(a) => train_scorer::run(a).await,
             Command::Feedback(a) => client::feedback(a).await,
+            Command::Wait(a) => client::wait(a).await,
             Command::Calls(c) => inspect::calls(c).await,
             Command::Stats(a) => inspect::stats(a).await,
             Command::Session(c) => inspect::session(c).await,

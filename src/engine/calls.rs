@@ -1,5 +1,7 @@
 //! Complete, GetCall, ListCalls, GetStats.
 
+use std::time::Duration;
+
 use super::{CompleteRequest, Engine, Outcome, validate};
 use crate::error::IdemError;
 use crate::record::{CallStatus, Record};
@@ -9,6 +11,12 @@ use crate::store::{ListQuery, Page, SEP, StatsDelta, StatsSnapshot};
 pub const MAX_PAGE_SIZE: usize = 1000;
 /// Page size when the request sets none.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Longest WaitForCall.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+/// Wait when WaitForCall names none.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+/// How often a wait reads the record again (Completes made by other instances wake nobody).
+const WAIT_POLL: Duration = Duration::from_millis(250);
 
 impl Engine {
     /// Records the outcome of a call answered NEW. Idempotent for the same outcome; a different
@@ -33,14 +41,36 @@ impl Engine {
                 (CallStatus::Failed, None, Some(error.clone()))
             }
         };
+        if let Some(c) = &req.compensation_json {
+            validate::payload("compensation_json", c, self.config.max_payload_bytes)?;
+            validate::json("compensation_json", c)?;
+        }
         let Some(record) = self.store.get(&req.call_id).await? else {
             return Err(unknown_call(&req.call_id));
         };
-        let _guard = self.lock_for(&record.match_scope).lock().await;
+        let stripe = self.stripe(&record.match_scope);
+        let _guard = stripe.lock.lock().await;
         // Re-read under the lock: a concurrent Complete may have landed.
         let Some(mut record) = self.store.get(&req.call_id).await? else {
             return Err(unknown_call(&req.call_id));
         };
+        // Fencing: an attempt that was taken over, or a Complete naming another attempt,
+        // changes nothing (the attempt that took over owns the action now).
+        if let Some(by) = &record.superseded_by {
+            return Err(IdemError::FailedPrecondition(format!(
+                "call {} (attempt {} of action {}) was taken over by call {by} after its lease \
+                 expired; its Complete is refused: report the outcome on call {by}",
+                record.id, record.attempt, record.action_key
+            )));
+        }
+        if let Some(a) = req.attempt
+            && a != record.attempt
+        {
+            return Err(IdemError::FailedPrecondition(format!(
+                "call {} is attempt {} of action {}, not attempt {a}",
+                record.id, record.attempt, record.action_key
+            )));
+        }
         match record.status {
             CallStatus::InProgress => {}
             s if s == status => return Ok(record),
@@ -58,9 +88,69 @@ impl Engine {
         record.result_json = result_json;
         record.error = error;
         record.cost = req.cost;
+        record.compensation_json = req.compensation_json;
         record.updated_at_ms = now;
         self.store.update(&record).await?;
+        stripe.completed.notify_waiters();
         Ok(record)
+    }
+
+    /// Waits until call `call_id` leaves IN_PROGRESS or is taken over, or `timeout` passes,
+    /// and returns the record as it then is. Woken by this instance's Complete and take-overs;
+    /// it also reads the record again every [`WAIT_POLL`], for a store other instances write.
+    pub async fn wait_for_call(
+        &self,
+        call_id: &str,
+        timeout: Duration,
+    ) -> Result<Record, IdemError> {
+        validate::name("call_id", call_id)?;
+        let until = tokio::time::Instant::now() + timeout.min(MAX_WAIT);
+        let first = self
+            .store
+            .get(call_id)
+            .await?
+            .ok_or_else(|| unknown_call(call_id))?;
+        let stripe = self.stripe(&first.match_scope);
+        let mut record = first;
+        loop {
+            let settled = |r: &Record| {
+                r.status != CallStatus::InProgress
+                    || r.superseded_by.is_some()
+                    || r.is_expired(self.clock.now_ms())
+            };
+            if settled(&record) {
+                return Ok(record);
+            }
+            let completed = stripe.completed.notified();
+            tokio::pin!(completed);
+            completed.as_mut().enable();
+            // Read again after registering, so a Complete in between is not missed.
+            record = self
+                .store
+                .get(call_id)
+                .await?
+                .ok_or_else(|| unknown_call(call_id))?;
+            if settled(&record) {
+                return Ok(record);
+            }
+            let next = (tokio::time::Instant::now() + WAIT_POLL).min(until);
+            tokio::select! {
+                _ = &mut completed => {}
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            if tokio::time::Instant::now() >= until {
+                return self
+                    .store
+                    .get(call_id)
+                    .await?
+                    .ok_or_else(|| unknown_call(call_id));
+            }
+            record = self
+                .store
+                .get(call_id)
+                .await?
+                .ok_or_else(|| unknown_call(call_id))?;
+        }
     }
 
     /// One record by id.

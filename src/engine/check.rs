@@ -10,7 +10,9 @@ use tokio::time::Instant;
 use super::{CheckOutcome, CheckRequest, Engine, RetryIntent, Stripe, Verdict, validate};
 use crate::canonical::{CanonError, CanonicalCall};
 use crate::clock::Millis;
-use crate::config::{BorderlinePolicy, ScopeMode, SessionSettings, ToolMode, canon_policy};
+use crate::config::{
+    BorderlinePolicy, LeaseExpiry, ScopeMode, SessionSettings, ToolMode, canon_policy,
+};
 use crate::error::IdemError;
 use crate::funnel::{
     CheckContext, Finding, Found, FunnelResult, FuzzyScan, StageKind, StageOutcome, StageReport,
@@ -157,9 +159,9 @@ impl Engine {
         loop {
             attempts += 1;
             let before = self.before_lock(p, stripe).await?;
-            let _guard = match self.lock_or_settle(p, stripe).await? {
+            let guard = match self.lock_or_settle(p, stripe).await? {
                 Waited::Locked(guard) => guard,
-                Waited::Settled(out) => return Ok(out),
+                Waited::Settled(out) => return Ok(*out),
                 Waited::TimedOut => {
                     return match self.settle_without_lock(p).await? {
                         Some(out) => Ok(out),
@@ -197,7 +199,7 @@ impl Engine {
             }
             let mut result = self.funnel.run(&mut ctx).await?;
             charge_embedding(&mut result, embed_micros, before.missed);
-            return self.conclude(p, ctx, result).await;
+            return self.conclude(p, ctx, result, Some(guard)).await;
         }
     }
 
@@ -240,7 +242,7 @@ impl Engine {
         ) {
             return Ok(None);
         }
-        self.conclude(p, ctx, result).await.map(Some)
+        self.conclude(p, ctx, result, None).await.map(Some)
     }
 
     /// Waits for the scope's lock until the deadline (at least `LOCK_GRACE`), looking again for
@@ -264,7 +266,7 @@ impl Engine {
                 guard = &mut lock => return Ok(Waited::Locked(guard)),
                 _ = &mut inserted => {
                     if let Some(out) = self.settle_without_lock(p).await? {
-                        return Ok(Waited::Settled(out));
+                        return Ok(Waited::Settled(Box::new(out)));
                     }
                 }
                 _ = tokio::time::sleep_until(until) => return Ok(Waited::TimedOut),
@@ -380,12 +382,14 @@ impl Engine {
         }
     }
 
-    /// Turns the funnel's finding into a verdict; reserves a record for NEW.
+    /// Turns the funnel's finding into a verdict; reserves a record for NEW (`lock` is the
+    /// scope's, held by the caller, let go as soon as the NEW is registered).
     async fn conclude(
         &self,
         p: &Prepared,
         ctx: CheckContext,
         result: FunnelResult,
+        lock: Option<ScopeLock<'_>>,
     ) -> Result<CheckOutcome, IdemError> {
         let FunnelResult {
             finding,
@@ -400,9 +404,9 @@ impl Engine {
                     }
                     _ => "no earlier call matched",
                 };
-                self.reserve(p, &ctx, None, false, why).await?
+                self.reserve(p, &ctx, lock, NewCall::fresh(), why).await?
             }
-            Finding::Found(f) => self.repeat_of(p, &ctx, f).await?,
+            Finding::Found(f) => self.repeat_of(p, &ctx, f, lock).await?,
             Finding::Borderline(f) => match p.settings.borderline_policy {
                 BorderlinePolicy::Proceed => {
                     let why = format!(
@@ -411,10 +415,10 @@ impl Engine {
                         f.score,
                         f.record.id
                     );
-                    self.reserve(p, &ctx, None, false, &why).await?
+                    self.reserve(p, &ctx, lock, NewCall::fresh(), &why).await?
                 }
                 BorderlinePolicy::Block => {
-                    let mut o = self.repeat_of(p, &ctx, f).await?;
+                    let mut o = self.repeat_of(p, &ctx, f, lock).await?;
                     o.reason = format!("borderline match; policy block: {}", o.reason);
                     o
                 }
@@ -454,11 +458,14 @@ impl Engine {
         p: &Prepared,
         ctx: &CheckContext,
         f: Found,
+        lock: Option<ScopeLock<'_>>,
     ) -> Result<CheckOutcome, IdemError> {
         let r = &f.record;
         let matched = Some((f.stage, f.score));
         let base = |verdict, reason: String| CheckOutcome {
             matched,
+            action_key: r.action_key.clone(),
+            attempt: r.attempt,
             ..CheckOutcome::new(verdict, r.id.clone(), r.status, reason)
         };
         match r.repeat_outcome(ctx.now) {
@@ -486,40 +493,75 @@ impl Engine {
                     r.lease_until_ms
                 ),
             )),
+            RepeatOutcome::TakeOver
+                if p.settings.tool_policy(&p.call.tool).on_lease_expiry == LeaseExpiry::Hold =>
+            {
+                let mut o = base(
+                    Verdict::InFlight,
+                    format!(
+                        "repeats call {} whose lease expired without Complete: it may or may not \
+                         have run; tool policy on_lease_expiry = hold: not run again until an \
+                         operator completes call {}",
+                        r.id, r.id
+                    ),
+                );
+                o.previous_attempt_unknown = true;
+                Ok(o)
+            }
             RepeatOutcome::TakeOver => {
                 let why = format!(
-                    "repeats call {} whose lease expired without Complete: it may or may not have run; taking over",
-                    r.id
+                    "repeats call {} whose lease expired without Complete: it may or may not have run; taking over as attempt {} of action {}",
+                    r.id,
+                    r.attempt + 1,
+                    r.action_key
                 );
-                let mut o = self.reserve(p, ctx, None, true, &why).await?;
+                let mut o = self
+                    .reserve(p, ctx, lock, NewCall::take_over(r), &why)
+                    .await?;
                 o.matched = matched;
                 Ok(o)
             }
             RepeatOutcome::Retry => {
                 let why = format!("repeats call {} which failed; a repeat may run again", r.id);
-                let mut o = self.reserve(p, ctx, None, false, &why).await?;
+                let mut o = self.reserve(p, ctx, lock, NewCall::retry(r), &why).await?;
                 o.matched = matched;
                 Ok(o)
             }
             RepeatOutcome::Absent => {
-                self.reserve(p, ctx, None, false, "no live earlier call matched")
-                    .await
+                self.reserve(
+                    p,
+                    ctx,
+                    lock,
+                    NewCall::fresh(),
+                    "no live earlier call matched",
+                )
+                .await
             }
         }
     }
 
-    /// Records a new in-progress call (durably) and answers NEW.
+    /// Records a new in-progress call (durably) and answers NEW. The record is registered
+    /// with the pending inserts and indexed under the scope's `lock`, which is then let go:
+    /// the commit (an fsync) runs without it, so checks of the scope do not queue behind it,
+    /// and they see the record meanwhile (`PendingInserts`).
     async fn reserve(
         &self,
         p: &Prepared,
         ctx: &CheckContext,
-        supersedes: Option<String>,
-        previous_attempt_unknown: bool,
+        lock: Option<ScopeLock<'_>>,
+        new: NewCall<'_>,
         reason: &str,
     ) -> Result<CheckOutcome, IdemError> {
         let now = ctx.now;
+        let id = uuid::Uuid::now_v7().to_string();
+        let (action_key, attempt) = match new.continues {
+            Some(r) => (r.action_key.clone(), r.attempt.saturating_add(1)),
+            None => (id.clone(), 1),
+        };
+        let (supersedes, previous_attempt_unknown) =
+            (new.supersedes.clone(), new.previous_attempt_unknown);
         let record = Record {
-            id: uuid::Uuid::now_v7().to_string(),
+            id,
             tenant: p.req.tenant.clone(),
             session: p.req.session.clone(),
             match_scope: p.scope.clone(),
@@ -542,20 +584,56 @@ impl Engine {
             expires_at_ms: now.saturating_add(p.settings.ttl_ms_for(&p.call.tool)),
             nearest_call_id: ctx.nearest.as_ref().map(|(id, _)| id.clone()),
             embedding: ctx.embedding.clone(),
+            action_key,
+            attempt,
+            superseded_by: None,
+            compensation_json: None,
         };
-        self.store.insert(&record).await?;
+        let semantic = self
+            .semantic
+            .as_ref()
+            .filter(|_| p.mode == ToolMode::Semantic && !record.free_text.is_empty());
+        let ticket = self.pending.register(record);
         let stripe = self.stripe(&p.scope);
         stripe.inserts.fetch_add(1, Ordering::Release);
+        // A rewording checked right after this lock is let go finds the vector.
+        if let (Some(sim), Some(v)) = (semantic, &ticket.record().embedding) {
+            sim.add_vector(&p.scope, &ticket.record().id, v.clone())
+                .await;
+        }
+        // A take-over keeps the lock until the attempt it fences off is marked (Complete of
+        // that attempt takes the lock too, so the two never interleave). Take-overs are rare.
+        let lock = match new.taken_over {
+            Some(_) => lock,
+            None => {
+                drop(lock);
+                None
+            }
+        };
         stripe.inserted.notify_waiters();
-        if let Some(sim) = &self.semantic
-            && p.mode == ToolMode::Semantic
-            && !record.free_text.is_empty()
+        let record = ticket.record().clone();
+        if let Err(e) = ticket.commit().await {
+            if let Some(sim) = semantic
+                && record.embedding.is_some()
+            {
+                sim.unindex(&record.match_scope, &record.id).await;
+            }
+            return Err(e.into());
+        }
+        if let Some(old) = new.taken_over {
+            self.fence_off(old, &record.id).await?;
+        }
+        drop(lock);
+        if let Some(sim) = semantic
+            && record.embedding.is_none()
         {
-            sim.index_new(&record, self.store.clone()).await;
+            sim.backfill(&record, self.store.clone());
         }
         Ok(CheckOutcome {
             previous_attempt_unknown,
             supersedes,
+            action_key: record.action_key.clone(),
+            attempt: record.attempt,
             ..CheckOutcome::new(
                 Verdict::New,
                 record.id,
@@ -563,6 +641,22 @@ impl Engine {
                 reason.to_string(),
             )
         })
+    }
+
+    /// Marks attempt `old` as taken over by `by`: its Complete is refused from now on. Under
+    /// the scope's lock (as Complete is), so the status is read fresh.
+    async fn fence_off(&self, old: &str, by: &str) -> Result<(), IdemError> {
+        let Some(mut r) = self.store.get(old).await? else {
+            return Ok(());
+        };
+        if r.status != CallStatus::InProgress || r.superseded_by.is_some() {
+            return Ok(());
+        }
+        r.superseded_by = Some(by.to_string());
+        r.updated_at_ms = self.clock.now_ms();
+        self.store.update(&r).await?;
+        self.stripe(&r.match_scope).completed.notify_waiters();
+        Ok(())
     }
 
     /// RESAMPLE: always NEW, linked to the call it re-does.
@@ -582,14 +676,14 @@ impl Engine {
                 "retry_of names no call of this tenant: {of:?}"
             )));
         };
-        let _guard = self.lock_for(&p.scope).lock().await;
+        let lock = self.lock_for(&p.scope).lock().await;
         let ctx = self.context(p, self.clock.now_ms());
         let why = format!(
             "resample of call {}: a new execution, never a replay",
             original.id
         );
         let out = self
-            .reserve(p, &ctx, Some(original.id.clone()), false, &why)
+            .reserve(p, &ctx, Some(lock), NewCall::resample(&original.id), &why)
             .await?;
         self.count(p, &out);
         Ok(out)
@@ -615,12 +709,66 @@ impl Engine {
     }
 }
 
+/// A held scope lock.
+type ScopeLock<'a> = tokio::sync::MutexGuard<'a, ()>;
+
+/// How a NEW relates to earlier calls.
+struct NewCall<'r> {
+    /// The call a RESAMPLE re-does.
+    supersedes: Option<String>,
+    /// A take-over: the earlier attempt may or may not have run.
+    previous_attempt_unknown: bool,
+    /// The earlier attempt of the same action (take-over, retry after failure): its action
+    /// key is kept and the attempt number grows.
+    continues: Option<&'r Record>,
+    /// The attempt a take-over fences off.
+    taken_over: Option<&'r str>,
+}
+
+impl<'r> NewCall<'r> {
+    /// A call of its own: a new action.
+    fn fresh() -> Self {
+        Self {
+            supersedes: None,
+            previous_attempt_unknown: false,
+            continues: None,
+            taken_over: None,
+        }
+    }
+
+    /// A new execution the caller asked for (RESAMPLE): a new action, linked to `of`.
+    fn resample(of: &str) -> Self {
+        Self {
+            supersedes: Some(of.to_string()),
+            ..Self::fresh()
+        }
+    }
+
+    /// The next attempt of `r`'s action after `r`'s lease expired.
+    fn take_over(r: &'r Record) -> Self {
+        Self {
+            previous_attempt_unknown: true,
+            continues: Some(r),
+            taken_over: Some(&r.id),
+            ..Self::fresh()
+        }
+    }
+
+    /// The next attempt of `r`'s action after `r` failed.
+    fn retry(r: &'r Record) -> Self {
+        Self {
+            continues: Some(r),
+            ..Self::fresh()
+        }
+    }
+}
+
 /// How a wait for a scope's lock ended.
 enum Waited<'a> {
     /// The lock is held.
-    Locked(tokio::sync::MutexGuard<'a, ()>),
+    Locked(ScopeLock<'a>),
     /// An original recorded meanwhile settled the check.
-    Settled(CheckOutcome),
+    Settled(Box<CheckOutcome>),
     /// The deadline passed first.
     TimedOut,
 }
@@ -677,74 +825,4 @@ const MAX_EMBEDDED_CANDIDATES: usize = 4;
 const LOCK_GRACE: Duration = Duration::from_millis(5);
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::ServerConfig;
-    use crate::store::MemoryStore;
-
-    fn request(args: &str) -> CheckRequest {
-        CheckRequest {
-            tenant: "t".into(),
-            session: "s".into(),
-            tool: "transfer".into(),
-            arguments_json: args.into(),
-            idempotency_key: None,
-            deadline_ms: None,
-            retry: RetryIntent::Transient,
-            retry_of: None,
-            transport_deadline_ms: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn an_exact_repeat_is_answered_while_another_check_holds_the_scope_lock() {
-        let engine = Engine::new(Arc::new(MemoryStore::new()), ServerConfig::default());
-        let args = r#"{"to": "bob", "amount": 100}"#;
-        let first = engine.check(request(args)).await.unwrap();
-        assert_eq!(first.verdict, Verdict::New);
-        let scope = match_scope("t", "s", false);
-        let _held = engine.lock_for(&scope).lock().await;
-        let repeat = tokio::time::timeout(Duration::from_secs(5), engine.check(request(args)))
-            .await
-            .expect("answered without the lock")
-            .unwrap();
-        assert_eq!(repeat.verdict, Verdict::InFlight);
-        assert_eq!(repeat.call_id, first.call_id);
-    }
-
-    #[tokio::test]
-    async fn a_check_waiting_for_the_lock_is_settled_by_the_insert_of_its_original() {
-        let engine = Arc::new(Engine::new(
-            Arc::new(MemoryStore::new()),
-            ServerConfig::default(),
-        ));
-        let args = r#"{"to": "bob", "amount": 100}"#;
-        let scope = match_scope("t", "s", false);
-        let held = engine.lock_for(&scope).lock().await;
-        // Nothing recorded yet: this check queues for the lock (with a deadline long enough
-        // that only the insert can end its wait).
-        let waiting = tokio::spawn({
-            let engine = engine.clone();
-            let req = CheckRequest {
-                deadline_ms: Some(30_000),
-                ..request(args)
-            };
-            async move { engine.check(req).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "nothing could settle it yet");
-        // The holder records the original (as the check holding the lock would) and keeps
-        // the lock: the waiter is answered from the new record, not after the lock.
-        let p = engine.prepare(request(args)).await.unwrap().ok().unwrap();
-        let ctx = engine.context(&p, engine.clock.now_ms());
-        let original = engine.reserve(&p, &ctx, None, false, "test").await.unwrap();
-        let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("answered while the lock is still held")
-            .unwrap()
-            .unwrap();
-        drop(held);
-        assert_eq!(answer.verdict, Verdict::InFlight);
-        assert_eq!(answer.call_id, original.call_id);
-    }
-}
+mod tests;

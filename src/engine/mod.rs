@@ -1,7 +1,8 @@
 //! The engine: funnel + store + lifecycle. Everything the service does, without the wire.
 //!
 //! A check runs the funnel under its match scope's lock (one of a fixed set of stripes), so N
-//! concurrent identical checks produce exactly one NEW. Expensive work that needs no lock (the
+//! concurrent identical checks produce exactly one NEW; a NEW's commit runs after the lock is
+//! let go, visible meanwhile through the pending inserts (`store::PendingInserts`). Expensive work that needs no lock (the
 //! embedding) is done before the lock is taken, and the candidates are read meanwhile: each
 //! stripe counts the records inserted under it, so a check knows under the lock whether what it
 //! read ahead is still the whole picture (this instance is the only writer of its store).
@@ -14,7 +15,7 @@ mod similarity;
 mod types;
 mod validate;
 
-pub use calls::unknown_call;
+pub use calls::{DEFAULT_WAIT, MAX_WAIT, unknown_call};
 pub use feedback::{Export, unknown_verdict};
 pub use similarity::Similarity;
 pub use types::*;
@@ -28,7 +29,7 @@ use tokio::sync::{Mutex, Semaphore};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServerConfig, SessionSettings};
 use crate::funnel::{ExactStage, Funnel, KeyStage, Stage};
-use crate::store::{StatsSnapshot, Store, StoreError};
+use crate::store::{PendingInserts, StatsSnapshot, Store, StoreError};
 
 /// Lock stripes: scopes hash onto these, so memory does not grow with the number of scopes.
 const LOCK_STRIPES: usize = 1024;
@@ -44,11 +45,16 @@ struct Stripe {
     /// Woken after every insert, so checks waiting for the lock can look again for an
     /// original that settles them without it.
     inserted: tokio::sync::Notify,
+    /// Woken after every Complete and take-over, for WaitForCall.
+    completed: tokio::sync::Notify,
 }
 
 /// The dedup engine.
 pub struct Engine {
+    /// The store, seen through `pending`: lookups see NEWs decided and still committing.
     pub(crate) store: Arc<dyn Store>,
+    /// NEWs decided under their scope's lock whose commit runs after the lock is let go.
+    pending: Arc<PendingInserts>,
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) funnel: Funnel,
@@ -78,8 +84,10 @@ impl Engine {
             stages.extend(s.stages());
         }
         let admission = Arc::new(Semaphore::new(config.max_concurrent_checks));
+        let pending = Arc::new(PendingInserts::new(store));
         Self {
-            store,
+            store: pending.clone(),
+            pending,
             config: Arc::new(config),
             clock,
             funnel: Funnel::new(stages),

@@ -142,18 +142,11 @@ impl Similarity {
         });
     }
 
-    /// Adds a newly recorded call to its scope's index. A call recorded without its embedding
-    /// (nothing to compare with, or the deadline) is embedded in the background lane, its
-    /// embedding stored alone, and then indexed, so later rewordings can find it.
-    ///
-    /// A call with its embedding is searchable when this returns (the caller answers NEW after
-    /// it, under the scope lock, so an immediate rewording finds it).
-    pub async fn index_new(&self, record: &Record, store: Arc<dyn Store>) {
-        if let Some(v) = &record.embedding {
-            self.add_vector(&record.match_scope, &record.id, v.clone())
-                .await;
-            return;
-        }
+    /// Embeds a call recorded without its embedding (nothing to compare with, or the
+    /// deadline) in the background lane, stores the embedding alone and then indexes it, so
+    /// later rewordings can find it. Bounded: with every slot taken the call is embedded when a
+    /// check needs it.
+    pub fn backfill(&self, record: &Record, store: Arc<dyn Store>) {
         let Some(embed) = self.embed.clone() else {
             return;
         };
@@ -208,6 +201,14 @@ impl Similarity {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("vector index rebuild failed: {e}")))
+    }
+
+    /// Drops a record whose insert failed from its scope's index, off the tokio workers.
+    pub async fn unindex(self: &Arc<Self>, scope: &str, call_id: &str) {
+        let (sim, gone) = (self.clone(), [(call_id.to_string(), scope.to_string())]);
+        if let Err(e) = tokio::task::spawn_blocking(move || sim.forget(&gone)).await {
+            tracing::error!(%e, "vector index clean-up after a failed insert failed");
+        }
     }
 
     /// Drops swept records from the indexes (and empty scopes altogether). Blocking.

@@ -77,6 +77,13 @@ pub struct CheckOutcome {
     pub check_id: String,
     /// Cost recorded on the replayed original (what the replay saved).
     pub replayed_cost: Option<f64>,
+    /// The logical action's key (NEW, and a held take-over): pass it to the downstream API as
+    /// its idempotency key, so a second execution after a lease take-over is deduplicated there.
+    pub action_key: String,
+    /// The attempt of the action `call_id` is (from 1); `Complete` carries it.
+    pub attempt: u32,
+    /// Advisories for the caller (`key_changes_per_attempt`, ...).
+    pub warnings: Vec<String>,
 }
 
 impl CheckOutcome {
@@ -97,6 +104,9 @@ impl CheckOutcome {
             total_micros: 0,
             replayed_cost: None,
             check_id: String::new(),
+            action_key: String::new(),
+            attempt: 0,
+            warnings: Vec::new(),
         }
     }
 }
@@ -116,4 +126,8 @@ pub struct CompleteRequest {
     pub call_id: String,
     pub outcome: Outcome,
     pub cost: Option<f64>,
+    /// The attempt the caller completes (`CheckOutcome::attempt`), when it says.
+    pub attempt: Option<u32>,
+    /// How to undo the call (saga compensation), kept on the record.
+    pub compensation_json: Option<String>,
 }

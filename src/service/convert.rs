@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::config::{
-    BorderlinePolicy, ScopeMode, SessionOverrides, SessionSettings, ToolMode, ToolPolicy,
+    BorderlinePolicy, LeaseExpiry, ScopeMode, SessionOverrides, SessionSettings, ToolMode,
+    ToolPolicy,
 };
 use crate::engine::{CheckOutcome, RetryIntent, Verdict};
 use crate::error::IdemError;
@@ -104,6 +105,9 @@ pub fn check_response(o: CheckOutcome) -> proto::CheckResponse {
         reason: o.reason,
         total_micros: o.total_micros,
         check_id: o.check_id,
+        action_key: o.action_key,
+        attempt: o.attempt,
+        warnings: o.warnings,
     }
 }
 
@@ -128,6 +132,10 @@ pub fn call_record(r: Record) -> proto::CallRecord {
         lease_until_ms: r.lease_until_ms,
         expires_at_ms: r.expires_at_ms,
         identity_fingerprint: r.identity_fingerprint,
+        action_key: r.action_key,
+        attempt: r.attempt,
+        superseded_by: r.superseded_by,
+        compensation_json: r.compensation_json,
     }
 }
 
@@ -195,6 +203,7 @@ pub fn session_config(tenant: &str, session: &str, s: &SessionSettings) -> proto
                     defaults_json: (!p.defaults.is_empty())
                         .then(|| serde_json::Value::Object(p.defaults.clone()).to_string()),
                     ttl_seconds: p.ttl_secs,
+                    on_lease_expiry: Some(p.on_lease_expiry.name().into()),
                 };
                 (name.clone(), tp)
             })
@@ -247,6 +256,14 @@ pub fn session_overrides(c: &proto::SessionConfig) -> Result<SessionOverrides, I
                 numeric_fields: Vec::new(),
                 defaults,
                 ttl_secs: p.ttl_seconds,
+                on_lease_expiry: match p.on_lease_expiry.as_deref().map(str::trim) {
+                    None | Some("") => LeaseExpiry::TakeOver,
+                    Some(v) => LeaseExpiry::parse(v).ok_or_else(|| {
+                        IdemError::InvalidArgument(format!(
+                            "tools.{name}.on_lease_expiry must be take_over or hold, got {v:?}"
+                        ))
+                    })?,
+                },
             },
         );
     }

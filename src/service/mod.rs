@@ -148,6 +148,8 @@ impl Idem for IdemService {
                     call_id: r.call_id,
                     outcome,
                     cost: r.cost,
+                    attempt: r.attempt,
+                    compensation_json: r.compensation_json,
                 })
                 .await,
         )?;
@@ -197,6 +199,24 @@ impl Idem for IdemService {
         let rec = self
             .owned_call(&caller, &request.into_inner().call_id)
             .await?;
+        Ok(Response::new(convert::call_record(rec)))
+    }
+
+    #[instrument(skip_all, fields(rpc = "WaitForCall"))]
+    async fn wait_for_call(
+        &self,
+        request: Request<proto::WaitForCallRequest>,
+    ) -> Result<Response<proto::CallRecord>, Status> {
+        let caller = self.auth.caller(request.metadata())?;
+        let r = request.into_inner();
+        if caller != Caller::Anyone {
+            self.owned_call(&caller, &r.call_id).await?;
+        }
+        let timeout = match r.timeout_ms {
+            0 => crate::engine::DEFAULT_WAIT,
+            ms => std::time::Duration::from_millis(u64::from(ms)),
+        };
+        let rec = self.answer(self.engine.wait_for_call(&r.call_id, timeout).await)?;
         Ok(Response::new(convert::call_record(rec)))
     }
 

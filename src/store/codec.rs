@@ -13,7 +13,10 @@ use crate::record::{CallStatus, Record};
 use super::StoreError;
 
 /// First byte of every encoded record.
-pub(super) const FORMAT: u8 = 2;
+pub(super) const FORMAT: u8 = 3;
+/// The format before the action fields (action key, attempt, superseded by, compensation):
+/// still read, those fields taken as a first attempt's.
+const FORMAT_2: u8 = 2;
 
 /// An embedding as stored: int8 codes and their scale.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -59,6 +62,10 @@ pub(super) fn encode(r: &Record, keep: Option<StoredEmbedding<'_>>) -> Vec<u8> {
         expires_at_ms,
         nearest_call_id,
         embedding,
+        action_key,
+        attempt,
+        superseded_by,
+        compensation_json,
     } = r;
     let mut out = Vec::with_capacity(
         256 + arguments_json.len() + canonical_json.len() + free_text.len() + 400,
@@ -93,6 +100,10 @@ pub(super) fn encode(r: &Record, keep: Option<StoredEmbedding<'_>>) -> Vec<u8> {
         put_varint(&mut out, zigzag(*t));
     }
     put_opt(&mut out, nearest_call_id.as_deref());
+    put_str(&mut out, action_key);
+    put_varint(&mut out, u64::from(*attempt));
+    put_opt(&mut out, superseded_by.as_deref());
+    put_opt(&mut out, compensation_json.as_deref());
     match (keep, embedding) {
         (Some(e), _) => put_embedding(&mut out, e.scale, e.codes),
         (None, Some(v)) => {
@@ -113,8 +124,10 @@ pub(super) fn decode<'a>(
 ) -> Result<(Record, Option<StoredEmbedding<'a>>), StoreError> {
     let mut d = Decoder { bytes, at: 0, key };
     let format = d.byte()?;
-    if format != FORMAT {
-        return Err(d.corrupt(&format!("record format byte {format}, expected {FORMAT}")));
+    if format != FORMAT && format != FORMAT_2 {
+        return Err(d.corrupt(&format!(
+            "record format byte {format}, expected {FORMAT_2} or {FORMAT}"
+        )));
     }
     let (id, tenant, session, match_scope, tool) =
         (d.str()?, d.str()?, d.str()?, d.str()?, d.str()?);
@@ -140,6 +153,13 @@ pub(super) fn decode<'a>(
         *t = unzigzag(d.varint()?);
     }
     let nearest_call_id = d.opt()?;
+    let (action_key, attempt, superseded_by, compensation_json) = if format == FORMAT_2 {
+        (id.clone(), 1, None, None)
+    } else {
+        let action_key = d.str()?;
+        let attempt = u32::try_from(d.varint()?).map_err(|_| d.corrupt("attempt"))?;
+        (action_key, attempt, d.opt()?, d.opt()?)
+    };
     let dim = usize::try_from(d.varint()?).map_err(|_| d.corrupt("embedding length"))?;
     let embedding = if dim == 0 {
         None
@@ -178,6 +198,10 @@ pub(super) fn decode<'a>(
         expires_at_ms,
         nearest_call_id,
         embedding: None,
+        action_key,
+        attempt,
+        superseded_by,
+        compensation_json,
     };
     Ok((record, embedding))
 }
@@ -358,7 +382,38 @@ mod tests {
             expires_at_ms: i64::MAX,
             nearest_call_id: Some("n".into()),
             embedding: None,
+            action_key: "0190c3a2-0000-7c3d-9f00-123456789abc".into(),
+            attempt: 3,
+            superseded_by: Some("later".into()),
+            compensation_json: Some("{\"undo\":\"refund\"}".into()),
         }
+    }
+
+    #[test]
+    fn a_format_2_record_reads_as_a_first_attempt_of_its_own_action() {
+        let r = Record {
+            action_key: String::new(),
+            attempt: 1,
+            superseded_by: None,
+            compensation_json: None,
+            ..record()
+        };
+        let bytes = encode(&r, None);
+        // Format 3 adds, before the embedding (here none: one 0 byte), an empty action key
+        // (0), attempt 1 and two absent options: format 2 is the same bytes without them.
+        let n = bytes.len();
+        assert_eq!(&bytes[n - 5..], [0, 1, 0, 0, 0]);
+        let mut old = bytes[..n - 5].to_vec();
+        old.push(0);
+        old[0] = FORMAT_2;
+        let (back, _) = decode(&r.id, &old).unwrap();
+        assert_eq!(
+            back,
+            Record {
+                action_key: r.id.clone(),
+                ..r
+            }
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::*;
 use crate::record::{CallStatus, Record, match_scope};
 
-fn rec(session: &str, n: u32, created: Millis) -> Record {
+pub(crate) fn rec(session: &str, n: u32, created: Millis) -> Record {
     Record {
         id: uuid::Uuid::now_v7().to_string(),
         tenant: "t".into(),
@@ -30,6 +30,10 @@ fn rec(session: &str, n: u32, created: Millis) -> Record {
         expires_at_ms: created + 10_000,
         nearest_call_id: None,
         embedding: None,
+        action_key: "action".into(),
+        attempt: 1,
+        superseded_by: None,
+        compensation_json: None,
     }
 }
 
@@ -284,6 +288,11 @@ async fn run_all(make: impl Fn() -> Arc<dyn Store>) {
 #[tokio::test]
 async fn memory_store_conforms() {
     run_all(|| Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn pending_inserts_over_a_store_conform() {
+    run_all(|| Arc::new(super::PendingInserts::new(Arc::new(MemoryStore::new())))).await;
 }
 
 #[tokio::test]

@@ -38,7 +38,10 @@ const CONVERTING: TableDefinition<&str, &[u8]> = TableDefinition::new("records.c
 /// "format" -> the store format.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The store format this code writes.
-const STORE_FORMAT: u64 = 2;
+const STORE_FORMAT: u64 = 3;
+/// Format 2 records read as they are (the codec reads both), so a format-2 store needs only
+/// its mark changed.
+const STORE_FORMAT_2: u64 = 2;
 const BY_KEY: TableDefinition<&str, &str> = TableDefinition::new("by_key");
 const BY_EXACT: TableDefinition<&str, &str> = TableDefinition::new("by_exact");
 /// scope SEP tool SEP fingerprint SEP id -> `candidate_value`: the similarity stages read only
@@ -141,6 +144,10 @@ fn check_format(tx: &redb::WriteTransaction, path: &Path) -> Result<(), StoreErr
     let format = meta.get("format").map_err(be)?.map(|v| v.value());
     match format {
         Some(STORE_FORMAT) => return Ok(()),
+        Some(STORE_FORMAT_2) => {
+            meta.insert("format", STORE_FORMAT).map_err(be)?;
+            return Ok(());
+        }
         Some(newer) => {
             return Err(StoreError::Backend(format!(
                 "{} is store format {newer}, written by a newer idem; this one reads format \
@@ -156,7 +163,7 @@ fn check_format(tx: &redb::WriteTransaction, path: &Path) -> Result<(), StoreErr
         .any(|t| t.name() == RECORDS_V1.name());
     if old {
         let n = convert_v1(tx)?;
-        tracing::info!(records = n, path = %path.display(), "store converted from format 1 to 2");
+        tracing::info!(records = n, path = %path.display(), "store converted from format 1");
     }
     meta.insert("format", STORE_FORMAT).map_err(be)?;
     Ok(())
@@ -178,6 +185,9 @@ fn convert_v1(tx: &redb::WriteTransaction) -> Result<usize, StoreError> {
                      start on an empty one"
                 ))
             })?;
+            if r.action_key.is_empty() {
+                r.action_key = r.id.clone();
+            }
             r.embedding = embs
                 .get(k.value())
                 .map_err(be)?

@@ -3,13 +3,15 @@
 //! Stores know nothing of stages: they keep records, look them up by idempotency key, exact
 //! hash and identity fingerprint, page the intent log, sweep expired records and keep
 //! per-session settings and counters. Atomicity of a check across lookups and insert is the
-//! engine's job (it serialises checks per match scope); every write a store acknowledges is
-//! durable where the backend is.
+//! engine's job (it serialises checks per match scope, and [`PendingInserts`] shows its
+//! decided NEWs to lookups while they commit); every write a store acknowledges is durable
+//! where the backend is.
 
 mod codec;
 mod embedded;
 mod feedback;
 mod memory;
+mod pending;
 mod stats;
 mod writer;
 
@@ -19,6 +21,7 @@ mod conformance;
 pub use embedded::{DEFAULT_CACHE_BYTES, EmbeddedStore, TableUsage};
 pub use feedback::{CheckLog, Feedback};
 pub use memory::MemoryStore;
+pub use pending::{PendingInserts, Ticket};
 pub use stats::{StatsDelta, StatsSnapshot};
 
 use async_trait::async_trait;

@@ -118,6 +118,7 @@ pub async fn succeed(c: &mut IdemClient<Channel>, call_id: &str, result: &str, c
         result_json: Some(result.into()),
         error: None,
         cost,
+        ..Default::default()
     })
     .await
     .expect("complete");
@@ -131,6 +132,7 @@ pub async fn fail(c: &mut IdemClient<Channel>, call_id: &str, error: &str) {
         result_json: None,
         error: Some(error.into()),
         cost: None,
+        ..Default::default()
     })
     .await
     .expect("complete");

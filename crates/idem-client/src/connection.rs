@@ -235,6 +235,8 @@ impl IdemClient {
                 })?),
                 error: None,
                 cost,
+                attempt: None,
+                compensation_json: None,
             },
             Outcome::Failed { error } => proto::CompleteRequest {
                 call_id: call_id.to_string(),
@@ -242,6 +244,8 @@ impl IdemClient {
                 result_json: None,
                 error: Some(error),
                 cost: None,
+                attempt: None,
+                compensation_json: None,
             },
         };
         let resp = self

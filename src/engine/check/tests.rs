@@ -1,0 +1,232 @@
+//! The check path: lock-free settling, insert wake-ups, commits outside the scope lock.
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+
+use super::*;
+use crate::config::{ServerConfig, SessionOverrides};
+use crate::store::{
+    CheckLog, Feedback, ListQuery, MemoryStore, Page, StatsSnapshot, Store, StoreError,
+    StoredVector,
+};
+
+fn request(args: &str) -> CheckRequest {
+    CheckRequest {
+        tenant: "t".into(),
+        session: "s".into(),
+        tool: "transfer".into(),
+        arguments_json: args.into(),
+        idempotency_key: None,
+        deadline_ms: None,
+        retry: RetryIntent::Transient,
+        retry_of: None,
+        transport_deadline_ms: None,
+    }
+}
+
+#[tokio::test]
+async fn an_exact_repeat_is_answered_while_another_check_holds_the_scope_lock() {
+    let engine = Engine::new(Arc::new(MemoryStore::new()), ServerConfig::default());
+    let args = r#"{"to": "bob", "amount": 100}"#;
+    let first = engine.check(request(args)).await.unwrap();
+    assert_eq!(first.verdict, Verdict::New);
+    let scope = match_scope("t", "s", false);
+    let _held = engine.lock_for(&scope).lock().await;
+    let repeat = tokio::time::timeout(Duration::from_secs(5), engine.check(request(args)))
+        .await
+        .expect("answered without the lock")
+        .unwrap();
+    assert_eq!(repeat.verdict, Verdict::InFlight);
+    assert_eq!(repeat.call_id, first.call_id);
+}
+
+#[tokio::test]
+async fn a_check_waiting_for_the_lock_is_settled_by_the_insert_of_its_original() {
+    let engine = Arc::new(Engine::new(
+        Arc::new(MemoryStore::new()),
+        ServerConfig::default(),
+    ));
+    let args = r#"{"to": "bob", "amount": 100}"#;
+    let scope = match_scope("t", "s", false);
+    let held = engine.lock_for(&scope).lock().await;
+    // Nothing recorded yet: this check queues for the lock (with a deadline long enough
+    // that only the insert can end its wait).
+    let waiting = tokio::spawn({
+        let engine = engine.clone();
+        let req = CheckRequest {
+            deadline_ms: Some(30_000),
+            ..request(args)
+        };
+        async move { engine.check(req).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!waiting.is_finished(), "nothing could settle it yet");
+    // The holder records the original (as the check holding the lock would) and keeps
+    // the lock: the waiter is answered from the new record, not after the lock.
+    let p = engine.prepare(request(args)).await.unwrap().ok().unwrap();
+    let ctx = engine.context(&p, engine.clock.now_ms());
+    let original = engine
+        .reserve(&p, &ctx, None, NewCall::fresh(), "test")
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered while the lock is still held")
+        .unwrap()
+        .unwrap();
+    drop(held);
+    assert_eq!(answer.verdict, Verdict::InFlight);
+    assert_eq!(answer.call_id, original.call_id);
+}
+
+/// A memory store whose inserts of calls marked `"gate"` wait for a permit (and fail when the
+/// gate is closed): a slow or failing commit, on demand.
+struct GatedStore {
+    inner: MemoryStore,
+    gate: Semaphore,
+}
+
+#[async_trait]
+impl Store for GatedStore {
+    async fn insert(&self, r: &Record) -> Result<(), StoreError> {
+        if r.arguments_json.contains("gate") {
+            let permit = self.gate.acquire().await;
+            permit
+                .map_err(|_| StoreError::Backend("disk on fire".into()))?
+                .forget();
+        }
+        self.inner.insert(r).await
+    }
+    async fn update(&self, r: &Record) -> Result<(), StoreError> {
+        self.inner.update(r).await
+    }
+    async fn put_embedding(&self, id: &str, v: &[f32]) -> Result<bool, StoreError> {
+        self.inner.put_embedding(id, v).await
+    }
+    async fn get(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn latest_by_key(&self, scope: &str, key: &str) -> Result<Option<Record>, StoreError> {
+        self.inner.latest_by_key(scope, key).await
+    }
+    async fn latest_by_exact(&self, scope: &str, h: &str) -> Result<Option<Record>, StoreError> {
+        self.inner.latest_by_exact(scope, h).await
+    }
+    async fn candidates(
+        &self,
+        scope: &str,
+        tool: &str,
+        fp: &str,
+        since: Millis,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, StoreError> {
+        self.inner.candidates(scope, tool, fp, since, limit).await
+    }
+    async fn list(&self, q: &ListQuery) -> Result<Page, StoreError> {
+        self.inner.list(q).await
+    }
+    async fn sweep(&self, now: Millis) -> Result<Vec<(String, String)>, StoreError> {
+        self.inner.sweep(now).await
+    }
+    async fn vectors(&self, now: Millis) -> Result<Vec<StoredVector>, StoreError> {
+        self.inner.vectors(now).await
+    }
+    async fn put_session(&self, t: &str, s: &str, o: &SessionOverrides) -> Result<(), StoreError> {
+        self.inner.put_session(t, s, o).await
+    }
+    async fn get_session(&self, t: &str, s: &str) -> Result<Option<SessionOverrides>, StoreError> {
+        self.inner.get_session(t, s).await
+    }
+    async fn add_stats(&self, t: &str, s: &str, d: &StatsSnapshot) -> Result<(), StoreError> {
+        self.inner.add_stats(t, s, d).await
+    }
+    async fn stats(&self, t: &str, s: Option<&str>) -> Result<StatsSnapshot, StoreError> {
+        self.inner.stats(t, s).await
+    }
+    async fn put_checks(&self, logs: &[CheckLog]) -> Result<(), StoreError> {
+        self.inner.put_checks(logs).await
+    }
+    async fn get_check(&self, id: &str) -> Result<Option<CheckLog>, StoreError> {
+        self.inner.get_check(id).await
+    }
+    async fn put_feedback(&self, f: &Feedback) -> Result<(), StoreError> {
+        self.inner.put_feedback(f).await
+    }
+    async fn list_feedback(&self, t: &str, since: Millis) -> Result<Vec<Feedback>, StoreError> {
+        self.inner.list_feedback(t, since).await
+    }
+}
+
+fn gated() -> (Arc<Engine>, Arc<GatedStore>) {
+    let store = Arc::new(GatedStore {
+        inner: MemoryStore::new(),
+        gate: Semaphore::new(0),
+    });
+    let engine = Engine::new(store.clone(), ServerConfig::default());
+    (Arc::new(engine), store)
+}
+
+fn spawn_check(
+    engine: &Arc<Engine>,
+    args: &str,
+) -> tokio::task::JoinHandle<Result<CheckOutcome, IdemError>> {
+    let (engine, req) = (engine.clone(), request(args));
+    tokio::spawn(async move { engine.check(req).await })
+}
+
+#[tokio::test]
+async fn a_new_commits_without_holding_its_scope_lock_and_its_repeats_wait_for_the_commit() {
+    let (engine, store) = gated();
+    let slow = r#"{"to": "bob", "amount": 100, "note": "gate"}"#;
+    let first = spawn_check(&engine, slow);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(!first.is_finished(), "its commit is held at the gate");
+    // Another call of the same scope is decided and committed while the first commits.
+    let other = tokio::time::timeout(
+        Duration::from_secs(5),
+        engine.check(request(r#"{"to": "carol", "amount": 5}"#)),
+    )
+    .await
+    .expect("not queued behind the first one's commit")
+    .unwrap();
+    assert_eq!(other.verdict, Verdict::New);
+    // A repeat of the first sees it, but is not answered before it is durable.
+    let repeat = spawn_check(&engine, slow);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(
+        !repeat.is_finished(),
+        "answered from a record not yet durable"
+    );
+    store.gate.add_permits(1);
+    let first = first.await.unwrap().unwrap();
+    let repeat = repeat.await.unwrap().unwrap();
+    assert_eq!(first.verdict, Verdict::New);
+    assert_eq!(repeat.verdict, Verdict::InFlight);
+    assert_eq!(repeat.call_id, first.call_id);
+}
+
+#[tokio::test]
+async fn when_a_commit_fails_its_waiting_repeat_is_recorded_instead() {
+    let (engine, store) = gated();
+    let slow = r#"{"to": "bob", "amount": 100, "note": "gate"}"#;
+    let first = spawn_check(&engine, slow);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let repeat = spawn_check(&engine, slow);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(!repeat.is_finished());
+    // The first commit fails; the repeat must not be answered from a record that never was.
+    store.gate.close();
+    assert!(first.await.unwrap().is_err());
+    let repeat = repeat.await.unwrap();
+    assert!(
+        repeat.is_err(),
+        "the gate is closed for it too: it tried to record the call itself, got {repeat:?}"
+    );
+    assert_eq!(engine.pending.in_flight(), 0);
+    let p = engine.prepare(request(slow)).await.unwrap().ok().unwrap();
+    let stored = store
+        .inner
+        .latest_by_exact(&p.scope, &p.call.exact_hash)
+        .await;
+    assert!(stored.unwrap().is_none(), "nothing was recorded");
+}
