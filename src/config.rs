@@ -38,6 +38,17 @@ pub enum BorderlinePolicy {
     Ask,
 }
 
+/// What a repeated idempotency key with a different call gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyMismatch {
+    /// FAILED_PRECONDITION: the client reused a key by mistake (Stripe, the IETF draft).
+    #[default]
+    Reject,
+    /// The key decides alone: the stored call's verdict and result, whatever the body.
+    Replay,
+}
+
 /// Where a session's records are matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -159,6 +170,13 @@ pub struct SessionSettings {
     pub scope: ScopeMode,
     /// Tool policies by tool name.
     pub tools: BTreeMap<String, ToolPolicy>,
+    /// An idempotency key seen again with a different call.
+    pub key_mismatch: KeyMismatch,
+    /// Repeats (or near-repeats) of one tool in the loop window at which a check carries the
+    /// `loop_suspected` warning (0: never).
+    pub loop_threshold: u32,
+    /// The loop advisory's window.
+    pub loop_window_secs: u64,
 }
 
 impl Default for SessionSettings {
@@ -180,6 +198,9 @@ impl Default for SessionSettings {
             verifier_enabled: false,
             scope: ScopeMode::Session,
             tools: BTreeMap::new(),
+            key_mismatch: KeyMismatch::Reject,
+            loop_threshold: 5,
+            loop_window_secs: 60,
         }
     }
 }
@@ -201,6 +222,9 @@ pub struct SessionOverrides {
     pub scope: Option<ScopeMode>,
     /// Replaces the server's policy for each tool named.
     pub tools: BTreeMap<String, ToolPolicy>,
+    pub key_mismatch: Option<KeyMismatch>,
+    pub loop_threshold: Option<u32>,
+    pub loop_window_secs: Option<u64>,
 }
 
 impl SessionSettings {
@@ -225,6 +249,7 @@ impl SessionSettings {
             verifier_enabled,
             scope
         );
+        take!(key_mismatch, loop_threshold, loop_window_secs);
         for (name, policy) in &o.tools {
             s.tools.insert(name.clone(), policy.clone());
         }
@@ -253,6 +278,9 @@ impl SessionSettings {
         }
         if self.lease_secs == 0 {
             return Err("lease_secs must be > 0".into());
+        }
+        if self.loop_window_secs == 0 {
+            return Err("loop_window_secs must be > 0".into());
         }
         if self.window_secs == 0 || self.window_calls == 0 {
             return Err("window_secs and window_calls must be > 0".into());

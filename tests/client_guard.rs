@@ -49,12 +49,12 @@ async fn retried_call_runs_once_and_distinct_calls_run_each() {
     let bob = json!({"to": "bob@example.com", "body": "The March invoice is attached."});
 
     let first = g
-        .run("send_email", &alice, || counted(&runs))
+        .run("send_email", &alice, |_| counted(&runs))
         .await
         .unwrap();
     assert!(matches!(first.execution, Execution::Ran { .. }));
     let retry = g
-        .run("send_email", &alice, || counted(&runs))
+        .run("send_email", &alice, |_| counted(&runs))
         .await
         .unwrap();
     assert_eq!(retry.value, first.value, "the retry gets the first result");
@@ -62,7 +62,7 @@ async fn retried_call_runs_once_and_distinct_calls_run_each() {
         retry.execution,
         Execution::Replayed { waited: false, .. }
     ));
-    let other = g.run("send_email", &bob, || counted(&runs)).await.unwrap();
+    let other = g.run("send_email", &bob, |_| counted(&runs)).await.unwrap();
     assert_eq!(other.value, json!({"sent": 2}));
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
@@ -75,7 +75,7 @@ async fn failing_tool_is_recorded_failed_and_a_retry_runs_again() {
     let args = json!({"order": 7, "amount": 10});
 
     let err = g
-        .run("charge", &args, || async {
+        .run("charge", &args, |_| async {
             runs.fetch_add(1, Ordering::SeqCst);
             Err::<Value, _>(std::io::Error::other("card declined"))
         })
@@ -83,7 +83,7 @@ async fn failing_tool_is_recorded_failed_and_a_retry_runs_again() {
         .unwrap_err();
     assert!(matches!(err, GuardError::Tool(_)), "{err}");
 
-    let retry = g.run("charge", &args, || counted(&runs)).await.unwrap();
+    let retry = g.run("charge", &args, |_| counted(&runs)).await.unwrap();
     assert_eq!(
         runs.load(Ordering::SeqCst),
         2,
@@ -126,7 +126,7 @@ async fn in_flight_repeat_waits_for_the_original_and_replays_its_result() {
     let first = {
         let (runs, args) = (runs.clone(), args.clone());
         tokio::spawn(async move {
-            g1.run("create_ticket", &args, || async move {
+            g1.run("create_ticket", &args, |_| async move {
                 runs.fetch_add(1, Ordering::SeqCst);
                 let _ = started_tx.send(());
                 let _ = release_rx.await;
@@ -140,7 +140,7 @@ async fn in_flight_repeat_waits_for_the_original_and_replays_its_result() {
     let second = {
         let (runs, args) = (runs.clone(), args.clone());
         tokio::spawn(async move {
-            g2.run("create_ticket", &args, || async move {
+            g2.run("create_ticket", &args, |_| async move {
                 runs.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, std::io::Error>(json!({"id": "T-2"}))
             })
@@ -203,7 +203,7 @@ async fn in_flight_wait_is_bounded() {
         max_backoff: Duration::from_millis(10),
     });
     let ran = AtomicUsize::new(0);
-    let err = g.run("charge", &args, || counted(&ran)).await.unwrap_err();
+    let err = g.run("charge", &args, |_| counted(&ran)).await.unwrap_err();
     assert!(matches!(err, GuardError::StillInFlight { .. }), "{err}");
     assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
@@ -234,7 +234,7 @@ async fn tool_in_mode_off_runs_every_time_and_is_not_recorded() {
     let runs = AtomicUsize::new(0);
     let args = json!({"path": "/etc/hosts"});
     for _ in 0..3 {
-        let out = g.run("read_file", &args, || counted(&runs)).await.unwrap();
+        let out = g.run("read_file", &args, |_| counted(&runs)).await.unwrap();
         assert_eq!(out.execution, Execution::Untracked);
     }
     assert_eq!(runs.load(Ordering::SeqCst), 3);
@@ -246,7 +246,7 @@ async fn fail_open_runs_the_tool_when_idem_is_down() {
     let g = Guard::new(client, "t", "s").on_unavailable(FailurePolicy::FailOpen);
     let runs = AtomicUsize::new(0);
     let out = g
-        .run("send_email", &json!({"to": "a@b.c"}), || counted(&runs))
+        .run("send_email", &json!({"to": "a@b.c"}), |_| counted(&runs))
         .await
         .unwrap();
     assert_eq!(out.execution, Execution::FailedOpen);
@@ -259,7 +259,7 @@ async fn fail_closed_refuses_to_run_when_idem_is_down() {
     let g = Guard::new(client, "t", "s"); // fail-closed is the default
     let runs = AtomicUsize::new(0);
     let err = g
-        .run("send_email", &json!({"to": "a@b.c"}), || counted(&runs))
+        .run("send_email", &json!({"to": "a@b.c"}), |_| counted(&runs))
         .await
         .unwrap_err();
     assert!(matches!(err, GuardError::Unavailable(_)), "{err}");
@@ -278,11 +278,103 @@ async fn invalid_arguments_are_an_idem_error_not_a_policy_case() {
     let g = guard(&server).await.on_unavailable(FailurePolicy::FailOpen);
     let runs = AtomicUsize::new(0);
     let err = g
-        .run("send_email", &json!(["not", "an", "object"]), || {
+        .run("send_email", &json!(["not", "an", "object"]), |_| {
             counted(&runs)
         })
         .await
         .unwrap_err();
     assert!(matches!(err, GuardError::Idem(_)), "{err}");
     assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_tool_gets_the_action_key_and_keeps_it_when_a_crashed_attempt_is_taken_over() {
+    let server = TestServer::start().await;
+    let g = guard(&server).await;
+    let args = json!({"to": "acct-17", "amount": 250});
+    // The first attempt "crashes": its run is dropped while the tool runs.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let first = {
+        let seen = seen.clone();
+        g.run("pay", &args, move |action| async move {
+            seen.lock().unwrap().push(action);
+            std::future::pending::<Result<Value, std::io::Error>>().await
+        })
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), first)
+            .await
+            .is_err()
+    );
+    server.clock.advance_ms(301_000);
+    let out = {
+        let seen = seen.clone();
+        g.run("pay", &args, move |action| async move {
+            seen.lock().unwrap().push(action);
+            Ok::<_, std::io::Error>(json!({"payment": "p-1"}))
+        })
+        .await
+        .unwrap()
+    };
+    assert!(matches!(out.execution, Execution::Ran { .. }));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[0].key.is_some());
+    assert_eq!(
+        seen[1].key, seen[0].key,
+        "the downstream key survives the take-over"
+    );
+    assert_eq!((seen[0].attempt, seen[1].attempt), (1, 2));
+}
+
+#[tokio::test]
+async fn an_in_flight_repeat_is_answered_by_the_server_side_wait() {
+    let server = TestServer::start().await;
+    let g = guard(&server).await.in_flight_wait(InFlightWait {
+        max_wait: Duration::from_secs(10),
+        // Polling this slowly would take seconds; the server-side wait answers at once.
+        initial_backoff: Duration::from_secs(5),
+        max_backoff: Duration::from_secs(5),
+    });
+    let args = json!({"to": "acct-17", "amount": 250});
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let first = {
+        let g = g.clone();
+        let args = args.clone();
+        tokio::spawn(async move {
+            g.run("pay", &args, |_| async move {
+                let _ = released.await;
+                Ok::<_, std::io::Error>(json!({"payment": "p-1"}))
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = {
+        let g = g.clone();
+        let args = args.clone();
+        tokio::spawn(async move {
+            g.run("pay", &args, |_| async {
+                Ok::<_, std::io::Error>(json!("ran twice"))
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let _ = release.send(());
+    assert!(matches!(
+        first.await.unwrap().unwrap().execution,
+        Execution::Ran { .. }
+    ));
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(second.value, json!({"payment": "p-1"}));
+    assert!(matches!(
+        second.execution,
+        Execution::Replayed { waited: true, .. }
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered when the original completed, not at the next poll"
+    );
 }

@@ -281,3 +281,116 @@ async fn a_complete_can_carry_its_compensation() {
     assert_eq!(page.calls.len(), 1);
     assert_eq!(page.calls[0].compensation_json.as_deref(), Some(undo));
 }
+
+async fn configure(
+    c: &mut proto::idem_client::IdemClient<tonic::transport::Channel>,
+    config: proto::SessionConfig,
+) {
+    c.configure_session(proto::ConfigureSessionRequest {
+        config: Some(proto::SessionConfig {
+            tenant: "t".into(),
+            session: "s".into(),
+            ..config
+        }),
+    })
+    .await
+    .unwrap();
+}
+
+fn keyed(args: &str, key: &str) -> proto::CheckRequest {
+    proto::CheckRequest {
+        idempotency_key: Some(key.into()),
+        ..check("pay", args)
+    }
+}
+
+#[tokio::test]
+async fn a_key_reused_for_another_call_is_refused_unless_the_session_replays_by_key() {
+    let srv = TestServer::start().await;
+    let mut c = srv.client().await;
+    let first = run(&mut c, keyed(PAY, "k-1")).await;
+    let other = r#"{"to": "acct-99", "amount": 1}"#;
+    let refused = c.check_and_record(keyed(other, "k-1")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+
+    configure(
+        &mut c,
+        proto::SessionConfig {
+            key_mismatch: Some("replay".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    succeed(&mut c, &first.call_id, r#"{"payment": "p-1"}"#, None).await;
+    let replayed = run(&mut c, keyed(other, "k-1")).await;
+    assert_eq!(verdict(&replayed), Verdict::Duplicate);
+    assert_eq!(replayed.call_id, first.call_id);
+    assert_eq!(
+        replayed.result_json.as_deref(),
+        Some(r#"{"payment": "p-1"}"#)
+    );
+}
+
+#[tokio::test]
+async fn a_key_minted_per_attempt_is_answered_by_the_funnel_with_a_warning() {
+    let srv = TestServer::start().await;
+    let mut c = srv.client().await;
+    let first = run(&mut c, keyed(PAY, "attempt-1")).await;
+    assert!(first.warnings.is_empty());
+    let second = run(&mut c, keyed(PAY, "attempt-2")).await;
+    assert_eq!(
+        verdict(&second),
+        Verdict::InFlight,
+        "the funnel decides: an exact repeat"
+    );
+    assert_eq!(second.call_id, first.call_id);
+    assert_eq!(second.warnings, ["key_changes_per_attempt"]);
+    let same_key = run(&mut c, keyed(PAY, "attempt-1")).await;
+    assert!(same_key.warnings.is_empty(), "{:?}", same_key.warnings);
+    let stats = c
+        .get_stats(proto::GetStatsRequest {
+            tenant: "t".into(),
+            session: Some("s".into()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.warnings.get("key_changes_per_attempt"), Some(&1));
+}
+
+#[tokio::test]
+async fn many_repeats_of_one_tool_in_the_window_carry_a_loop_warning_with_the_count() {
+    let srv = TestServer::start().await;
+    let mut c = srv.client().await;
+    configure(
+        &mut c,
+        proto::SessionConfig {
+            loop_threshold: Some(3),
+            loop_window_seconds: Some(60),
+            ..Default::default()
+        },
+    )
+    .await;
+    let search = r#"{"query": "flights to Lisbon in May"}"#;
+    run(&mut c, check("search", search)).await;
+    // Distinct calls are not repeats.
+    for q in ["hotels in Porto", "trains to Faro"] {
+        let r = run(&mut c, check("search", &format!(r#"{{"query": "{q}"}}"#))).await;
+        assert!(r.warnings.is_empty());
+    }
+    let mut warnings = Vec::new();
+    for _ in 0..4 {
+        warnings.push(run(&mut c, check("search", search)).await.warnings);
+    }
+    assert!(warnings[0].is_empty() && warnings[1].is_empty());
+    assert_eq!(warnings[2], ["loop_suspected:3"]);
+    assert_eq!(warnings[3], ["loop_suspected:4"]);
+    // Outside the window the count starts again.
+    srv.clock.advance_ms(61_000);
+    assert!(
+        run(&mut c, check("search", search))
+            .await
+            .warnings
+            .is_empty()
+    );
+}

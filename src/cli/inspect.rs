@@ -174,6 +174,14 @@ pub struct SessionSetArgs {
     /// session or tenant.
     #[arg(long)]
     pub scope: Option<String>,
+    /// A reused idempotency key with different arguments: reject or replay.
+    #[arg(long)]
+    pub key_mismatch: Option<String>,
+    /// Repeats of one tool within --loop-window-seconds that warn loop_suspected (0: off).
+    #[arg(long)]
+    pub loop_threshold: Option<u32>,
+    #[arg(long)]
+    pub loop_window_seconds: Option<u64>,
     /// A tool's mode, TOOL=MODE (off, key_only, exact, semantic); repeatable.
     #[arg(long = "tool-mode", value_name = "TOOL=MODE", value_parser = parse_tool_mode)]
     pub tool_modes: Vec<(String, String)>,
@@ -231,6 +239,9 @@ pub async fn session(cmd: SessionCommand) -> anyhow::Result<ExitCode> {
                 borderline_policy: a.borderline_policy,
                 verifier_enabled: a.verifier_enabled,
                 scope: a.scope,
+                key_mismatch: a.key_mismatch,
+                loop_threshold: a.loop_threshold,
+                loop_window_seconds: a.loop_window_seconds,
                 tools,
             };
             let s = c

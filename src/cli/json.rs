@@ -94,6 +94,7 @@ pub fn stats(s: &proto::Stats) -> Value {
         "replays_served": s.replays_served,
         "duplicates_prevented": s.duplicates_prevented,
         "cost_avoided": s.cost_avoided,
+        "warnings": s.warnings,
     })
 }
 
@@ -128,6 +129,9 @@ pub fn session_config(c: &proto::SessionConfig) -> Value {
         "borderline_policy": c.borderline_policy,
         "verifier_enabled": c.verifier_enabled,
         "scope": c.scope,
+        "key_mismatch": c.key_mismatch,
+        "loop_threshold": c.loop_threshold,
+        "loop_window_seconds": c.loop_window_seconds,
         "tools": tools,
     })
 }

@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use idem_client::ToolMode;
-use idem_client::{Execution, FailurePolicy, Guard, GuardError, IdemClient, InFlightWait};
+use idem_client::{Action, Execution, FailurePolicy, Guard, GuardError, IdemClient, InFlightWait};
 
 /// Default server address, as for the other client commands.
 /// Messages buffered per direction before a reader waits for the writer.
@@ -439,6 +439,30 @@ async fn server_to_client(
     }
 }
 
+/// The forwarded `tools/call` with the action's key and attempt in `params._meta`
+/// (`idem/action_key`, `idem/attempt`), for a server that passes them to a downstream API as
+/// its idempotency key. A line that is not a JSON object with object params goes as it is.
+fn with_action_meta(line: String, action: &Action) -> String {
+    let Some(key) = &action.key else {
+        return line;
+    };
+    let Ok(mut msg) = serde_json::from_str::<Value>(&line) else {
+        return line;
+    };
+    let Some(params) = msg.get_mut("params").and_then(Value::as_object_mut) else {
+        return line;
+    };
+    let meta = params
+        .entry("_meta")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(meta) = meta.as_object_mut() else {
+        return line;
+    };
+    meta.insert("idem/action_key".into(), Value::String(key.clone()));
+    meta.insert("idem/attempt".into(), Value::from(action.attempt));
+    msg.to_string()
+}
+
 /// One client `tools/call`, through the guard; answers the client in every case but a cancel.
 async fn guarded_call(
     shared: Arc<Shared>,
@@ -454,11 +478,14 @@ async fn guarded_call(
         return;
     }
     shared.send_modes().await;
-    let forward = || async {
+    let (shared_ref, id_ref) = (&shared, &id);
+    let forward = |action: Action| async move {
+        let (shared, id) = (shared_ref, id_ref);
+        let line = with_action_meta(line, &action);
         let (tx, rx) = oneshot::channel();
-        shared.insert_pending(&id, Pending::ToolsCall(tx));
+        shared.insert_pending(id, Pending::ToolsCall(tx));
         if to_child.send(line).await.is_err() {
-            shared.take_pending(&id);
+            shared.take_pending(id);
             return Err(CallFailure::ServerGone);
         }
         match rx.await {

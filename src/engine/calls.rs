@@ -97,7 +97,7 @@ impl Engine {
 
     /// Waits until call `call_id` leaves IN_PROGRESS or is taken over, or `timeout` passes,
     /// and returns the record as it then is. Woken by this instance's Complete and take-overs;
-    /// it also reads the record again every [`WAIT_POLL`], for a store other instances write.
+    /// it also reads the record again every 250 ms, for a store other instances write.
     pub async fn wait_for_call(
         &self,
         call_id: &str,

@@ -396,6 +396,14 @@ impl Engine {
             stop,
             reports,
         } = result;
+        // The key its exact original was recorded under (the key-hygiene advisory).
+        let original_key = match &finding {
+            Finding::Found(f) | Finding::Borderline(f) if f.stage == StageKind::Exact => {
+                f.record.idempotency_key.clone()
+            }
+            _ => None,
+        };
+        let now = ctx.now;
         let mut out = match finding {
             Finding::Pass => {
                 let why = match stop {
@@ -448,6 +456,13 @@ impl Engine {
         if out.stop == StopReason::Settled {
             out.stop = stop;
         }
+        self.advise(
+            &mut out,
+            (&p.req.tenant, &p.req.session, &p.call.tool),
+            (p.req.idempotency_key.as_deref(), original_key.as_deref()),
+            &p.settings,
+            now,
+        );
         self.count(p, &out);
         Ok(out)
     }
@@ -699,6 +714,17 @@ impl Engine {
             }),
             replayed: out.replayed,
             duplicate_prevented: matches!(out.verdict, Verdict::Duplicate | Verdict::InFlight),
+            warnings: out
+                .warnings
+                .iter()
+                .map(|w| {
+                    if w.starts_with(crate::engine::LOOP_SUSPECTED) {
+                        crate::engine::LOOP_SUSPECTED
+                    } else {
+                        crate::engine::KEY_CHANGES_PER_ATTEMPT
+                    }
+                })
+                .collect(),
             cost_avoided: if out.replayed {
                 out.replayed_cost.unwrap_or(0.0)
             } else {

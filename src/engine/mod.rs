@@ -7,6 +7,7 @@
 //! stripe counts the records inserted under it, so a check knows under the lock whether what it
 //! read ahead is still the whole picture (this instance is the only writer of its store).
 
+mod advice;
 mod calls;
 mod check;
 mod feedback;
@@ -15,6 +16,7 @@ mod similarity;
 mod types;
 mod validate;
 
+pub use advice::{KEY_CHANGES_PER_ATTEMPT, LOOP_SUSPECTED};
 pub use calls::{DEFAULT_WAIT, MAX_WAIT, unknown_call};
 pub use feedback::{Export, unknown_verdict};
 pub use similarity::Similarity;
@@ -64,6 +66,8 @@ pub struct Engine {
     stats: DashMap<String, StatsSnapshot>,
     check_log: std::sync::Mutex<Vec<crate::store::CheckLog>>,
     admission: Arc<Semaphore>,
+    /// Recent repeat times per session and tool, for the loop advisory (bounded).
+    loops: DashMap<String, std::collections::VecDeque<crate::clock::Millis>>,
 }
 
 impl Engine {
@@ -97,6 +101,7 @@ impl Engine {
             stats: DashMap::new(),
             check_log: std::sync::Mutex::new(Vec::new()),
             admission,
+            loops: DashMap::new(),
         }
     }
 

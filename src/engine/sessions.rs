@@ -74,6 +74,7 @@ impl Engine {
             verifier_enabled,
             scope
         );
+        take!(key_mismatch, loop_threshold, loop_window_secs);
         for (name, policy) in changes.tools {
             o.tools.insert(name, policy);
         }

@@ -3,10 +3,12 @@
 use async_trait::async_trait;
 
 use super::{CheckContext, Finding, Found, Stage, StageKind, StageOutcome, StageRun};
+use crate::config::KeyMismatch;
 use crate::error::IdemError;
 
 /// Matches a client idempotency key. The same key with a different canonical payload is an
-/// error (FAILED_PRECONDITION), never a silent replay: the client reused a key by mistake.
+/// error (FAILED_PRECONDITION), never a silent replay: the client reused a key by mistake;
+/// unless the session's `key_mismatch` is `replay`, where the key decides alone.
 pub struct KeyStage;
 
 #[async_trait]
@@ -33,7 +35,9 @@ impl Stage for KeyStage {
         if record.is_expired(ctx.now) {
             return Ok(StageRun::pass(StageOutcome::NoMatch));
         }
-        if record.exact_hash != ctx.call.exact_hash {
+        if record.exact_hash != ctx.call.exact_hash
+            && ctx.settings.key_mismatch == KeyMismatch::Reject
+        {
             return Err(IdemError::FailedPrecondition(format!(
                 "idempotency key {key:?} was already used for a different call (call {}, tool {:?}, arguments {}); \
                  use a new key for a different call",

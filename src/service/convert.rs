@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::config::{
-    BorderlinePolicy, LeaseExpiry, ScopeMode, SessionOverrides, SessionSettings, ToolMode,
-    ToolPolicy,
+    BorderlinePolicy, KeyMismatch, LeaseExpiry, ScopeMode, SessionOverrides, SessionSettings,
+    ToolMode, ToolPolicy,
 };
 use crate::engine::{CheckOutcome, RetryIntent, Verdict};
 use crate::error::IdemError;
@@ -148,6 +148,7 @@ pub fn stats(s: StatsSnapshot) -> proto::Stats {
         replays_served: s.replays_served,
         duplicates_prevented: s.duplicates_prevented,
         cost_avoided: s.cost_avoided,
+        warnings: s.warnings.into_iter().collect(),
     }
 }
 
@@ -191,6 +192,15 @@ pub fn session_config(tenant: &str, session: &str, s: &SessionSettings) -> proto
         borderline_policy: Some(policy_name(s.borderline_policy).into()),
         verifier_enabled: Some(s.verifier_enabled),
         scope: Some(scope_name(s.scope).into()),
+        key_mismatch: Some(
+            match s.key_mismatch {
+                KeyMismatch::Reject => "reject",
+                KeyMismatch::Replay => "replay",
+            }
+            .into(),
+        ),
+        loop_threshold: Some(s.loop_threshold),
+        loop_window_seconds: Some(s.loop_window_secs),
         tools: s
             .tools
             .iter()
@@ -288,5 +298,12 @@ pub fn session_overrides(c: &proto::SessionConfig) -> Result<SessionOverrides, I
             .map(|v| parse_enum("scope", v, "session, tenant"))
             .transpose()?,
         tools,
+        key_mismatch: c
+            .key_mismatch
+            .as_deref()
+            .map(|v| parse_enum("key_mismatch", v, "reject, replay"))
+            .transpose()?,
+        loop_threshold: c.loop_threshold,
+        loop_window_secs: c.loop_window_seconds,
     })
 }

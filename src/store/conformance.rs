@@ -262,6 +262,7 @@ async fn sessions_and_stats_round_trip(s: Arc<dyn Store>) {
         replayed: true,
         duplicate_prevented: true,
         cost_avoided: 2.5,
+        warnings: Vec::new(),
     });
     s.add_stats("t", "s1", &d).await.unwrap();
     s.add_stats("t", "s2", &d).await.unwrap();

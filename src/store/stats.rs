@@ -14,6 +14,8 @@ pub struct StatsDelta {
     pub replayed: bool,
     pub duplicate_prevented: bool,
     pub cost_avoided: f64,
+    /// Advisories the check carried, by name.
+    pub warnings: Vec<&'static str>,
 }
 
 /// Accumulated counters.
@@ -25,6 +27,9 @@ pub struct StatsSnapshot {
     pub replays_served: u64,
     pub duplicates_prevented: u64,
     pub cost_avoided: f64,
+    /// Advisories given, by name.
+    #[serde(default)]
+    pub warnings: BTreeMap<String, u64>,
 }
 
 impl StatsSnapshot {
@@ -38,6 +43,9 @@ impl StatsSnapshot {
         self.replays_served += u64::from(d.replayed);
         self.duplicates_prevented += u64::from(d.duplicate_prevented);
         self.cost_avoided += d.cost_avoided;
+        for w in &d.warnings {
+            *self.warnings.entry(w.to_string()).or_default() += 1;
+        }
     }
 
     /// Adds another snapshot (tenant totals).
@@ -52,5 +60,8 @@ impl StatsSnapshot {
         self.replays_served += o.replays_served;
         self.duplicates_prevented += o.duplicates_prevented;
         self.cost_avoided += o.cost_avoided;
+        for (k, v) in &o.warnings {
+            *self.warnings.entry(k.clone()).or_default() += v;
+        }
     }
 }

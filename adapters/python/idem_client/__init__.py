@@ -8,7 +8,7 @@
 - ``idem_client.openai_agents``: ``idem_function_tool`` and ``idem_tool_guardrails``.
 """
 
-from ._core import DUPLICATE, FAIL_CLOSED, FAIL_OPEN, NEW, Borderline, Outcome, pb2
+from ._core import DUPLICATE, FAIL_CLOSED, FAIL_OPEN, NEW, Action, Borderline, Outcome, current_action, pb2
 from .aio import AsyncIdemClient
 from .client import IdemClient
 from .decorator import dedup_tool
@@ -24,6 +24,7 @@ from .errors import (
 )
 
 __all__ = [
+    "Action",
     "AsyncIdemClient",
     "Borderline",
     "BorderlineError",
@@ -38,6 +39,7 @@ __all__ = [
     "NEW",
     "Outcome",
     "ReplayError",
+    "current_action",
     "ToolFailed",
     "dedup_tool",
     "__version__",

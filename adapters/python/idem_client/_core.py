@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import grpc
 
@@ -123,6 +125,61 @@ def borderline_says_duplicate(decision: Any) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Action:
+    """The logical action a guarded tool is executing (set while it runs; see ``current_action``).
+
+    ``key`` is the downstream API's idempotency key (an ``Idempotency-Key`` header): it stays the
+    same when idem's lease is taken over after a crash, so the downstream deduplicates a second
+    execution. ``attempt`` counts the attempts of the action from 1."""
+
+    key: str
+    attempt: int
+
+
+_current_action: "contextvars.ContextVar[Optional[Action]]" = contextvars.ContextVar(
+    "idem_current_action", default=None
+)
+
+
+def current_action() -> Optional[Action]:
+    """The action of the guarded tool running in this context, or None outside one (or when
+    idem recorded nothing: mode off, fail open)."""
+    return _current_action.get()
+
+
+def action_of(resp) -> Optional[Action]:
+    """The action a NEW CheckResponse names, if it names one."""
+    key = getattr(resp, "action_key", "")
+    return Action(key, int(getattr(resp, "attempt", 0))) if key else None
+
+
+@contextlib.contextmanager
+def action_context(action: Optional[Action]) -> Iterator[None]:
+    """Makes ``action`` the current action while the guarded tool runs (sync or awaited)."""
+    token = _current_action.set(action)
+    try:
+        yield
+    finally:
+        _current_action.reset(token)
+
+
+def action_kwargs(action: Optional[Action], kwarg: Optional[str]) -> dict:
+    """The keyword argument that hands the tool its action key, when the caller named one."""
+    return {kwarg: action.key if action else None} if kwarg else {}
+
+
+def log_warnings(tool: str, resp) -> None:
+    """Logs the server's advisories on a check (a key minted per attempt, a suspected loop)."""
+    for w in getattr(resp, "warnings", ()):
+        log.warning("idem: %s on tool %r: %s", w, tool, resp.reason)
+
+
+def is_unimplemented(e: BaseException) -> bool:
+    """The server lacks the RPC (an older server): fall back to polling."""
+    return isinstance(e, IdemRpcError) and e.code == grpc.StatusCode.UNIMPLEMENTED
+
+
 @dataclass
 class Outcome:
     """What ``run_detailed`` returns: the value and how it was obtained."""
@@ -136,6 +193,9 @@ class Outcome:
     # True when the tool ran in this call.
     executed: bool = False
     result_json: Optional[str] = None
+    # The action the call is an attempt of (NEW), its downstream idempotency key.
+    action_key: str = ""
+    attempt: int = 0
 
 
 def rpc_error(e: grpc.RpcError, what: str) -> Exception:
@@ -180,8 +240,12 @@ def build_check(tenant, session, tool, arguments, idempotency_key, deadline_ms, 
     return req
 
 
-def build_complete(call_id, result_json, error, cost):
+def build_complete(call_id, result_json, error, cost, attempt=None, compensation_json=None):
     req = pb2.CompleteRequest(call_id=call_id)
+    if attempt:
+        req.attempt = int(attempt)
+    if compensation_json is not None:
+        req.compensation_json = compensation_json
     if error is not None:
         req.outcome = pb2.FAILED
         req.error = error

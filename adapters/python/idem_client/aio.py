@@ -65,10 +65,11 @@ class AsyncIdemClient(_Base):
                 await asyncio.sleep(_core.overload_pause(attempt))
 
     async def complete(self, call_id: str, result: Any = None, *, error: Optional[str] = None,
-                       cost: Optional[float] = None, result_json: Optional[str] = None):
+                       cost: Optional[float] = None, result_json: Optional[str] = None,
+                       attempt: Optional[int] = None, compensation_json: Optional[str] = None):
         if error is None and result_json is None:
             result_json = self.serialize(result)
-        req = _core.build_complete(call_id, result_json, error, cost)
+        req = _core.build_complete(call_id, result_json, error, cost, attempt, compensation_json)
         return (await self._call(self._stub.Complete, req, "Complete")).call
 
     async def get_call(self, call_id: str):
@@ -106,27 +107,52 @@ class AsyncIdemClient(_Base):
         req = pb2.FeedbackRequest(call_id=call_id, correct=correct, note=note)
         return await self._call(self._stub.ReportFeedback, req, "ReportFeedback")
 
+    async def wait_for_call(self, call_id: str, timeout: float):
+        """WaitForCall (see the sync client)."""
+        req = pb2.WaitForCallRequest(call_id=call_id, timeout_ms=max(1, int(timeout * 1000)))
+        try:
+            return await self._stub.WaitForCall(req, timeout=timeout + self.rpc_timeout)
+        except grpc.RpcError as e:
+            raise _core.rpc_error(e, "WaitForCall") from e
+
     async def wait_for(self, call_id: str, timeout: Optional[float] = None):
         timeout = self.in_flight_timeout if timeout is None else timeout
         start = time.monotonic()
         until = start + timeout
         backoff = _core.Backoff(self.poll_interval, self.poll_max_interval, until)
+        server_side = True
         while True:
-            rec = await self.get_call(call_id)
+            rec = None
+            if server_side:
+                try:
+                    rec = await self.wait_for_call(
+                        call_id, max(0.001, min(until - time.monotonic(), 30.0)))
+                except IdemRpcError as e:
+                    if not _core.is_unimplemented(e):
+                        raise
+                    server_side = False
+            if rec is None:
+                rec = await self.get_call(call_id)
+            if rec.HasField("superseded_by"):
+                return rec
             if rec.status != pb2.IN_PROGRESS:
                 return rec
             if rec.lease_until_ms and rec.lease_until_ms <= _core.now_ms():
                 return rec
             if time.monotonic() >= until:
                 raise InFlightTimeout(call_id, time.monotonic() - start)
-            await asyncio.sleep(backoff.delay())
+            if not server_side:
+                await asyncio.sleep(backoff.delay())
 
     async def run(self, tool: str, arguments: Any, fn: Callable[[], Any], **kw) -> Any:
         return (await self.run_detailed(tool, arguments, fn, **kw)).value
 
     async def run_detailed(self, tool: str, arguments: Any, fn: Callable[[], Awaitable[Any]], *,
                            idempotency_key=None, deadline_ms=None, tenant=None, session=None,
-                           on_borderline=None, serialize=None, deserialize=None, cost=None) -> Outcome:
+                           on_borderline=None, serialize=None, deserialize=None, cost=None,
+                           action_key_arg: Optional[str] = None) -> Outcome:
+        """The dance, with details; ``current_action()`` and ``action_key_arg`` as in the sync
+        client."""
         serialize = serialize or self.serialize
         deserialize = deserialize or self.deserialize
         on_borderline = on_borderline or self.on_borderline
@@ -141,11 +167,13 @@ class AsyncIdemClient(_Base):
             except IdemUnavailable as e:
                 return await self._unavailable(tool, fn, e)
             retry_of = None
+            _core.log_warnings(tool, resp)
             v = resp.verdict
             if v == pb2.NEW:
                 if not resp.call_id:
                     return Outcome(await _maybe_await(fn()), "OFF", executed=True)
-                return await self._execute(resp.call_id, fn, serialize, cost)
+                return await self._execute(resp.call_id, fn, serialize, cost,
+                                           _core.action_of(resp), action_key_arg)
             if v == pb2.BORDERLINE:
                 if on_borderline is None:
                     raise BorderlineError(resp.call_id, resp.matched.score, resp.reason)
@@ -187,26 +215,34 @@ class AsyncIdemClient(_Base):
         _core.warn_fail_open(tool, err)
         return Outcome(await _maybe_await(fn()), "UNAVAILABLE", executed=True)
 
-    async def _execute(self, call_id: str, fn, serialize, cost) -> Outcome:
+    async def _execute(self, call_id: str, fn, serialize, cost, action=None,
+                       action_key_arg=None) -> Outcome:
+        attempt = action.attempt if action else None
         try:
-            value = await _maybe_await(fn())
+            with _core.action_context(action):
+                value = await _maybe_await(fn(**_core.action_kwargs(action, action_key_arg)))
         except ToolFailed as e:
-            await self._complete_quietly(call_id, error=e.error)
+            await self._complete_quietly(call_id, error=e.error, attempt=attempt)
             raise
         except BaseException as e:  # includes CancelledError: the retry may run again
-            await asyncio.shield(self._complete_quietly(call_id, error=_core.error_text(e)))
+            await asyncio.shield(self._complete_quietly(call_id, error=_core.error_text(e),
+                                                        attempt=attempt))
             raise
         try:
             rj = serialize(value)
         except Exception as e:
             _core.log.warning("idem: cannot serialize the result of call %s (%s); storing its repr", call_id, e)
             rj = _core.default_serialize(repr(value))
-        await self._complete_quietly(call_id, result_json=rj, cost=cost(value) if cost else None)
-        return Outcome(value, "NEW", call_id, executed=True, result_json=rj)
+        await self._complete_quietly(call_id, result_json=rj, cost=cost(value) if cost else None,
+                                     attempt=attempt)
+        return Outcome(value, "NEW", call_id, executed=True, result_json=rj,
+                       action_key=action.key if action else "", attempt=attempt or 0)
 
-    async def _complete_quietly(self, call_id: str, *, result_json=None, error=None, cost=None) -> None:
+    async def _complete_quietly(self, call_id: str, *, result_json=None, error=None, cost=None,
+                                attempt=None) -> None:
         try:
-            await self.complete(call_id, error=error, result_json=result_json, cost=cost)
+            await self.complete(call_id, error=error, result_json=result_json, cost=cost,
+                                attempt=attempt)
         except Exception as e:
             _core.log.warning("idem: could not Complete call %s (%s); a retry after its lease "
                               "expires may run the tool again", call_id, e)

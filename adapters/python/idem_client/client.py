@@ -145,11 +145,14 @@ class IdemClient(_Base):
                 time.sleep(_core.overload_pause(attempt))
 
     def complete(self, call_id: str, result: Any = None, *, error: Optional[str] = None,
-                 cost: Optional[float] = None, result_json: Optional[str] = None):
-        """Report SUCCEEDED with ``result`` (serialized to JSON), or FAILED when ``error`` is set."""
+                 cost: Optional[float] = None, result_json: Optional[str] = None,
+                 attempt: Optional[int] = None, compensation_json: Optional[str] = None):
+        """Report SUCCEEDED with ``result`` (serialized to JSON), or FAILED when ``error`` is set.
+        ``attempt`` (the check's) makes a Complete of an attempt that was taken over fail
+        (FAILED_PRECONDITION) instead of landing; ``compensation_json`` says how to undo it."""
         if error is None and result_json is None:
             result_json = self.serialize(result)
-        req = _core.build_complete(call_id, result_json, error, cost)
+        req = _core.build_complete(call_id, result_json, error, cost, attempt, compensation_json)
         return self._call(self._stub.Complete, req, "Complete").call
 
     def get_call(self, call_id: str):
@@ -190,8 +193,18 @@ class IdemClient(_Base):
         return self._call(self._stub.ReportFeedback, req, "ReportFeedback")
 
     # -- waiting --------------------------------------------------------------------------
+    def wait_for_call(self, call_id: str, timeout: float):
+        """WaitForCall: the server answers as soon as the call leaves IN_PROGRESS (or is taken
+        over), or after ``timeout`` seconds with the record as it is."""
+        req = pb2.WaitForCallRequest(call_id=call_id, timeout_ms=max(1, int(timeout * 1000)))
+        try:
+            return self._stub.WaitForCall(req, timeout=timeout + self.rpc_timeout)
+        except grpc.RpcError as e:
+            raise _core.rpc_error(e, "WaitForCall") from e
+
     def wait_for(self, call_id: str, timeout: Optional[float] = None):
-        """Poll GetCall (with backoff) until the call is no longer running, or its lease expired.
+        """Wait until the call is no longer running, its lease expired or it was taken over:
+        on the server (WaitForCall), or polling GetCall with backoff against an older server.
 
         Returns the CallRecord; raises InFlightTimeout when ``timeout`` (default
         ``in_flight_timeout``) passes first."""
@@ -199,15 +212,28 @@ class IdemClient(_Base):
         start = time.monotonic()
         until = start + timeout
         backoff = _core.Backoff(self.poll_interval, self.poll_max_interval, until)
+        server_side = True
         while True:
-            rec = self.get_call(call_id)
+            rec = None
+            if server_side:
+                try:
+                    rec = self.wait_for_call(call_id, max(0.001, min(until - time.monotonic(), 30.0)))
+                except IdemRpcError as e:
+                    if not _core.is_unimplemented(e):
+                        raise
+                    server_side = False
+            if rec is None:
+                rec = self.get_call(call_id)
+            if rec.HasField("superseded_by"):
+                return rec  # taken over: a new check decides
             if rec.status != pb2.IN_PROGRESS:
                 return rec
             if rec.lease_until_ms and rec.lease_until_ms <= _core.now_ms():
                 return rec  # lease expired: a new check takes over
             if time.monotonic() >= until:
                 raise InFlightTimeout(call_id, time.monotonic() - start)
-            time.sleep(backoff.delay())
+            if not server_side:
+                time.sleep(backoff.delay())
 
     # -- the dance ------------------------------------------------------------------------
     def run(self, tool: str, arguments: Any, fn: Callable[[], Any], **kw) -> Any:
@@ -229,7 +255,11 @@ class IdemClient(_Base):
         serialize: Optional[_core.Serializer] = None,
         deserialize: Optional[_core.Deserializer] = None,
         cost: Optional[Callable[[Any], Optional[float]]] = None,
+        action_key_arg: Optional[str] = None,
     ) -> Outcome:
+        """The dance, with details. While ``fn`` runs, ``idem_client.current_action()`` is its
+        action (``key``: the downstream API's idempotency key, stable across lease take-overs);
+        ``action_key_arg="idempotency_key"`` also passes the key to ``fn`` as that keyword."""
         serialize = serialize or self.serialize
         deserialize = deserialize or self.deserialize
         on_borderline = on_borderline or self.on_borderline
@@ -244,11 +274,13 @@ class IdemClient(_Base):
             except IdemUnavailable as e:
                 return self._unavailable(tool, fn, e)
             retry_of = None
+            _core.log_warnings(tool, resp)
             v = resp.verdict
             if v == pb2.NEW:
                 if not resp.call_id:  # the tool's mode is off: not recorded
                     return Outcome(fn(), "OFF", executed=True)
-                return self._execute(resp.call_id, fn, serialize, cost)
+                return self._execute(resp.call_id, fn, serialize, cost, _core.action_of(resp),
+                                     action_key_arg)
             if v == pb2.BORDERLINE:
                 if on_borderline is None:
                     raise BorderlineError(resp.call_id, resp.matched.score, resp.reason)
@@ -291,26 +323,31 @@ class IdemClient(_Base):
         _core.warn_fail_open(tool, err)
         return Outcome(fn(), "UNAVAILABLE", executed=True)
 
-    def _execute(self, call_id: str, fn, serialize, cost) -> Outcome:
+    def _execute(self, call_id: str, fn, serialize, cost, action=None, action_key_arg=None) -> Outcome:
+        attempt = action.attempt if action else None
         try:
-            value = fn()
+            with _core.action_context(action):
+                value = fn(**_core.action_kwargs(action, action_key_arg))
         except ToolFailed as e:
-            self._complete_quietly(call_id, error=e.error)
+            self._complete_quietly(call_id, error=e.error, attempt=attempt)
             raise
         except BaseException as e:
-            self._complete_quietly(call_id, error=_core.error_text(e))
+            self._complete_quietly(call_id, error=_core.error_text(e), attempt=attempt)
             raise
         try:
             rj = serialize(value)
         except Exception as e:  # the tool ran: never lose its result over serialization
             _core.log.warning("idem: cannot serialize the result of call %s (%s); storing its repr", call_id, e)
             rj = _core.default_serialize(repr(value))
-        self._complete_quietly(call_id, result_json=rj, cost=cost(value) if cost else None)
-        return Outcome(value, "NEW", call_id, executed=True, result_json=rj)
+        self._complete_quietly(call_id, result_json=rj, cost=cost(value) if cost else None,
+                               attempt=attempt)
+        return Outcome(value, "NEW", call_id, executed=True, result_json=rj,
+                       action_key=action.key if action else "", attempt=attempt or 0)
 
-    def _complete_quietly(self, call_id: str, *, result_json=None, error=None, cost=None) -> None:
+    def _complete_quietly(self, call_id: str, *, result_json=None, error=None, cost=None,
+                          attempt=None) -> None:
         try:
-            self.complete(call_id, error=error, result_json=result_json, cost=cost)
+            self.complete(call_id, error=error, result_json=result_json, cost=cost, attempt=attempt)
         except Exception as e:  # the tool already ran; its lease will expire and a retry takes over
             _core.log.warning("idem: could not Complete call %s (%s); a retry after its lease "
                               "expires may run the tool again", call_id, e)

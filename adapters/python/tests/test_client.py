@@ -274,3 +274,84 @@ def test_async_client_retries_a_shed_check():
     with _SheddingIdem(shed=1) as srv:
         assert asyncio.run(go(srv.port)) == "c-1"
         assert srv.calls == 2
+
+
+def test_the_tool_sees_its_action_key_and_it_is_completed_with_its_attempt(client, counter):
+    from idem_client import current_action
+
+    seen = {}
+
+    def charge(idempotency_key=None):
+        counter("charge")
+        seen["ctx"] = current_action()
+        seen["kwarg"] = idempotency_key
+        return {"charge": "ch_1"}
+
+    out = client.run_detailed("charge", {"card": "tok_1", "amount": 2500}, charge,
+                              action_key_arg="idempotency_key")
+    assert out.verdict == "NEW" and out.attempt == 1
+    assert out.action_key and out.action_key == seen["kwarg"] == seen["ctx"].key
+    assert seen["ctx"].attempt == 1
+    assert current_action() is None  # only while the tool runs
+    rec = client.get_call(out.call_id)
+    assert rec.status == pb2.SUCCEEDED and rec.action_key == out.action_key and rec.attempt == 1
+    # A Complete naming another attempt is refused and changes nothing.
+    with pytest.raises(IdemRpcError) as e:
+        client.complete(out.call_id, {"charge": "other"}, attempt=2)
+    assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_async_tool_sees_its_action_key(idem_server, session_name):
+    from idem_client import current_action
+
+    async def main():
+        async with AsyncIdemClient(idem_server.addr, tenant="pytest", session=session_name) as c:
+            async def send():
+                await asyncio.sleep(0)
+                return {"key": current_action().key}
+
+            out = await c.run_detailed("send_email", {"to": "a@b.c", "body": "hi"}, send)
+            return out
+
+    out = asyncio.run(main())
+    assert out.value == {"key": out.action_key} and out.action_key
+
+
+def test_in_flight_repeat_is_answered_by_the_server_side_wait(idem_server, session_name, counter):
+    # Polling this slowly would take seconds; WaitForCall answers when the original completes.
+    c = IdemClient(idem_server.addr, tenant="pytest", session=session_name, in_flight_timeout=10,
+                   poll_interval=5.0, poll_max_interval=5.0)
+    args = {"ticket": "T-2", "title": "Toner low"}
+    started, release = threading.Event(), threading.Event()
+
+    def slow():
+        counter("create_ticket")
+        started.set()
+        release.wait(10)
+        return {"id": "T-2"}
+
+    results = {}
+    t = threading.Thread(target=lambda: results.setdefault("a", c.run("create_ticket", args, slow)))
+    t.start()
+    assert started.wait(10)
+    t2 = threading.Thread(target=lambda: results.setdefault(
+        "b", c.run_detailed("create_ticket", args, lambda: counter("dup"))))
+    t2.start()
+    time.sleep(0.3)
+    released_at = time.monotonic()
+    release.set()
+    t.join(10)
+    t2.join(10)
+    assert results["b"].value == {"id": "T-2"} and results["b"].replayed
+    assert time.monotonic() - released_at < 3.0
+    assert counter.calls == [("create_ticket",)]
+    c.close()
+
+
+def test_server_advisories_are_logged(client, counter, caplog):
+    args = {"to": "acct-1", "amount": 5}
+    client.run("pay", args, lambda: counter("pay"), idempotency_key="attempt-1")
+    with caplog.at_level(logging.WARNING, logger="idem_client"):
+        client.run("pay", args, lambda: counter("pay"), idempotency_key="attempt-2")
+    assert counter.n == 1
+    assert any("key_changes_per_attempt" in r.getMessage() for r in caplog.records)

@@ -43,7 +43,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let guard = Guard::new(client, "example", session).on_unavailable(FailurePolicy::FailClosed);
     let args = json!({"to": "alice@example.com", "body": "Hi Alice, the invoice is attached."});
     for attempt in ["first try", "retry"] {
-        let out = guard.run("send_email", &args, || send_email(&args)).await?;
+        let out = guard
+            .run("send_email", &args, |_| send_email(&args))
+            .await?;
         let how = match out.execution {
             Execution::Ran { .. } => "ran the tool",
             Execution::Replayed { .. } => "replayed the stored result",

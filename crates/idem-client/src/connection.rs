@@ -223,7 +223,18 @@ impl IdemClient {
 
     /// Reports the outcome of a call answered NEW. The same outcome twice is harmless.
     pub async fn complete(&self, call_id: &str, outcome: Outcome) -> Result<CallInfo, ClientError> {
-        let req = match outcome {
+        self.complete_attempt(call_id, None, outcome).await
+    }
+
+    /// [`IdemClient::complete`] naming the attempt (the check's `attempt`): refused
+    /// (FAILED_PRECONDITION, nothing changed) when that attempt was taken over meanwhile.
+    pub async fn complete_attempt(
+        &self,
+        call_id: &str,
+        attempt: Option<u32>,
+        outcome: Outcome,
+    ) -> Result<CallInfo, ClientError> {
+        let mut req = match outcome {
             Outcome::Succeeded { result, cost } => proto::CompleteRequest {
                 call_id: call_id.to_string(),
                 outcome: proto::CallStatus::Succeeded as i32,
@@ -248,6 +259,7 @@ impl IdemClient {
                 compensation_json: None,
             },
         };
+        req.attempt = attempt;
         let resp = self
             .raw
             .clone()
@@ -274,6 +286,31 @@ impl IdemClient {
             })
             .await
             .map_err(|s| ClientError::rpc("GetCall", s))?;
+        CallInfo::try_from(resp.into_inner())
+    }
+
+    /// Waits on the server until `call_id` leaves IN_PROGRESS (or is taken over), or `timeout`
+    /// passes, and returns the call as it then is.
+    pub async fn wait_for_call(
+        &self,
+        call_id: &str,
+        timeout: Duration,
+    ) -> Result<CallInfo, ClientError> {
+        let timeout_ms = u32::try_from(timeout.as_millis())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let mut req = tonic::Request::new(proto::WaitForCallRequest {
+            call_id: call_id.to_string(),
+            timeout_ms,
+        });
+        // The wait may outlast the default per-RPC timeout.
+        req.set_timeout(timeout + REQUEST_TIMEOUT);
+        let resp = self
+            .raw
+            .clone()
+            .wait_for_call(req)
+            .await
+            .map_err(|s| ClientError::rpc("WaitForCall", s))?;
         CallInfo::try_from(resp.into_inner())
     }
 

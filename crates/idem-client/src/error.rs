@@ -62,6 +62,11 @@ impl ClientError {
         matches!(self, Self::Rpc { status, .. } if status.code() == tonic::Code::ResourceExhausted)
     }
 
+    /// True when the server does not have the RPC (an older server).
+    pub fn is_unimplemented(&self) -> bool {
+        matches!(self, Self::Rpc { status, .. } if status.code() == tonic::Code::Unimplemented)
+    }
+
     /// True when idem could not answer at all (down, unreachable, timed out, overloaded): the
     /// case a fail-open or fail-closed policy decides. False when idem answered with a verdict
     /// about the request itself (invalid arguments, key reuse, ...).

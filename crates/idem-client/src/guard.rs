@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::connection::{CheckOptions, IdemClient};
 use crate::error::{ClientError, GuardError};
-use crate::types::{CallStatus, Outcome, Verdict};
+use crate::types::{Action, CallStatus, Outcome, Verdict};
 
 /// What to do when idem cannot be reached (down, timed out, overloaded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -150,8 +150,8 @@ impl std::fmt::Debug for Guard {
 
 /// What the check loop decided before any tool runs.
 enum Step {
-    /// Run the tool; complete `call_id` when there is one.
-    Execute(Option<String>),
+    /// Run the tool as `action`; complete `call_id` when there is one.
+    Execute(Option<String>, Action),
     /// Run the tool without idem.
     FailOpen,
     /// Done without running.
@@ -209,7 +209,8 @@ impl Guard {
     }
 
     /// Runs `tool` through the protocol: the closure runs only when idem says NEW (or is down
-    /// and the policy is fail-open); otherwise the original's result is returned.
+    /// and the policy is fail-open); otherwise the original's result is returned. The closure
+    /// gets the [`Action`]: pass its key to the downstream API as its idempotency key.
     pub async fn run<F, Fut, E>(
         &self,
         tool: &str,
@@ -217,7 +218,7 @@ impl Guard {
         tool_fn: F,
     ) -> Result<GuardOutcome, GuardError<E>>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Action) -> Fut,
         Fut: Future<Output = Result<Value, E>>,
         E: Display,
     {
@@ -234,7 +235,7 @@ impl Guard {
         tool_fn: F,
     ) -> Result<GuardOutcome, GuardError<E>>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Action) -> Fut,
         Fut: Future<Output = Result<Value, E>>,
         E: Display,
     {
@@ -254,15 +255,21 @@ impl Guard {
                 });
             }
             Step::FailOpen => {
-                let value = tool_fn().await.map_err(GuardError::Tool)?;
+                let unrecorded = Action {
+                    key: None,
+                    attempt: 0,
+                };
+                let value = tool_fn(unrecorded).await.map_err(GuardError::Tool)?;
                 return Ok(GuardOutcome {
                     value,
                     execution: Execution::FailedOpen,
                 });
             }
-            Step::Execute(call_id) => call_id,
+            Step::Execute(call_id, action) => (call_id, action),
         };
-        let result = tool_fn().await;
+        let (call_id, action) = call_id;
+        let attempt = Some(action.attempt).filter(|a| *a > 0);
+        let result = tool_fn(action).await;
         let Some(call_id) = call_id else {
             return result
                 .map(|value| GuardOutcome {
@@ -280,7 +287,11 @@ impl Guard {
                 error: e.to_string(),
             },
         };
-        let recorded = match self.client.complete(&call_id, outcome).await {
+        let recorded = match self
+            .client
+            .complete_attempt(&call_id, attempt, outcome)
+            .await
+        {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!(
@@ -336,8 +347,17 @@ impl Guard {
                 }
                 Err(e) => return Err(GuardError::Idem(e)),
             };
+            for w in &check.warnings {
+                tracing::warn!(tool, warning = %w, reason = %check.reason, "idem advisory");
+            }
             let original = match check.verdict {
-                Verdict::New { call_id, .. } => return Ok(Step::Execute(call_id)),
+                Verdict::New { call_id, .. } => {
+                    let action = Action {
+                        key: Some(check.action_key).filter(|k| !k.is_empty()),
+                        attempt: check.attempt,
+                    };
+                    return Ok(Step::Execute(call_id, action));
+                }
                 Verdict::Duplicate { call_id, result } => {
                     return Ok(Step::Replay {
                         call_id,
@@ -397,31 +417,56 @@ impl Guard {
         }
     }
 
-    /// Polls `call_id` with backoff until it succeeds (its result), fails or loses its lease
-    /// (`None`: check again), or `deadline` passes (`None` as well; the caller checks the time).
+    /// Waits for `call_id` until it succeeds (its result), fails, loses its lease or is taken
+    /// over (`None`: check again), or `deadline` passes (`None` as well; the caller checks the
+    /// time). Waits on the server (WaitForCall); polls GetCall with backoff against a server
+    /// without it.
     async fn wait_for(
         &self,
         call_id: &str,
         deadline: Instant,
     ) -> Result<Option<Value>, ClientError> {
         let mut backoff = self.wait.initial_backoff;
+        let mut server_side = true;
         loop {
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);
             }
-            tokio::time::sleep(backoff.min(deadline - now)).await;
-            backoff = (backoff * 2).min(self.wait.max_backoff);
-            let call = self.client.get_call(call_id).await?;
+            let call = if server_side {
+                match self
+                    .client
+                    .wait_for_call(call_id, (deadline - now).min(MAX_WAIT_RPC))
+                    .await
+                {
+                    Ok(call) => call,
+                    Err(e) if e.is_unimplemented() => {
+                        server_side = false;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                tokio::time::sleep(backoff.min(deadline - now)).await;
+                backoff = (backoff * 2).min(self.wait.max_backoff);
+                self.client.get_call(call_id).await?
+            };
             match call.status {
                 CallStatus::Succeeded => return Ok(Some(call.result.unwrap_or(Value::Null))),
                 CallStatus::Failed => return Ok(None),
-                CallStatus::InProgress if call.lease_until_ms <= unix_ms() => return Ok(None),
+                CallStatus::InProgress
+                    if call.superseded_by.is_some() || call.lease_until_ms <= unix_ms() =>
+                {
+                    return Ok(None);
+                }
                 CallStatus::InProgress => {}
             }
         }
     }
 }
+
+/// Longest single WaitForCall (within the client's per-RPC timeout); longer waits repeat it.
+const MAX_WAIT_RPC: Duration = Duration::from_secs(5);
 
 /// A number in [0, 1) that differs between clients and calls: enough to spread retries.
 fn jitter() -> f64 {

@@ -16,8 +16,10 @@
 //! let guard = Guard::new(client, "acme", "run-42").on_unavailable(FailurePolicy::FailClosed);
 //! let args = json!({"to": "alice@example.com", "body": "Hi Alice, the invoice is attached."});
 //! let out = guard
-//!     .run("send_email", &args, || async {
-//!         // The side effect runs at most once per distinct call, however often this is retried.
+//!     .run("send_email", &args, |action| async move {
+//!         // The side effect runs at most once per distinct call, however often this is retried;
+//!         // `action.key` goes to the email API as its idempotency key, for the crash window.
+//!         let _idempotency_key = action.key;
 //!         Ok::<_, std::io::Error>(json!({"message_id": "m-1"}))
 //!     })
 //!     .await?;
@@ -37,7 +39,7 @@ pub use guard::{
     BorderlineCase, BorderlineDecision, Execution, FailurePolicy, Guard, GuardOutcome,
     InFlightWait, OverloadRetry,
 };
-pub use types::{CallInfo, CallStatus, Check, Outcome, ServerVersion, ToolMode, Verdict};
+pub use types::{Action, CallInfo, CallStatus, Check, Outcome, ServerVersion, ToolMode, Verdict};
 
 /// The version of this crate, which is also the server's and the API's: one version for the
 /// server, `idem.v1` and both client packages (see [`IdemClient::server_version`]).

@@ -32,6 +32,26 @@ pub struct Check {
     pub score: Option<f64>,
     /// Human-readable reason for the verdict.
     pub reason: String,
+    /// The logical action's key (empty when nothing was recorded): the first attempt's call
+    /// id, kept by lease take-overs and retries after a failure. Pass it to the downstream API
+    /// as its idempotency key.
+    pub action_key: String,
+    /// Which attempt of the action the call is, from 1 (0 when nothing was recorded).
+    pub attempt: u32,
+    /// Advisories from the server (`key_changes_per_attempt`, ...).
+    pub warnings: Vec<String>,
+}
+
+/// The logical action a guarded tool is about to execute, handed to the tool closure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    /// Pass this as the downstream API's idempotency key (an `Idempotency-Key` header): it
+    /// stays the same when idem's lease is taken over after a crash, so the downstream
+    /// deduplicates the second execution. `None` when idem recorded nothing (the tool's mode
+    /// is `off`, or idem was down and the policy is fail-open).
+    pub key: Option<String>,
+    /// Which attempt this is, from 1 (0 when nothing was recorded).
+    pub attempt: u32,
 }
 
 /// Status of a recorded call.
@@ -55,6 +75,12 @@ pub struct CallInfo {
     pub error: Option<String>,
     /// End of the in-progress lease, Unix milliseconds of the server's clock.
     pub lease_until_ms: i64,
+    /// The logical action's key (see [`Check::action_key`]).
+    pub action_key: String,
+    /// Which attempt of the action this call is.
+    pub attempt: u32,
+    /// The attempt that took over after this one's lease expired.
+    pub superseded_by: Option<String>,
 }
 
 /// The outcome of a call answered NEW, reported with [`IdemClient::complete`](crate::IdemClient::complete).
@@ -158,6 +184,9 @@ impl TryFrom<proto::CheckResponse> for Check {
             verdict,
             score: r.matched.map(|m| m.score),
             reason: r.reason,
+            action_key: r.action_key,
+            attempt: r.attempt,
+            warnings: r.warnings,
         })
     }
 }
@@ -189,6 +218,9 @@ impl TryFrom<proto::CallRecord> for CallInfo {
             status,
             error: r.error,
             lease_until_ms: r.lease_until_ms,
+            action_key: r.action_key,
+            attempt: r.attempt,
+            superseded_by: r.superseded_by,
         })
     }
 }
