@@ -111,7 +111,7 @@ class AsyncIdemClient(_Base):
         """WaitForCall (see the sync client)."""
         req = pb2.WaitForCallRequest(call_id=call_id, timeout_ms=max(1, int(timeout * 1000)))
         try:
-            return await self._stub.WaitForCall(req, timeout=timeout + self.rpc_timeout)
+            return await self._stub.WaitForCall(req, timeout=timeout + self.rpc_timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             raise _core.rpc_error(e, "WaitForCall") from e
 

@@ -198,7 +198,7 @@ class IdemClient(_Base):
         over), or after ``timeout`` seconds with the record as it is."""
         req = pb2.WaitForCallRequest(call_id=call_id, timeout_ms=max(1, int(timeout * 1000)))
         try:
-            return self._stub.WaitForCall(req, timeout=timeout + self.rpc_timeout)
+            return self._stub.WaitForCall(req, timeout=timeout + self.rpc_timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             raise _core.rpc_error(e, "WaitForCall") from e
 

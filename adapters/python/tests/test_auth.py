@@ -54,3 +54,25 @@ async def test_async_client_takes_the_token_from_the_environment(idem_auth_serve
         assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
     finally:
         await c.close()
+
+
+def test_in_flight_wait_sends_the_token(idem_auth_server, session_name):
+    """WaitForCall carries the token too: a repeat of a call still running waits for it and
+    returns its result instead of failing UNAUTHENTICATED."""
+    import threading
+    import time
+
+    with IdemClient(idem_auth_server.addr, session=session_name, token="tok-py-agent-a",
+                    in_flight_timeout=10) as c:
+        started = threading.Event()
+
+        def slow():
+            started.set()
+            time.sleep(0.3)
+            return {"n": 1}
+
+        first = threading.Thread(target=lambda: c.run("slow_tool", {"x": 1}, slow))
+        first.start()
+        started.wait(5)
+        assert c.run("slow_tool", {"x": 1}, lambda: {"n": 2}) == {"n": 1}
+        first.join(5)
