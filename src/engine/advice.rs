@@ -1,8 +1,6 @@
 //! Advisories a check carries besides its verdict: a client key minted per attempt, and an
 //! agent that loops on one tool. They never change a verdict; adapters log them.
 
-use std::collections::VecDeque;
-
 use super::{CheckOutcome, Engine, Verdict};
 use crate::clock::Millis;
 use crate::config::SessionSettings;
@@ -58,7 +56,7 @@ impl Engine {
         let mut times = self
             .loops
             .entry(format!("{tenant}{SEP}{session}{SEP}{tool}"))
-            .or_insert_with(VecDeque::new);
+            .or_default();
         while times.front().is_some_and(|t| *t < since) {
             times.pop_front();
         }
