@@ -371,16 +371,16 @@ async fn embedded_store_refuses_a_newer_format_and_names_the_fix() {
         let tx = db.begin_write().unwrap();
         tx.open_table(redb::TableDefinition::<&str, u64>::new("meta"))
             .unwrap()
-            .insert("format", 3)
+            .insert("format", 4)
             .unwrap();
         tx.commit().unwrap();
     }
     let Err(e) = EmbeddedStore::open(d.path()) else {
-        panic!("a format-3 store opened");
+        panic!("a format-4 store opened");
     };
     let msg = e.to_string();
     assert!(
-        msg.contains("format 3") && msg.contains("empty --data-dir"),
+        msg.contains("format 4") && msg.contains("empty --data-dir"),
         "{msg}"
     );
 }
