@@ -192,8 +192,8 @@ impl Default for SessionSettings {
             // false-duplicate rate <= 0.5% at 95% confidence. The semantic thresholds are on
             // the judge's probability, not on the cosine.
             fuzzy_threshold: 0.83,
-            semantic_duplicate: 0.90,
-            semantic_borderline: 0.65,
+            semantic_duplicate: 0.895,
+            semantic_borderline: 0.645,
             borderline_policy: BorderlinePolicy::Proceed,
             verifier_enabled: false,
             scope: ScopeMode::Session,

@@ -74,6 +74,45 @@ fn small_pair_file_gives_the_expected_confusion_counts() {
     );
 }
 
+/// With the local embedder every prose pair without a hard conflict is embedded and judged:
+/// the calibrator's own thresholds must not let the engine's pre-embedding filter skip them
+/// (a borderline threshold of 1 once did, and the semantic stage reported no score at all).
+#[test]
+fn with_the_embedder_every_prose_pair_gets_a_judge_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let scores = dir.path().join("scores.jsonl");
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let (ok, r, err) = calibrate(&[
+        "--pairs",
+        &small(),
+        "--models-dir",
+        &models.display().to_string(),
+        "--json",
+        "--scores-out",
+        &scores.display().to_string(),
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<Value> = std::fs::read_to_string(&scores)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reworded = lines
+        .iter()
+        .find(|l| l["id"] == "dup-reworded")
+        .expect("the reworded pair is scored");
+    let p = reworded["semantic"].as_f64();
+    assert!(p.is_some_and(|p| p > 0.0), "{reworded}");
+    assert!(reworded["cosine"].as_f64().is_some(), "{reworded}");
+    // The sweep reaches it: at the lowest judge threshold it is a duplicate.
+    assert!(
+        r["sweep"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|x| x["recall"] == 1.0)),
+        "{r}"
+    );
+}
+
 #[test]
 fn malformed_lines_are_reported_and_strict_makes_them_fatal() {
     let dir = tempfile::tempdir().unwrap();

@@ -86,9 +86,16 @@ impl Calibrator {
             config.defaults.fuzzy_threshold,
             config.defaults.semantic_duplicate,
         );
+        // The borderline threshold is also what the engine's pre-embedding filter
+        // (`funnel::may_match`) holds a pair against: at 0 every pair without a hard conflict
+        // is embedded and judged, so the sweep sees the judge's score at every threshold (at 1
+        // nothing would be, and the semantic stage would report no score at all). A borderline
+        // pair then only proceeds: no verifier is asked, no policy holds it.
         config.defaults.fuzzy_threshold = 1.0;
         config.defaults.semantic_duplicate = 1.0;
-        config.defaults.semantic_borderline = 1.0;
+        config.defaults.semantic_borderline = 0.0;
+        config.defaults.verifier_enabled = false;
+        config.defaults.borderline_policy = crate::config::BorderlinePolicy::Proceed;
         let semantic = Similarity::from_config(&config)?;
         Ok(Self {
             config,

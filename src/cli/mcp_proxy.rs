@@ -599,4 +599,28 @@ mod tests {
         std::fs::write(&json_path, r#"{"send": "sometimes"}"#).unwrap();
         assert!(load_tools_config(&json_path).is_err());
     }
+
+    #[test]
+    fn the_forwarded_call_carries_the_action_key_in_meta_and_keeps_its_own_meta() {
+        let action = Action {
+            key: Some("act-1".into()),
+            attempt: 2,
+        };
+        let line = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"pay","arguments":{"amount":5},"_meta":{"progressToken":"p"}}}"#;
+        let out: Value = serde_json::from_str(&with_action_meta(line.into(), &action)).unwrap();
+        assert_eq!(out["params"]["_meta"]["idem/action_key"], "act-1");
+        assert_eq!(out["params"]["_meta"]["idem/attempt"], 2);
+        assert_eq!(out["params"]["_meta"]["progressToken"], "p");
+        assert_eq!(out["params"]["arguments"]["amount"], 5);
+        let bare = r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"pay"}}"#;
+        let out: Value = serde_json::from_str(&with_action_meta(bare.into(), &action)).unwrap();
+        assert_eq!(out["params"]["_meta"]["idem/action_key"], "act-1");
+        // Nothing recorded, or not an object: forwarded as it is.
+        let none = Action {
+            key: None,
+            attempt: 0,
+        };
+        assert_eq!(with_action_meta(bare.into(), &none), bare);
+        assert_eq!(with_action_meta("not json".into(), &action), "not json");
+    }
 }

@@ -38,6 +38,37 @@ pub struct TrainScorerArgs {
     /// Print the held-out report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Write every pair's features and probability under the fitted model here (JSON Lines):
+    /// where recall is lost, and which features decide.
+    #[arg(long)]
+    pub scores_out: Option<PathBuf>,
+}
+
+/// Each pair with its text features, hard conflict and probability under `judge`.
+fn write_scores(judge: &Judge, pairs: &[TextPair], path: &Path) -> anyhow::Result<()> {
+    let lines: Vec<String> = pairs
+        .iter()
+        .map(|p| {
+            let t = measure(&p.a, &p.b);
+            let features: serde_json::Map<String, serde_json::Value> =
+                crate::funnel::features::TEXT_FEATURES
+                    .iter()
+                    .zip(t.x)
+                    .map(|(n, x)| ((*n).to_string(), json!(x)))
+                    .collect();
+            let j = p.cosine.map(|c| judge.judge(&t, c));
+            json!({
+                "kind": p.kind, "split": p.split, "duplicate": p.duplicate, "a": p.a, "b": p.b,
+                "cosine": p.cosine, "conflict": t.conflict.map(|c| c.as_str()),
+                "probability": j.as_ref().map(|j| j.probability),
+                "explain": j.as_ref().map(crate::funnel::Judgement::explain),
+                "features": features,
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 async fn fill_cosines(pairs: &mut [TextPair], models_dir: &Path) -> anyhow::Result<usize> {
@@ -155,6 +186,9 @@ pub async fn run(a: TrainScorerArgs) -> anyhow::Result<ExitCode> {
         None => print!("{model_json}"),
     }
     let judge = Judge::from_model(&model)?;
+    if let Some(p) = &a.scores_out {
+        write_scores(&judge, &pairs, p)?;
+    }
     let report = split_report(&judge, &pairs, "heldout");
     if a.json || a.out.is_none() {
         eprintln!("{report}");

@@ -129,6 +129,18 @@ const ANTONYMS: &[(&str, &str)] = &[
     ("fast", "slow"),
     ("happy", "sad"),
     ("wet", "dry"),
+    ("near", "far"),
+    ("front", "behind"),
+    ("front", "back"),
+    ("under", "over"),
+    ("inner", "outer"),
+    ("forward", "backward"),
+    ("rise", "fall"),
+    ("gain", "loss"),
+    ("success", "failure"),
+    ("succeed", "fail"),
+    ("onto", "off"),
+    ("into", "out"),
 ];
 
 /// Feature names, in the order of `TextFeatures::x` (the judge's model names them the same).
@@ -192,16 +204,46 @@ fn is_negation(w: &str) -> bool {
     NEGATIONS.contains(&w) || w.ends_with("n't")
 }
 
-/// A crude suffix stem: enough to align "reports"/"report", "failed"/"fail", "booking"/"book".
+/// A crude suffix stem: enough to align "reports"/"report", "failed"/"fail", "booking"/"book",
+/// and, with a doubled final consonant undone, "sitting"/"sit", "stopped"/"stop".
 fn stem(w: &str) -> &str {
     for suf in ["ing", "ies", "ed", "es", "ly", "s"] {
+        if let Some(s) = w.strip_suffix(suf)
+            && s.chars().count() >= 3
+        {
+            return undouble(s, suf);
+        }
+    }
+    w
+}
+
+/// "sitt" (from "sitting") -> "sit": a doubled final consonant before "ing" or "ed".
+fn undouble<'a>(s: &'a str, suffix: &str) -> &'a str {
+    let b = s.as_bytes();
+    let n = b.len();
+    if matches!(suffix, "ing" | "ed")
+        && n >= 4
+        && b[n - 1] == b[n - 2]
+        && b[n - 1].is_ascii_alphabetic()
+        && !b"aeiouslz".contains(&b[n - 1])
+    {
+        &s[..n - 1]
+    } else {
+        s
+    }
+}
+
+/// The stem, and for comparatives and superlatives the positive form ("higher" -> "high"),
+/// for antonym look-ups only (stripping "er" for alignment would merge "order" and "ord").
+fn degree_stem(w: &str) -> &str {
+    for suf in ["est", "er"] {
         if let Some(s) = w.strip_suffix(suf)
             && s.chars().count() >= 3
         {
             return s;
         }
     }
-    w
+    stem(w)
 }
 
 /// Edit distance at most one (a typo), for words of six letters or more.
@@ -239,11 +281,24 @@ fn one_typo(a: &str, b: &str) -> bool {
     edits + (ca.len() - i) + (cb.len() - j) <= 1
 }
 
+/// The words of `x` that occur more often in `x` than in `y`, each once.
+fn surplus<'a>(x: &[&'a str], y: &[&str]) -> Vec<&'a str> {
+    let count = |ws: &[&str], w: &str| ws.iter().filter(|v| **v == w).count();
+    let mut out: Vec<&'a str> = Vec::new();
+    for w in x {
+        if !out.contains(w) && count(x, w) > count(y, w) {
+            out.push(w);
+        }
+    }
+    out
+}
+
 fn antonyms(a: &str, b: &str) -> bool {
-    let (sa, sb) = (stem(a), stem(b));
+    let forms = |w| [stem(w), degree_stem(w)];
+    let (fa, fb) = (forms(a), forms(b));
     ANTONYMS.iter().any(|(x, y)| {
         let (x, y) = (stem(x), stem(y));
-        (sa == x && sb == y) || (sa == y && sb == x)
+        (fa.contains(&x) && fb.contains(&y)) || (fa.contains(&y) && fb.contains(&x))
     })
 }
 
@@ -374,9 +429,11 @@ fn measure_tokens(ta: &[Token], tb: &[Token]) -> TextFeatures {
     } else {
         None
     };
+    // Negations are aligned with the content words: where a "not" stands is part of the
+    // word order ("does not exist" / "does exist not" is a swap).
     let content = |t: &[Token]| -> Vec<usize> {
         (0..t.len())
-            .filter(|&i| !is_function(&t[i].lower) && !is_negation(&t[i].lower))
+            .filter(|&i| !is_function(&t[i].lower))
             .collect()
     };
     let (ca, cb) = (content(ta), content(tb));
@@ -408,12 +465,14 @@ fn measure_tokens(ta: &[Token], tb: &[Token]) -> TextFeatures {
     let (block, swap, disc) = order(&seq);
     let neg = |t: &[Token]| t.iter().filter(|x| is_negation(&x.lower)).count() % 2;
     let negation_mismatch = f64::from(u8::from(neg(ta) != neg(tb)));
-    // Antonyms among all words (function words such as "in"/"out" included), unaligned ones.
+    // Antonyms among all words (function words such as "in"/"out" included): a word more
+    // often in a than in b facing its opposite more often in b than in a. Counts, not mere
+    // presence: "from the first record ... the first 50" / "from the last record ... the
+    // first 50" replaces one "first" of two.
     let all_a: Vec<&str> = ta.iter().map(|t| t.lower.as_str()).collect();
     let all_b: Vec<&str> = tb.iter().map(|t| t.lower.as_str()).collect();
-    let antonym = all_a
-        .iter()
-        .any(|x| !all_b.contains(x) && all_b.iter().any(|y| !all_a.contains(y) && antonyms(x, y)));
+    let (more_a, more_b) = (surplus(&all_a, &all_b), surplus(&all_b, &all_a));
+    let antonym = more_a.iter().any(|x| more_b.iter().any(|y| antonyms(x, y)));
     let names = |x: &[Token], other: &[Token]| {
         x.iter()
             .any(|t| t.name_like && !other.iter().any(|o| o.lower == t.lower))
@@ -521,7 +580,31 @@ mod tests {
     }
 
     #[test]
+    fn a_moved_negation_is_a_swap() {
+        assert_eq!(f("God does not exist", "God does exist not", "swap"), 1.0);
+        assert_eq!(
+            f("the job did not fail", "the job did not fail", "swap"),
+            0.0
+        );
+    }
+
+    #[test]
+    fn antonyms_count_words_and_see_degrees() {
+        // One "first" of two replaced by "last".
+        let a = "review the log from the first record and show the first 50 entries";
+        let b = "review the log from the last record and show the first 50 entries";
+        assert_eq!(f(a, b, "antonym"), 1.0);
+        assert_eq!(f(b, a, "antonym"), 1.0);
+        assert_eq!(
+            f("shares close higher", "shares close lower", "antonym"),
+            1.0
+        );
+        assert_eq!(f("a high shelf", "a higher shelf", "antonym"), 0.0);
+    }
+
+    #[test]
     fn inflections_and_typos_align() {
+        assert!(measure("a man sitting on a bench", "a man sits on a bench").verbatim());
         let t = measure(
             "Send the quarterly reports to finance",
             "send the quartrly report to finance!",

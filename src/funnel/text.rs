@@ -156,14 +156,21 @@ fn multiset<'a>(tokens: impl Iterator<Item = &'a Token>) -> HashMap<&'a str, usi
     m
 }
 
-/// The value after each directional preposition, in order.
+/// Determiners skipped between a directional preposition and its value ("from the Louvre").
+const DETERMINERS: &[&str] = &["a", "an", "the"];
+
+/// The value after each directional preposition, in order: the first word after it and any
+/// article ("from the Eiffel Tower" -> "eiffel"), unless that word fills no role ("to my").
 fn roles(t: &[Token]) -> Vec<(&str, &str)> {
-    t.windows(2)
-        .filter(|w| {
-            DIRECTIONAL.contains(&w[0].lower.as_str())
-                && !NOT_A_ROLE_VALUE.contains(&w[1].lower.as_str())
+    (0..t.len())
+        .filter(|&i| DIRECTIONAL.contains(&t[i].lower.as_str()))
+        .filter_map(|i| {
+            let v = t[i + 1..]
+                .iter()
+                .find(|x| !DETERMINERS.contains(&x.lower.as_str()))?;
+            (!NOT_A_ROLE_VALUE.contains(&v.lower.as_str()))
+                .then_some((t[i].lower.as_str(), v.lower.as_str()))
         })
-        .map(|w| (w[0].lower.as_str(), w[1].lower.as_str()))
         .collect()
 }
 
@@ -232,6 +239,14 @@ mod tests {
         assert_eq!(
             conflict("send it to the team", "send it to the team now"),
             None
+        );
+        // An article between the preposition and the value does not hide the swap.
+        assert_eq!(
+            conflict(
+                "distance from the Eiffel Tower to the Louvre",
+                "distance from the Louvre to the Eiffel Tower"
+            ),
+            Some(Conflict::Swap)
         );
     }
 

@@ -262,7 +262,7 @@ async fn sessions_and_stats_round_trip(s: Arc<dyn Store>) {
         replayed: true,
         duplicate_prevented: true,
         cost_avoided: 2.5,
-        warnings: Vec::new(),
+        warnings: vec!["key_changes_per_attempt"],
     });
     s.add_stats("t", "s1", &d).await.unwrap();
     s.add_stats("t", "s2", &d).await.unwrap();
@@ -273,6 +273,7 @@ async fn sessions_and_stats_round_trip(s: Arc<dyn Store>) {
     let all = s.stats("t", None).await.unwrap();
     assert_eq!(all.checks, 2);
     assert_eq!(all.by_stage.get("exact"), Some(&2));
+    assert_eq!(all.warnings.get("key_changes_per_attempt"), Some(&2));
 }
 
 async fn run_all(make: impl Fn() -> Arc<dyn Store>) {
@@ -383,6 +384,38 @@ async fn embedded_store_refuses_a_newer_format_and_names_the_fix() {
         msg.contains("format 4") && msg.contains("empty --data-dir"),
         "{msg}"
     );
+}
+
+#[tokio::test]
+async fn embedded_store_opens_a_format_2_store_and_marks_it_format_3() {
+    use redb::ReadableTable;
+    let d = tempfile::tempdir().unwrap();
+    let r = rec("s1", 1, 1000);
+    {
+        let s = EmbeddedStore::open(d.path()).unwrap();
+        s.insert(&r).await.unwrap();
+    }
+    let meta = redb::TableDefinition::<&str, u64>::new("meta");
+    {
+        let db = redb::Database::create(d.path().join("idem.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(meta).unwrap().insert("format", 2).unwrap();
+        tx.commit().unwrap();
+    }
+    {
+        let s = EmbeddedStore::open(d.path()).unwrap();
+        assert_eq!(s.get(&r.id).await.unwrap().as_ref(), Some(&r));
+    }
+    let db = redb::Database::create(d.path().join("idem.redb")).unwrap();
+    let tx = db.begin_write().unwrap();
+    let format = tx
+        .open_table(meta)
+        .unwrap()
+        .get("format")
+        .unwrap()
+        .unwrap()
+        .value();
+    assert_eq!(format, 3);
 }
 
 #[tokio::test]

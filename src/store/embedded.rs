@@ -657,7 +657,13 @@ impl Store for EmbeddedStore {
                 {
                     let mut t = tx.open_table(STATS).map_err(be)?;
                     let mut s: StatsSnapshot = match t.get(k.as_str()).map_err(be)? {
-                        Some(v) => serde_json::from_str(v.value()).unwrap_or_default(),
+                        // Corrupt counters are reported, not silently restarted from zero.
+                        Some(v) => {
+                            serde_json::from_str(v.value()).map_err(|e| StoreError::Corrupt {
+                                id: format!("stats {}", k.replace(SEP, "/")),
+                                reason: e.to_string(),
+                            })?
+                        }
                         None => StatsSnapshot::default(),
                     };
                     s.merge(&d);
