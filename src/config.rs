@@ -13,6 +13,9 @@ use serde_json::{Map, Value};
 
 use crate::canonical::{CanonPolicy, normalize};
 
+mod ops;
+pub use ops::{AuthConfig, LogFormat, Role, TokenEntry, parse_digest};
+
 /// Which store backend holds records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -368,6 +371,21 @@ pub struct ServerConfig {
     pub verifier: VerifierConfig,
     /// Default session settings.
     pub defaults: SessionSettings,
+    /// PEM certificate chain: with `tls_key`, the server speaks TLS (rustls) only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Where Prometheus metrics are served (`/metrics`); off when unset.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Format of log lines on stderr.
+    pub log_format: LogFormat,
+    /// At shutdown, how long health answers NOT_SERVING before the listener closes (so a load
+    /// balancer stops sending first); requests are still served meanwhile.
+    pub shutdown_drain_ms: u64,
+    /// At shutdown, how long in-flight requests may take to finish before the server stops.
+    pub shutdown_grace_secs: u64,
+    /// Tenants behind tokens.
+    pub auth: AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -384,6 +402,13 @@ impl Default for ServerConfig {
             semantic: SemanticConfig::default(),
             verifier: VerifierConfig::default(),
             defaults: SessionSettings::default(),
+            tls_cert: None,
+            tls_key: None,
+            metrics_listen: None,
+            log_format: LogFormat::Text,
+            shutdown_drain_ms: 0,
+            shutdown_grace_secs: 30,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -409,6 +434,13 @@ impl ServerConfig {
                 "semantic.max_embed_wait_share must be in (0, 1], got {share}"
             ));
         }
+        ops::validate_transport(
+            self.listen,
+            &self.tls_cert,
+            &self.tls_key,
+            &self.metrics_listen,
+        )?;
+        self.auth.validate()?;
         self.defaults
             .validate()
             .map_err(|e| format!("defaults: {e}"))

@@ -15,9 +15,12 @@ pub enum IdemError {
     /// The named record or session does not exist (or has expired).
     #[error("{0}")]
     NotFound(String),
-    /// The server is at capacity; retry later.
+    /// A limit of the request was passed (payload size); the message names it.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The server is at capacity and shed the check; retry later with backoff.
+    #[error("{1}")]
+    Shed(ShedReason, String),
     /// The request's deadline passed before a verdict could be reached.
     #[error("{0}")]
     DeadlineExceeded(String),
@@ -32,13 +35,36 @@ pub enum IdemError {
 impl From<EmbedError> for IdemError {
     fn from(e: EmbedError) -> Self {
         match e {
-            EmbedError::Overloaded => {
-                IdemError::ResourceExhausted("embedding queue is full; retry with backoff".into())
-            }
+            EmbedError::Overloaded => IdemError::Shed(
+                ShedReason::EmbedQueue,
+                "embedding queue is full; retry with backoff".into(),
+            ),
             EmbedError::DeadlineExceeded => IdemError::DeadlineExceeded(
                 "the embedding could not finish before the request's deadline".into(),
             ),
             other => IdemError::Embed(other),
+        }
+    }
+}
+
+/// Why a check was shed (the `reason` label of `idem_shed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShedReason {
+    /// `max_concurrent_checks` checks were already running.
+    Concurrency,
+    /// The embedder's queue was full.
+    EmbedQueue,
+    /// The embedder's expected wait was longer than the check may wait.
+    EmbedWait,
+}
+
+impl ShedReason {
+    /// Snake-case name, as in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShedReason::Concurrency => "concurrency",
+            ShedReason::EmbedQueue => "embed_queue",
+            ShedReason::EmbedWait => "embed_wait",
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod funnel;
 pub mod index;
+pub mod metrics;
 pub mod record;
 pub mod service;
 pub mod store;

@@ -17,8 +17,8 @@ use crate::proto::idem_client::IdemClient;
 /// Arguments of `idem bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    #[arg(long, env = "IDEM_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    #[command(flatten)]
+    pub conn: super::connect::ServerArgs,
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -327,7 +327,7 @@ impl Load {
     /// Returns whether the server shed it.
     async fn send(
         &self,
-        c: &mut IdemClient<tonic::transport::Channel>,
+        c: &mut IdemClient<idem_client::Transport>,
         session: &str,
         (kind, tool, args): (Kind, String, String),
         since: Instant,
@@ -385,7 +385,7 @@ impl Load {
 
 /// Each session's worker sends its next check as soon as the last one is answered.
 async fn closed_loop(
-    client: &IdemClient<tonic::transport::Channel>,
+    client: &IdemClient<idem_client::Transport>,
     sessions: Vec<String>,
     load: &Load,
     end: Instant,
@@ -421,7 +421,7 @@ async fn closed_loop(
 /// most `MAX_OUTSTANDING` at once. Latency counts from the send; how late sends left their
 /// slot (timer granularity, a starved generator) is reported apart as `generator_lag`.
 async fn open_loop(
-    client: &IdemClient<tonic::transport::Channel>,
+    client: &IdemClient<idem_client::Transport>,
     sessions: Vec<String>,
     load: &Load,
     rate: f64,
@@ -461,9 +461,7 @@ async fn open_loop(
 pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let mix = parse_mix(&a.mix)?;
     let total: u32 = mix.iter().map(|(_, p)| p).sum();
-    let client = IdemClient::connect(a.server.clone())
-        .await
-        .with_context(|| format!("cannot connect to {}", a.server))?;
+    let client = a.conn.raw().await?;
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let tally = Arc::new(Mutex::new(Tally::default()));
     // Seed: every worker's session holds completed originals of every template and topic.

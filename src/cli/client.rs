@@ -1,24 +1,22 @@
-//! Client commands: `idem check`, `idem complete`, `idem get`.
+//! Client commands: `idem check`, `idem complete`, `idem get`, `idem feedback`,
+//! `idem export-pairs`.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
 
+use super::connect::ServerArgs;
 use super::json;
 use crate::proto;
-use crate::proto::idem_client::IdemClient;
-
-/// Default server address of client commands.
-const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
 
 /// Arguments of `idem check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Server URL.
-    #[arg(long, env = "IDEM_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
-    #[arg(long)]
+    #[command(flatten)]
+    pub conn: ServerArgs,
+    /// Tenant; empty means the token's.
+    #[arg(long, env = "IDEM_TENANT", default_value = "")]
     pub tenant: String,
     #[arg(long)]
     pub session: String,
@@ -46,8 +44,8 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("outcome").required(true).args(["succeeded", "failed"])))]
 pub struct CompleteArgs {
-    #[arg(long, env = "IDEM_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
+    #[command(flatten)]
+    pub conn: ServerArgs,
     #[arg(long)]
     pub call_id: String,
     /// The call succeeded (give --result).
@@ -78,27 +76,21 @@ pub struct CompleteArgs {
 /// Arguments of `idem get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    #[arg(long, env = "IDEM_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
+    #[command(flatten)]
+    pub conn: ServerArgs,
     #[arg(long)]
     pub call_id: String,
     #[arg(long)]
     pub json: bool,
 }
 
-async fn connect(server: &str) -> anyhow::Result<IdemClient<tonic::transport::Channel>> {
-    IdemClient::connect(server.to_string())
-        .await
-        .with_context(|| {
-            format!("cannot connect to idem server at {server} (is `idem serve` running?)")
-        })
-}
-
-fn status_err(s: tonic::Status) -> anyhow::Error {
+/// An error status as the CLI reports it: `Code: message`.
+pub(super) fn status_err(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
 
-fn print(value: serde_json::Value, as_json: bool) {
+/// Prints one JSON value: compact with `--json`, indented otherwise.
+pub(super) fn print(value: serde_json::Value, as_json: bool) {
     if as_json {
         println!("{value}");
     } else {
@@ -111,7 +103,7 @@ fn print(value: serde_json::Value, as_json: bool) {
 
 /// `idem check`.
 pub async fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
-    let mut c = connect(&a.server).await?;
+    let mut c = a.conn.raw().await?;
     let req = proto::CheckRequest {
         tenant: a.tenant,
         session: a.session,
@@ -137,7 +129,7 @@ pub async fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
 
 /// `idem complete`.
 pub async fn complete(a: CompleteArgs) -> anyhow::Result<ExitCode> {
-    let mut c = connect(&a.server).await?;
+    let mut c = a.conn.raw().await?;
     let outcome = if a.succeeded {
         proto::CallStatus::Succeeded
     } else {
@@ -160,7 +152,7 @@ pub async fn complete(a: CompleteArgs) -> anyhow::Result<ExitCode> {
 
 /// `idem get`.
 pub async fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
-    let mut c = connect(&a.server).await?;
+    let mut c = a.conn.raw().await?;
     let resp = c
         .get_call(proto::GetCallRequest { call_id: a.call_id })
         .await
@@ -173,8 +165,8 @@ pub async fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
 /// Arguments of `idem feedback`.
 #[derive(Debug, Args)]
 pub struct FeedbackArgs {
-    #[arg(long, env = "IDEM_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
+    #[command(flatten)]
+    pub conn: ServerArgs,
     /// The check_id of the verdict (for a NEW verdict, its call_id).
     #[arg(long, alias = "call-id")]
     pub check_id: String,
@@ -191,9 +183,10 @@ pub struct FeedbackArgs {
 /// Arguments of `idem export-pairs`.
 #[derive(Debug, Args)]
 pub struct ExportPairsArgs {
-    #[arg(long, env = "IDEM_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
-    #[arg(long)]
+    #[command(flatten)]
+    pub conn: ServerArgs,
+    /// Tenant; empty means the token's.
+    #[arg(long, env = "IDEM_TENANT", default_value = "")]
     pub tenant: String,
     /// Only feedback at or after this time: RFC 3339 (2026-11-26T00:00:00Z) or Unix milliseconds.
     #[arg(long)]
@@ -205,7 +198,7 @@ pub struct ExportPairsArgs {
 
 /// `idem feedback`.
 pub async fn feedback(a: FeedbackArgs) -> anyhow::Result<ExitCode> {
-    let mut c = connect(&a.server).await?;
+    let mut c = a.conn.raw().await?;
     c.report_feedback(proto::FeedbackRequest {
         call_id: a.check_id,
         correct: a.correct && !a.wrong,
@@ -229,7 +222,7 @@ fn parse_since(s: &str) -> anyhow::Result<i64> {
 
 /// `idem export-pairs`: judged verdicts as calibration pairs (JSON Lines).
 pub async fn export_pairs(a: ExportPairsArgs) -> anyhow::Result<ExitCode> {
-    let mut c = connect(&a.server).await?;
+    let mut c = a.conn.raw().await?;
     let since_ms = a.since.as_deref().map(parse_since).transpose()?;
     let r = c
         .export_pairs(proto::ExportPairsRequest {
@@ -254,5 +247,40 @@ pub async fn export_pairs(a: ExportPairsArgs) -> anyhow::Result<ExitCode> {
         r.pairs_jsonl.len(),
         r.skipped
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `idem wait`.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub conn: ServerArgs,
+    /// The in-flight call to wait for.
+    #[arg(long)]
+    pub call_id: String,
+    /// Longest wait in milliseconds (the server caps it).
+    #[arg(long, default_value_t = 30_000)]
+    pub timeout_ms: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `idem wait`: long-polls until the call is no longer in progress (or the timeout), then
+/// prints its record.
+pub async fn wait(a: WaitArgs) -> anyhow::Result<ExitCode> {
+    let slack = std::time::Duration::from_secs(5);
+    let mut c = a
+        .conn
+        .raw_with_timeout(std::time::Duration::from_millis(u64::from(a.timeout_ms)) + slack)
+        .await?;
+    let resp = c
+        .wait_for_call(proto::WaitForCallRequest {
+            call_id: a.call_id,
+            timeout_ms: a.timeout_ms,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    print(json::call_record(&resp), a.json);
     Ok(ExitCode::SUCCESS)
 }

@@ -84,3 +84,54 @@ pub fn call_record(r: &proto::CallRecord) -> Value {
         "compensation_json": r.compensation_json,
     })
 }
+
+/// Stats as JSON.
+pub fn stats(s: &proto::Stats) -> Value {
+    json!({
+        "checks": s.checks,
+        "by_verdict": s.by_verdict,
+        "by_stage": s.by_stage,
+        "replays_served": s.replays_served,
+        "duplicates_prevented": s.duplicates_prevented,
+        "cost_avoided": s.cost_avoided,
+        "warnings": s.warnings,
+    })
+}
+
+/// A session's effective settings as JSON.
+pub fn session_config(c: &proto::SessionConfig) -> Value {
+    let tools: serde_json::Map<String, Value> = c
+        .tools
+        .iter()
+        .map(|(name, p)| {
+            let policy = json!({
+                "mode": p.mode,
+                "identity_fields": p.identity_fields,
+                "free_text_fields": p.free_text_fields,
+                "ignored_fields": p.ignored_fields,
+                "defaults": embedded_json(&p.defaults_json),
+                "ttl_seconds": p.ttl_seconds,
+            });
+            (name.clone(), policy)
+        })
+        .collect();
+    json!({
+        "tenant": c.tenant,
+        "session": c.session,
+        "ttl_seconds": c.ttl_seconds,
+        "lease_seconds": c.lease_seconds,
+        "window_seconds": c.window_seconds,
+        "window_calls": c.window_calls,
+        "deadline_ms": c.deadline_ms,
+        "fuzzy_threshold": c.fuzzy_threshold,
+        "semantic_duplicate": c.semantic_duplicate,
+        "semantic_borderline": c.semantic_borderline,
+        "borderline_policy": c.borderline_policy,
+        "verifier_enabled": c.verifier_enabled,
+        "scope": c.scope,
+        "key_mismatch": c.key_mismatch,
+        "loop_threshold": c.loop_threshold,
+        "loop_window_seconds": c.loop_window_seconds,
+        "tools": tools,
+    })
+}

@@ -23,7 +23,6 @@ use idem_client::ToolMode;
 use idem_client::{Action, Execution, FailurePolicy, Guard, GuardError, IdemClient, InFlightWait};
 
 /// Default server address, as for the other client commands.
-const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
 /// Messages buffered per direction before a reader waits for the writer.
 const CHANNEL_CAPACITY: usize = 64;
 /// How long to wait, after the child exited, for its last messages to reach the client.
@@ -39,9 +38,8 @@ const ERR_SERVER_GONE: i64 = -32603;
 /// Arguments of `idem mcp-proxy`.
 #[derive(Debug, Args)]
 pub struct McpProxyArgs {
-    /// idem server URL.
-    #[arg(long, env = "IDEM_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
+    #[command(flatten)]
+    pub conn: super::connect::ServerArgs,
     #[arg(long, env = "IDEM_TENANT")]
     pub tenant: String,
     #[arg(long, env = "IDEM_SESSION")]
@@ -246,7 +244,7 @@ pub async fn run(a: McpProxyArgs) -> anyhow::Result<ExitCode> {
         Some(p) => load_tools_config(p)?,
         None => BTreeMap::new(),
     };
-    let client = IdemClient::connect_lazy(&a.server)?;
+    let client = IdemClient::connect_lazy_with(&a.conn.server, &a.conn.options())?;
     let policy = if a.fail_open {
         FailurePolicy::FailOpen
     } else {

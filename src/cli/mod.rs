@@ -3,6 +3,9 @@
 mod bench;
 mod calibrate;
 mod client;
+mod connect;
+mod doctor;
+mod inspect;
 mod json;
 mod mcp_proxy;
 mod serve;
@@ -13,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use client::{CheckArgs, CompleteArgs, GetArgs};
+pub use connect::ServerArgs;
 pub use mcp_proxy::McpProxyArgs;
 pub use serve::ServeArgs;
 
@@ -35,6 +39,18 @@ pub enum Command {
     Complete(CompleteArgs),
     /// Show one recorded call.
     Get(GetArgs),
+    /// Wait until an in-flight call finishes (or the timeout), then show it.
+    Wait(client::WaitArgs),
+    /// A session's intent log (`idem calls list`).
+    #[command(subcommand)]
+    Calls(inspect::CallsCommand),
+    /// Counters of a tenant or session: checks by verdict and stage, replays, cost avoided.
+    Stats(inspect::StatsArgs),
+    /// Read or set a session's settings.
+    #[command(subcommand)]
+    Session(inspect::SessionCommand),
+    /// Check the model files, the store and the server, and say what to fix.
+    Doctor(doctor::DoctorArgs),
     /// Mark a verdict right or wrong (feeds calibration on real traffic).
     Feedback(client::FeedbackArgs),
     /// Write a tenant's judged verdicts as calibration pairs (JSON Lines).
@@ -64,6 +80,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Calibrate(a) => calibrate::run(*a).await,
             Command::TrainScorer(a) => train_scorer::run(a).await,
             Command::Feedback(a) => client::feedback(a).await,
+            Command::Wait(a) => client::wait(a).await,
+            Command::Calls(c) => inspect::calls(c).await,
+            Command::Stats(a) => inspect::stats(a).await,
+            Command::Session(c) => inspect::session(c).await,
+            Command::Doctor(a) => doctor::run(a).await,
             Command::ExportPairs(a) => client::export_pairs(a).await,
             Command::McpProxy(a) => mcp_proxy::run(a).await,
         }

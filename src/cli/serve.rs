@@ -9,9 +9,13 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::clock::SystemClock;
-use crate::config::{BorderlinePolicy, EmbedderKind, ServerConfig, StoreKind};
+use crate::config::{BorderlinePolicy, EmbedderKind, LogFormat, ServerConfig, StoreKind};
 use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::service::ServeOptions;
 use crate::store::{EmbeddedStore, MemoryStore, Store};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Flags of `idem serve`. Each overrides the config file; each reads `IDEM_<NAME>` from the env.
 #[derive(Debug, Args)]
@@ -107,6 +111,24 @@ pub struct ServeArgs {
     /// Default borderline policy: proceed, block or ask.
     #[arg(long, env = "IDEM_BORDERLINE_POLICY", value_parser = parse_policy)]
     pub borderline_policy: Option<BorderlinePolicy>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464) [default: off].
+    #[arg(long, env = "IDEM_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// PEM certificate chain; with --tls-key the server speaks TLS only.
+    #[arg(long, env = "IDEM_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "IDEM_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Log line format on stderr [default: text].
+    #[arg(long, env = "IDEM_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// At shutdown, milliseconds health answers NOT_SERVING before the listener closes [default: 0].
+    #[arg(long, env = "IDEM_SHUTDOWN_DRAIN_MS")]
+    pub shutdown_drain_ms: Option<u64>,
+    /// At shutdown, seconds in-flight requests may take to finish [default: 30].
+    #[arg(long, env = "IDEM_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
 }
 
 fn parse_policy(s: &str) -> Result<BorderlinePolicy, String> {
@@ -152,7 +174,18 @@ impl ServeArgs {
             semantic_duplicate => defaults.semantic_duplicate,
             semantic_borderline => defaults.semantic_borderline,
             borderline_policy => defaults.borderline_policy,
+            log_format => log_format, shutdown_drain_ms => shutdown_drain_ms,
+            shutdown_grace_secs => shutdown_grace_secs,
         );
+        if let Some(a) = self.metrics_listen {
+            c.metrics_listen = Some(a);
+        }
+        if let Some(p) = &self.tls_cert {
+            c.tls_cert = Some(p.clone());
+        }
+        if let Some(p) = &self.tls_key {
+            c.tls_key = Some(p.clone());
+        }
         if let Some(u) = &self.remote_embed_url {
             c.semantic.remote_url = Some(u.clone());
         }
@@ -168,17 +201,60 @@ impl ServeArgs {
     }
 }
 
-/// Starts the server and runs until SIGINT or SIGTERM.
+/// Logs to stderr in `format`; `RUST_LOG` filters (default `idem=info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "idem=info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. A handler that cannot be installed is logged and
+/// waited on no further: it never stops the server by itself.
+async fn stop_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(%e, "cannot install the Ctrl-C handler; stop with SIGTERM");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(%e, "cannot install the SIGTERM handler; stop with Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+/// Starts the server and runs until SIGINT or SIGTERM; then drains: health NOT_SERVING, the
+/// listener closed, in-flight requests answered, background work finished, counters and the
+/// verdict log written, the store closed.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "idem=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let config = args.resolve()?;
+    init_logging(config.log_format);
     let store: Arc<dyn Store> = match config.store {
         StoreKind::Embedded => Arc::new(EmbeddedStore::open_with_cache(
             &config.data_dir,
@@ -191,6 +267,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         s.warm_up().await;
     }
     let listen = config.listen;
+    let metrics_listen = config.metrics_listen;
+    let mut options = ServeOptions {
+        metrics: None,
+        drain_delay: Duration::from_millis(config.shutdown_drain_ms),
+        grace: Some(Duration::from_secs(config.shutdown_grace_secs)),
+    };
+    let tls = config.tls_cert.is_some();
     let engine = Arc::new(Engine::with_parts(
         store,
         config,
@@ -202,28 +285,66 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (listener, addr) = crate::service::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(%addr, vectors, "idem listening");
-    // One line on stdout that scripts and tests can wait for.
+    let stop = CancellationToken::new();
+    // The metrics endpoint outlives the drain (its progress stays visible), then stops.
+    let metrics_stop = CancellationToken::new();
+    let mut metrics_task = None;
+    let mut metrics_addr = None;
+    if let Some(m) = metrics_listen {
+        let metrics = Metrics::new(&engine);
+        let (l, maddr) = crate::service::bind(m)
+            .await
+            .with_context(|| format!("cannot listen on {m} for metrics"))?;
+        tracing::info!(addr = %maddr, "metrics on http://{maddr}/metrics");
+        let done = metrics_stop.clone().cancelled_owned();
+        metrics_task = Some(tokio::spawn(crate::metrics::serve(
+            metrics.clone(),
+            l,
+            done,
+        )));
+        options.metrics = Some(metrics);
+        metrics_addr = Some(maddr);
+    }
+    tracing::info!(%addr, vectors, tls, "idem listening");
+    // One line on stdout that scripts and tests can wait for (the first), then the metrics one.
     println!("idem listening on {addr}");
-    let shutdown = async {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut term) => tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} },
-                // Without a SIGTERM handler the server still stops on Ctrl-C; it must not
-                // stop at once.
-                Err(e) => {
-                    tracing::error!(%e, "cannot install the SIGTERM handler; stop with Ctrl-C");
-                    let _ = ctrl_c.await;
-                }
-            }
+    if let Some(m) = metrics_addr {
+        println!("idem metrics on http://{m}/metrics");
+    }
+    let signal = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            stop_signal().await;
+            stop.cancel();
         }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-    };
-    crate::service::serve(engine.clone(), listener, shutdown).await?;
-    engine.drain().await?;
+    });
+    let served = crate::service::serve_with(
+        engine.clone(),
+        listener,
+        options,
+        stop.clone().cancelled_owned(),
+    )
+    .await;
+    stop.cancel();
+    signal.abort();
+    let drained = engine.drain().await;
+    metrics_stop.cancel();
+    if let Some(t) = metrics_task {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(%e, "metrics endpoint failed"),
+            Err(e) => tracing::warn!(%e, "metrics task failed"),
+        }
+    }
+    // The last handle on the engine closes the store (the embedded store's writer thread is
+    // joined there): off the tokio workers.
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => tokio::task::spawn_blocking(move || drop(engine)).await?,
+        Err(_) => tracing::warn!("engine still shared at exit; the store closes with the process"),
+    }
+    served?;
+    drained?;
     tracing::info!("idem stopped");
+    println!("idem stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -99,6 +99,8 @@ pub struct LocalEmbedder {
     busy: Arc<Busy>,
     /// Batch costs learned from the workers' model calls.
     cost: Arc<CostModel>,
+    /// Sizes of the batches the workers ran (metrics).
+    batches: Arc<super::load::BatchSizes>,
 }
 
 /// Per worker, the batch in hand: when it started and what it is expected to cost.
@@ -172,9 +174,11 @@ impl LocalEmbedder {
             slots: std::sync::Mutex::new(vec![None; workers]),
         });
         let cost = Arc::new(CostModel::new(COST_PRIOR));
+        let batches = Arc::new(super::load::BatchSizes::default());
         for i in 0..workers {
             let (jobs, model, ready) = (Arc::clone(&queue), model.clone(), ready.clone());
             let (busy, cost) = (Arc::clone(&busy), Arc::clone(&cost));
+            let batches = Arc::clone(&batches);
             let (intra_threads, nice) = (config.intra_threads.max(1), config.nice);
             std::thread::Builder::new()
                 .name(format!("idem-embed-{i}"))
@@ -188,6 +192,7 @@ impl LocalEmbedder {
                                 index: i,
                                 busy: &busy,
                                 cost: &cost,
+                                batches: &batches,
                                 max_batch,
                             };
                             worker.run(model, &jobs);
@@ -228,6 +233,7 @@ impl LocalEmbedder {
             max_batch,
             busy,
             cost,
+            batches,
         })
     }
 
@@ -307,6 +313,16 @@ impl Embedder for LocalEmbedder {
         self.embed_in(Lane::Background, text, deadline).await
     }
 
+    fn load(&self) -> Option<super::EmbedLoad> {
+        let (batch_buckets, batched_texts, batches) = self.batches.snapshot();
+        Some(super::EmbedLoad {
+            queued: self.queue.waiting_requests(|_| 0).len(),
+            batch_buckets,
+            batched_texts,
+            batches,
+        })
+    }
+
     /// From the batch pipeline: what is left of the running batches, then the batches of
     /// waiting texts ahead, at the learned batch cost.
     fn expected_wait(&self, text: &str) -> Option<ExpectedWait> {
@@ -336,6 +352,15 @@ impl Embedder for LocalEmbedder {
     fn name(&self) -> &str {
         MODEL_NAME
     }
+}
+
+/// Checks that the model, tokenizer and ONNX Runtime files are in `models_dir` (`idem doctor`);
+/// the error names the first missing file and how to fetch it.
+pub fn check_model_files(models_dir: &Path) -> Result<PathBuf, EmbedError> {
+    let ort_override = std::env::var_os("ORT_DYLIB_PATH")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    check_files(models_dir, ort_override.as_deref())
 }
 
 /// Checks that every file the model needs exists; returns the ONNX Runtime library to load
@@ -465,6 +490,7 @@ struct Worker<'a> {
     index: usize,
     busy: &'a Busy,
     cost: &'a CostModel,
+    batches: &'a super::load::BatchSizes,
     max_batch: usize,
 }
 
@@ -485,6 +511,7 @@ impl Worker<'_> {
             if live.is_empty() {
                 continue;
             }
+            self.batches.record(live.len());
             let tokens: u64 = live.iter().map(|j| u64::from(j.tokens)).sum();
             self.busy
                 .set(self.index, Some((now, self.cost.cost().of(tokens))));

@@ -5,6 +5,7 @@
 //! absolute deadline and get `DeadlineExceeded` or `Overloaded` rather than a late answer.
 
 mod lanes;
+pub mod load;
 pub mod local;
 pub mod pipeline;
 pub mod remote;
@@ -12,6 +13,7 @@ mod service;
 
 use std::path::PathBuf;
 
+pub use load::EmbedLoad;
 pub use local::{LocalEmbedder, LocalEmbedderConfig};
 pub use remote::{RemoteEmbedder, RemoteEmbedderConfig};
 pub use service::EmbedService;
@@ -69,6 +71,11 @@ pub trait Embedder: Send + Sync + 'static {
     /// How long a check's text queued now would wait for its embedding, for admission
     /// control; `None` when the embedder cannot tell (it is then always admitted).
     fn expected_wait(&self, _text: &str) -> Option<ExpectedWait> {
+        None
+    }
+    /// Texts waiting and batch sizes so far, for metrics; `None` when the embedder keeps no
+    /// queue of its own.
+    fn load(&self) -> Option<EmbedLoad> {
         None
     }
     /// Length of the vectors this embedder returns.

@@ -93,6 +93,11 @@ impl EmbedService {
         self.cache.clear();
     }
 
+    /// The embedder's queue and batch sizes (metrics).
+    pub fn load(&self) -> Option<super::EmbedLoad> {
+        self.embedder.load()
+    }
+
     /// Length of the vectors this service returns.
     pub fn dim(&self) -> usize {
         self.embedder.dim()
@@ -188,12 +193,15 @@ impl EmbedService {
                     w.alone.as_millis()
                 )))
             }
-            Some(w) if w.ahead > 0 && w.wait > left => Err(IdemError::ResourceExhausted(format!(
-                "embedding backlog ({} ahead, ~{} ms) is longer than this check may wait \
+            Some(w) if w.ahead > 0 && w.wait > left => Err(IdemError::Shed(
+                crate::error::ShedReason::EmbedWait,
+                format!(
+                    "embedding backlog ({} ahead, ~{} ms) is longer than this check may wait \
                  (semantic.max_embed_wait_share of its deadline); retry with backoff",
-                w.ahead,
-                w.wait.as_millis()
-            ))),
+                    w.ahead,
+                    w.wait.as_millis()
+                ),
+            )),
             _ => Ok(()),
         }
     }
@@ -289,7 +297,10 @@ mod tests {
         let admit_by = Instant::now() + std::time::Duration::from_millis(300);
         let second = s.embed_admitted_by("second", admit_by, soon()).await;
         assert!(
-            matches!(second, Err(IdemError::ResourceExhausted(_))),
+            matches!(
+                second,
+                Err(IdemError::Shed(crate::error::ShedReason::EmbedWait, _))
+            ),
             "{second:?}"
         );
         // A budget too short for the text alone is the deadline's doing, not the load's.

@@ -46,13 +46,13 @@ impl Engine {
             validate::json("compensation_json", c)?;
         }
         let Some(record) = self.store.get(&req.call_id).await? else {
-            return Err(unknown(&req.call_id));
+            return Err(unknown_call(&req.call_id));
         };
         let stripe = self.stripe(&record.match_scope);
         let _guard = stripe.lock.lock().await;
         // Re-read under the lock: a concurrent Complete may have landed.
         let Some(mut record) = self.store.get(&req.call_id).await? else {
-            return Err(unknown(&req.call_id));
+            return Err(unknown_call(&req.call_id));
         };
         // Fencing: an attempt that was taken over, or a Complete naming another attempt,
         // changes nothing (the attempt that took over owns the action now).
@@ -109,7 +109,7 @@ impl Engine {
             .store
             .get(call_id)
             .await?
-            .ok_or_else(|| unknown(call_id))?;
+            .ok_or_else(|| unknown_call(call_id))?;
         let stripe = self.stripe(&first.match_scope);
         let mut record = first;
         loop {
@@ -129,7 +129,7 @@ impl Engine {
                 .store
                 .get(call_id)
                 .await?
-                .ok_or_else(|| unknown(call_id))?;
+                .ok_or_else(|| unknown_call(call_id))?;
             if settled(&record) {
                 return Ok(record);
             }
@@ -143,13 +143,13 @@ impl Engine {
                     .store
                     .get(call_id)
                     .await?
-                    .ok_or_else(|| unknown(call_id));
+                    .ok_or_else(|| unknown_call(call_id));
             }
             record = self
                 .store
                 .get(call_id)
                 .await?
-                .ok_or_else(|| unknown(call_id))?;
+                .ok_or_else(|| unknown_call(call_id))?;
         }
     }
 
@@ -159,7 +159,7 @@ impl Engine {
         self.store
             .get(call_id)
             .await?
-            .ok_or_else(|| unknown(call_id))
+            .ok_or_else(|| unknown_call(call_id))
     }
 
     /// The intent log of a session, newest first.
@@ -217,7 +217,9 @@ impl Engine {
     }
 }
 
-fn unknown(call_id: &str) -> IdemError {
+/// The NOT_FOUND of an unknown call id (also what a caller gets for another tenant's call, so
+/// ids cannot be probed).
+pub fn unknown_call(call_id: &str) -> IdemError {
     IdemError::NotFound(format!(
         "unknown call id {call_id:?} (never recorded, or expired and swept)"
     ))

@@ -41,10 +41,13 @@ impl Engine {
     pub async fn check(&self, req: CheckRequest) -> Result<CheckOutcome, IdemError> {
         let started = std::time::Instant::now();
         let _permit = self.admission.clone().try_acquire_owned().map_err(|_| {
-            IdemError::ResourceExhausted(format!(
-                "server is at its limit of {} concurrent checks; retry with backoff",
-                self.config.max_concurrent_checks
-            ))
+            IdemError::Shed(
+                crate::error::ShedReason::Concurrency,
+                format!(
+                    "server is at its limit of {} concurrent checks; retry with backoff",
+                    self.config.max_concurrent_checks
+                ),
+            )
         })?;
         let p = match self.prepare(req).await? {
             Ok(p) => p,

@@ -18,6 +18,13 @@ pub struct Export {
     pub skipped: u32,
 }
 
+/// The NOT_FOUND of an unknown verdict id (also what another tenant's caller gets).
+pub fn unknown_verdict(check_id: &str) -> IdemError {
+    IdemError::NotFound(format!(
+        "no verdict {check_id:?} to judge: pass the check_id (or call_id of a NEW) from CheckResponse"
+    ))
+}
+
 impl Engine {
     /// Logs a non-NEW verdict so feedback can name it later.
     pub(crate) fn log_check(&self, req: &CheckRequest, out: &CheckOutcome, ttl_ms: i64) {
@@ -56,6 +63,16 @@ impl Engine {
         Ok(())
     }
 
+    /// The tenant of a verdict (a check id, or a call id for its NEW), for ownership checks.
+    pub async fn verdict_tenant(&self, check_id: &str) -> Result<Option<String>, IdemError> {
+        validate::name("call_id", check_id)?;
+        self.flush_check_log().await?;
+        if let Some(c) = self.store.get_check(check_id).await? {
+            return Ok(Some(c.tenant));
+        }
+        Ok(self.store.get(check_id).await?.map(|r| r.tenant))
+    }
+
     /// Records whether the verdict of `check_id` (a check id, or a call id for its NEW) was right.
     pub async fn report_feedback(
         &self,
@@ -69,11 +86,7 @@ impl Engine {
             Some(c) => c.tenant,
             None => match self.store.get(check_id).await? {
                 Some(r) => r.tenant,
-                None => {
-                    return Err(IdemError::NotFound(format!(
-                        "no verdict {check_id:?} to judge: pass the check_id (or call_id of a NEW) from CheckResponse"
-                    )));
-                }
+                None => return Err(unknown_verdict(check_id)),
             },
         };
         let f = Feedback {

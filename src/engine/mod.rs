@@ -17,8 +17,8 @@ mod types;
 mod validate;
 
 pub use advice::{KEY_CHANGES_PER_ATTEMPT, LOOP_SUSPECTED};
-pub use calls::{DEFAULT_WAIT, MAX_WAIT};
-pub use feedback::Export;
+pub use calls::{DEFAULT_WAIT, MAX_WAIT, unknown_call};
+pub use feedback::{Export, unknown_verdict};
 pub use similarity::Similarity;
 pub use types::*;
 

@@ -388,7 +388,10 @@ impl Funnel {
                 });
             }
             let started = std::time::Instant::now();
-            let run = stage.run(ctx, borderline.as_ref()).await?;
+            // A child span of the RPC's span per stage (no argument values in it).
+            let span = tracing::debug_span!("stage", stage = kind.name());
+            let run =
+                tracing::Instrument::instrument(stage.run(ctx, borderline.as_ref()), span).await?;
             let micros = started.elapsed().as_micros() as u64;
             // The later similarity stage's neighbour is the better "nearest" for feedback.
             if run.nearest.is_some() {

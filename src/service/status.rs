@@ -11,6 +11,7 @@ impl From<IdemError> for Status {
             IdemError::FailedPrecondition(m) => Status::failed_precondition(m),
             IdemError::NotFound(m) => Status::not_found(m),
             IdemError::ResourceExhausted(m) => Status::resource_exhausted(m),
+            IdemError::Shed(_, m) => Status::resource_exhausted(m),
             IdemError::DeadlineExceeded(m) => Status::deadline_exceeded(m),
             IdemError::Store(e) => {
                 tracing::error!(%e, "store failure");

@@ -27,7 +27,10 @@ class AsyncIdemClient(_Base):
 
     def __init__(self, target: str = "127.0.0.1:50051", *, channel: Optional[grpc.aio.Channel] = None, **kw):
         super().__init__(target, **kw)
-        self._channel = channel or grpc.aio.insecure_channel(self.target)
+        creds = self._credentials()
+        self._channel = channel or (
+            grpc.aio.secure_channel(self.target, creds) if creds else grpc.aio.insecure_channel(self.target)
+        )
         self._stub = pb2_grpc.IdemStub(self._channel)
 
     async def close(self) -> None:
@@ -41,7 +44,7 @@ class AsyncIdemClient(_Base):
 
     async def _call(self, method, req, what: str):
         try:
-            return await method(req, timeout=self.rpc_timeout)
+            return await method(req, timeout=self.rpc_timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             raise _core.rpc_error(e, what) from e
 
@@ -108,7 +111,7 @@ class AsyncIdemClient(_Base):
         """WaitForCall (see the sync client)."""
         req = pb2.WaitForCallRequest(call_id=call_id, timeout_ms=max(1, int(timeout * 1000)))
         try:
-            return await self._stub.WaitForCall(req, timeout=timeout + self.rpc_timeout)
+            return await self._stub.WaitForCall(req, timeout=timeout + self.rpc_timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             raise _core.rpc_error(e, "WaitForCall") from e
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable, Optional, cast
 
@@ -27,7 +28,7 @@ class _Base:
         self,
         target: str = "127.0.0.1:50051",
         *,
-        tenant: str = "default",
+        tenant: Optional[str] = None,
         session: str = "default",
         on_unavailable: str = FAIL_CLOSED,
         rpc_timeout: float = 5.0,
@@ -39,11 +40,19 @@ class _Base:
         serialize: _core.Serializer = _core.default_serialize,
         deserialize: _core.Deserializer = _core.default_deserialize,
         overload_retries: int = 3,
+        token: Optional[str] = None,
+        ca_file: Optional[str] = None,
     ):
         if on_unavailable not in _core._POLICIES:
             raise ValueError(f"on_unavailable must be one of {_core._POLICIES}, got {on_unavailable!r}")
         self.target = _core.normalize_target(target)
-        self.tenant = tenant
+        # API token of a server with [auth] (default: $IDEM_TOKEN), sent on every RPC as
+        # ``authorization: Bearer TOKEN``; ca_file (default: $IDEM_CA_FILE) makes the channel TLS.
+        token = token if token is not None else os.environ.get("IDEM_TOKEN") or None
+        self._metadata: Optional[tuple] = (("authorization", f"Bearer {token}"),) if token else None
+        self.ca_file = ca_file if ca_file is not None else os.environ.get("IDEM_CA_FILE") or None
+        # Without a tenant: the token's (an empty tenant), or "default" on a server without auth.
+        self.tenant = tenant if tenant is not None else ("" if self._metadata else "default")
         self.session = session
         self.on_unavailable = on_unavailable
         self.rpc_timeout = rpc_timeout
@@ -57,6 +66,13 @@ class _Base:
         # Retries of a check idem shed as overloaded (RESOURCE_EXHAUSTED) before it counts as
         # unreachable and ``on_unavailable`` decides.
         self.overload_retries = overload_retries
+
+    def _credentials(self) -> Optional[grpc.ChannelCredentials]:
+        """TLS credentials trusting ``ca_file``, or None for plaintext."""
+        if not self.ca_file:
+            return None
+        with open(self.ca_file, "rb") as f:
+            return grpc.ssl_channel_credentials(root_certificates=f.read())
 
     @property
     def fail_open(self) -> bool:
@@ -74,7 +90,10 @@ class IdemClient(_Base):
 
     def __init__(self, target: str = "127.0.0.1:50051", *, channel: Optional[grpc.Channel] = None, **kw):
         super().__init__(target, **kw)
-        self._channel = channel or grpc.insecure_channel(self.target)
+        creds = self._credentials()
+        self._channel = channel or (
+            grpc.secure_channel(self.target, creds) if creds else grpc.insecure_channel(self.target)
+        )
         self._stub = pb2_grpc.IdemStub(self._channel)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -89,7 +108,7 @@ class IdemClient(_Base):
 
     def _call(self, method, req, what: str):
         try:
-            return method(req, timeout=self.rpc_timeout)
+            return method(req, timeout=self.rpc_timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             raise _core.rpc_error(e, what) from e
 
@@ -179,7 +198,7 @@ class IdemClient(_Base):
         over), or after ``timeout`` seconds with the record as it is."""
         req = pb2.WaitForCallRequest(call_id=call_id, timeout_ms=max(1, int(timeout * 1000)))
         try:
-            return self._stub.WaitForCall(req, timeout=timeout + self.rpc_timeout)
+            return self._stub.WaitForCall(req, timeout=timeout + self.rpc_timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             raise _core.rpc_error(e, "WaitForCall") from e
 

@@ -76,6 +76,25 @@ def idem_server(tmp_path_factory):
     s.stop()
 
 
+AUTH_TOKENS = {"tok-py-agent-a": ("a", "agent"), "tok-py-agent-b": ("b", "agent")}
+
+
+@pytest.fixture(scope="session")
+def idem_auth_server(tmp_path_factory):
+    """A server with ``[auth] required = true`` and the tokens of AUTH_TOKENS."""
+    import hashlib
+
+    d = tmp_path_factory.mktemp("idem-auth")
+    lines = ["[auth]", "required = true"]
+    for token, (tenant, role) in AUTH_TOKENS.items():
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        lines += ["[[auth.tokens]]", f'sha256 = "{digest}"', f'tenant = "{tenant}"', f'role = "{role}"']
+    (d / "idem.toml").write_text("\n".join(lines) + "\n")
+    s = Server(["--embedder", "none", "--config", str(d / "idem.toml")], d / "server.log")
+    yield s
+    s.stop()
+
+
 @pytest.fixture(scope="session")
 def idem_semantic_server(tmp_path_factory):
     if not (MODELS / "model.onnx").is_file():

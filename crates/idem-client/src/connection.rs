@@ -1,10 +1,16 @@
 //! [`IdemClient`]: a cheap-to-clone handle on one gRPC channel to an idem server.
 //! `connect` fails fast when the server is down; `connect_lazy` defers that to each call, which
 //! is what a long-lived adapter wants (the guard's failure policy then decides per call).
+//! [`ClientOptions`] add a bearer token (sent on every RPC) and, with the `tls` feature, the CA
+//! that signed the server's certificate.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClientError;
@@ -28,46 +34,155 @@ pub struct CheckOptions {
     pub resample_of: Option<String>,
 }
 
+/// How to reach a server beyond its URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// API token, sent as `authorization: Bearer TOKEN` on every RPC (servers with `[auth]`).
+    pub token: Option<String>,
+    /// PEM file of the CA that signed the server's certificate, for `https://` URLs (needs the
+    /// crate's `tls` feature). Without it, an `https://` URL fails to connect.
+    pub ca_file: Option<PathBuf>,
+    /// Name the server's certificate must carry, when it differs from the URL's host.
+    pub tls_domain: Option<String>,
+}
+
+impl ClientOptions {
+    /// Options with `token` (`None` sends none).
+    pub fn with_token(token: Option<String>) -> Self {
+        Self {
+            token,
+            ..Self::default()
+        }
+    }
+}
+
+/// Adds the bearer token of [`ClientOptions`] to every request.
+#[derive(Debug, Clone, Default)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl BearerToken {
+    /// The interceptor for `token` (`None`: adds nothing).
+    pub fn new(token: Option<&str>) -> Result<Self, ClientError> {
+        token
+            .map(|t| {
+                format!("Bearer {t}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| {
+                        ClientError::Options(
+                            "the token must be printable ASCII without spaces or newlines".into(),
+                        )
+                    })
+            })
+            .transpose()
+            .map(Self)
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The transport of every client: a channel with the bearer token added.
+pub type Transport = InterceptedService<Channel, BearerToken>;
+
 /// Typed client of the idem gRPC API. Clones share one channel.
 #[derive(Debug, Clone)]
 pub struct IdemClient {
-    raw: RawClient<Channel>,
+    raw: RawClient<Transport>,
 }
 
-fn endpoint(url: &str) -> Result<Endpoint, ClientError> {
-    Ok(Endpoint::from_shared(url.to_string())
+/// The endpoint of `url` with the client's timeouts and, for `options.ca_file`, TLS.
+pub fn endpoint(url: &str, options: &ClientOptions) -> Result<Endpoint, ClientError> {
+    let e = Endpoint::from_shared(url.to_string())
         .map_err(|source| ClientError::InvalidUrl {
             url: url.to_string(),
             source,
         })?
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT))
+        .timeout(REQUEST_TIMEOUT);
+    tls(e, options)
+}
+
+#[cfg(feature = "tls")]
+fn tls(e: Endpoint, options: &ClientOptions) -> Result<Endpoint, ClientError> {
+    let Some(ca) = &options.ca_file else {
+        return Ok(e);
+    };
+    let pem = std::fs::read(ca).map_err(|err| {
+        ClientError::Options(format!("cannot read CA file {}: {err}", ca.display()))
+    })?;
+    let mut config = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+    if let Some(d) = &options.tls_domain {
+        config = config.domain_name(d.clone());
+    }
+    e.tls_config(config)
+        .map_err(|err| ClientError::Options(format!("TLS settings refused: {err}")))
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls(e: Endpoint, options: &ClientOptions) -> Result<Endpoint, ClientError> {
+    match options.ca_file {
+        Some(_) => Err(ClientError::Options(
+            "a CA file needs idem-client's `tls` feature".into(),
+        )),
+        None => Ok(e),
+    }
 }
 
 impl IdemClient {
     /// Connects to `url` (for example `http://127.0.0.1:50051`); fails when it is unreachable.
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        let channel = endpoint(url)?
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect {
-                url: url.to_string(),
-                source,
-            })?;
-        Ok(Self::from_channel(channel))
+        Self::connect_with(url, &ClientOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with a token and TLS settings.
+    pub async fn connect_with(url: &str, options: &ClientOptions) -> Result<Self, ClientError> {
+        let channel =
+            endpoint(url, options)?
+                .connect()
+                .await
+                .map_err(|source| ClientError::Connect {
+                    url: url.to_string(),
+                    source,
+                })?;
+        Self::from_channel_with(channel, options.token.as_deref())
     }
 
     /// A client that connects on first use and reconnects after failures; an unreachable
     /// server shows up as an unavailable error on each call instead of here.
     pub fn connect_lazy(url: &str) -> Result<Self, ClientError> {
-        Ok(Self::from_channel(endpoint(url)?.connect_lazy()))
+        Self::connect_lazy_with(url, &ClientOptions::default())
     }
 
-    /// A client over an existing channel.
+    /// [`connect_lazy`](Self::connect_lazy) with a token and TLS settings.
+    pub fn connect_lazy_with(url: &str, options: &ClientOptions) -> Result<Self, ClientError> {
+        let channel = endpoint(url, options)?.connect_lazy();
+        Self::from_channel_with(channel, options.token.as_deref())
+    }
+
+    /// A client over an existing channel, without a token.
     pub fn from_channel(channel: Channel) -> Self {
         Self {
-            raw: RawClient::new(channel),
+            raw: RawClient::with_interceptor(channel, BearerToken::default()),
         }
+    }
+
+    /// A client over an existing channel that sends `token` on every RPC.
+    pub fn from_channel_with(channel: Channel, token: Option<&str>) -> Result<Self, ClientError> {
+        Ok(Self {
+            raw: RawClient::with_interceptor(channel, BearerToken::new(token)?),
+        })
+    }
+
+    /// The generated client on the same channel and token, for RPCs this client does not wrap.
+    pub fn raw(&self) -> RawClient<Transport> {
+        self.raw.clone()
     }
 
     /// Asks whether `tool(args)` repeats an earlier call in the scope; records it when NEW.

@@ -11,6 +11,9 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The token or the TLS settings cannot be used (the message says why).
+    #[error("invalid client options: {0}")]
+    Options(String),
     /// No connection could be made.
     #[error("cannot connect to idem at {url} (is `idem serve` running?): {source}")]
     Connect {
@@ -79,6 +82,7 @@ impl ClientError {
                     | tonic::Code::Unknown
             ),
             Self::InvalidUrl { .. }
+            | Self::Options(_)
             | Self::Encode { .. }
             | Self::Decode { .. }
             | Self::UnknownEnum { .. } => false,

@@ -33,7 +33,7 @@ mod error;
 mod guard;
 mod types;
 
-pub use connection::{CheckOptions, IdemClient};
+pub use connection::{BearerToken, CheckOptions, ClientOptions, IdemClient, Transport, endpoint};
 pub use error::{ClientError, GuardError};
 pub use guard::{
     BorderlineCase, BorderlineDecision, Execution, FailurePolicy, Guard, GuardOutcome,
