@@ -95,8 +95,8 @@ impl Engine {
         Ok(record)
     }
 
-    /// Waits until call `call_id` leaves IN_PROGRESS or is taken over, or `timeout` passes,
-    /// and returns the record as it then is. Woken by this instance's Complete and take-overs;
+    /// Waits until call `call_id` leaves IN_PROGRESS, is taken over or loses its lease, or
+    /// `timeout` passes, and returns the record as it then is. Woken by this instance's Complete and take-overs;
     /// it also reads the record again every 250 ms, for a store other instances write.
     pub async fn wait_for_call(
         &self,
@@ -113,10 +113,13 @@ impl Engine {
         let stripe = self.stripe(&first.match_scope);
         let mut record = first;
         loop {
+            // Done, taken over, or its lease ran out (a repeat would now take over).
             let settled = |r: &Record| {
+                let now = self.clock.now_ms();
                 r.status != CallStatus::InProgress
                     || r.superseded_by.is_some()
-                    || r.is_expired(self.clock.now_ms())
+                    || r.lease_until_ms <= now
+                    || r.is_expired(now)
             };
             if settled(&record) {
                 return Ok(record);

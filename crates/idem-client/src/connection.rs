@@ -16,12 +16,14 @@ use tonic::transport::{Channel, Endpoint};
 use crate::error::ClientError;
 use crate::proto;
 use crate::proto::idem_client::IdemClient as RawClient;
-use crate::types::{CallInfo, Check, Outcome, ServerVersion, ToolMode};
+use crate::types::{CallInfo, CallStatus, Check, Outcome, ServerVersion, ToolMode};
 
 /// How long to wait for a TCP connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Upper bound on one RPC, including the server's own check deadline.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest single WaitForCall RPC: inside `REQUEST_TIMEOUT`, which caps every RPC.
+const MAX_WAIT_SLICE: Duration = Duration::from_secs(5);
 
 /// Per-check options beyond tenant, session, tool and arguments.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -290,28 +292,37 @@ impl IdemClient {
     }
 
     /// Waits on the server until `call_id` leaves IN_PROGRESS (or is taken over), or `timeout`
-    /// passes, and returns the call as it then is.
+    /// passes, and returns the call as it then is. A long wait is several WaitForCall RPCs,
+    /// each well inside the channel's per-RPC timeout.
     pub async fn wait_for_call(
         &self,
         call_id: &str,
         timeout: Duration,
     ) -> Result<CallInfo, ClientError> {
-        let timeout_ms = u32::try_from(timeout.as_millis())
-            .unwrap_or(u32::MAX)
-            .max(1);
-        let mut req = tonic::Request::new(proto::WaitForCallRequest {
-            call_id: call_id.to_string(),
-            timeout_ms,
-        });
-        // The wait may outlast the default per-RPC timeout.
-        req.set_timeout(timeout + REQUEST_TIMEOUT);
-        let resp = self
-            .raw
-            .clone()
-            .wait_for_call(req)
-            .await
-            .map_err(|s| ClientError::rpc("WaitForCall", s))?;
-        CallInfo::try_from(resp.into_inner())
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let slice = left.min(MAX_WAIT_SLICE);
+            let timeout_ms = u32::try_from(slice.as_millis()).unwrap_or(u32::MAX).max(1);
+            let req = proto::WaitForCallRequest {
+                call_id: call_id.to_string(),
+                timeout_ms,
+            };
+            let asked = tokio::time::Instant::now();
+            let resp = self
+                .raw
+                .clone()
+                .wait_for_call(req)
+                .await
+                .map_err(|s| ClientError::rpc("WaitForCall", s))?;
+            let call = CallInfo::try_from(resp.into_inner())?;
+            // The server answered before the slice ended: something changed (completed, taken
+            // over, lease expired); the caller looks at the record.
+            let early = asked.elapsed() + Duration::from_millis(50) < slice;
+            if early || call.status != CallStatus::InProgress || slice >= left {
+                return Ok(call);
+            }
+        }
     }
 
     /// Asks the server for its version and API (compare with [`crate::VERSION`] through
