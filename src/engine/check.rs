@@ -56,11 +56,15 @@ impl Engine {
             Ok(p) => p,
             Err(off) => return Ok(off),
         };
-        let mut out = if p.req.retry == RetryIntent::Resample {
-            self.resample(&p).await?
-        } else {
-            self.run_funnel(&p).await?
-        };
+        // Store calls of this check end by its deadline (a stalled shared store included).
+        let mut out = crate::store::deadline::within(p.deadline, async {
+            if p.req.retry == RetryIntent::Resample {
+                self.resample(&p).await
+            } else {
+                self.run_funnel(&p).await
+            }
+        })
+        .await?;
         out.total_micros = started.elapsed().as_micros() as u64;
         if out.verdict == Verdict::New && !out.call_id.is_empty() {
             out.check_id = out.call_id.clone();

@@ -10,6 +10,7 @@
 //! acknowledges is durable where the backend is.
 
 mod codec;
+pub mod deadline;
 mod embedded;
 mod feedback;
 mod memory;

@@ -108,16 +108,33 @@ fn unavailable(url: &str, what: &str) -> StoreError {
     StoreError::Unavailable(format!("redis at {url} unavailable: {what}"))
 }
 
-/// Runs one Redis operation under `timeout`, mapping failures to store errors that name Redis.
+/// The least time a command gets even when the request's deadline is (nearly) past: enough
+/// for a healthy server to answer on a local network.
+const MIN_WAIT: Duration = Duration::from_millis(5);
+
+/// Runs one Redis operation under `timeout`, or until the request's deadline when that comes
+/// first, mapping failures to store errors that name Redis.
 pub(super) async fn timed<T>(
     url: &str,
     timeout: Duration,
     op: impl Future<Output = RedisResult<T>>,
 ) -> Result<T, StoreError> {
-    match tokio::time::timeout(timeout, op).await {
+    let left = crate::store::deadline::current()
+        .map(|d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
+                .max(MIN_WAIT)
+        })
+        .filter(|left| *left < timeout);
+    match tokio::time::timeout(left.unwrap_or(timeout), op).await {
         Err(_) => Err(unavailable(
             url,
-            &format!("no answer within {} ms", timeout.as_millis()),
+            &match left {
+                Some(l) => format!(
+                    "no answer before the check's deadline ({} ms)",
+                    l.as_millis()
+                ),
+                None => format!("no answer within {} ms", timeout.as_millis()),
+            },
         )),
         Ok(Err(e))
             if e.is_io_error()
