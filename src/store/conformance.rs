@@ -373,6 +373,31 @@ async fn redis_store_conforms() {
 }
 
 #[tokio::test]
+async fn redis_sweep_takes_every_due_record_past_one_batch() {
+    let server = redis_server::RedisServer::start();
+    let s = RedisStore::connect(&RedisOptions::new(server.url()))
+        .await
+        .unwrap();
+    let records: Vec<Record> = (0..1500).map(|n| rec("s1", n, 0)).collect();
+    for chunk in records.chunks(50) {
+        futures::future::join_all(chunk.iter().map(|r| s.insert(r)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .unwrap();
+    }
+    assert_eq!(s.sweep(20_000).await.unwrap().len(), 1500);
+    assert!(s.sweep(20_000).await.unwrap().is_empty());
+    let scope = match_scope("t", "s1", false);
+    assert!(
+        s.candidates(&scope, "send", "fp", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn redis_cluster_store_conforms() {
     let cluster = redis_server::RedisCluster::start();
     let base = RedisStore::connect(&RedisOptions::new(cluster.url()))

@@ -12,8 +12,12 @@ use crate::clock::Millis;
 use crate::record::Record;
 use crate::store::{ListQuery, Page, SEP, StoreError, StoredVector};
 
-/// Sweep entries handled per sweep (the rest wait for the next one).
+/// Sweep entries read per round.
 const SWEEP_BATCH: isize = 1000;
+/// Sweep entries handled per sweep at most (the rest wait for the next one).
+const SWEEP_MAX: usize = 100_000;
+/// Records deleted at once.
+const SWEEP_PARALLEL: usize = 32;
 /// Intent-log entries read per round while filling a page.
 const LIST_BATCH: isize = 64;
 
@@ -132,18 +136,28 @@ impl RedisStore {
         }
     }
 
-    /// Deletes the records expired at `now`, a batch at a time (`Store::sweep`).
+    /// Deletes the records expired at `now`, a batch at a time, up to `SWEEP_MAX` per sweep
+    /// (`Store::sweep`); entries several instances race for are deleted once.
     pub(super) async fn sweep_due(&self, now: Millis) -> Result<Vec<(String, String)>, StoreError> {
         let sweep = self.global().sweep();
-        let due: Vec<String> = self
-            .run(async |c| {
-                c.zrangebyscore_limit(&sweep, "-inf", now, 0, SWEEP_BATCH)
-                    .await
-            })
-            .await?;
         let mut swept = Vec::new();
-        for member in &due {
-            swept.extend(self.forget(member).await?);
+        let mut seen = 0;
+        while seen < SWEEP_MAX {
+            let due: Vec<String> = self
+                .run(async |c| {
+                    c.zrangebyscore_limit(&sweep, "-inf", now, 0, SWEEP_BATCH)
+                        .await
+                })
+                .await?;
+            seen += due.len();
+            for chunk in due.chunks(SWEEP_PARALLEL) {
+                for gone in join_all(chunk.iter().map(|m| self.forget(m))).await {
+                    swept.extend(gone?);
+                }
+            }
+            if (due.len() as isize) < SWEEP_BATCH {
+                break;
+            }
         }
         Ok(swept)
     }
