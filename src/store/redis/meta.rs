@@ -60,6 +60,9 @@ impl RedisStore {
         for (verdict, n) in &d.by_verdict {
             p.hincr(&k, f(&format!("v{SEP}{verdict}")), *n).ignore();
         }
+        for (warning, n) in &d.warnings {
+            p.hincr(&k, f(&format!("w{SEP}{warning}")), *n).ignore();
+        }
         for (stage, n) in &d.by_stage {
             p.hincr(&k, f(&format!("s{SEP}{stage}")), *n).ignore();
         }
@@ -90,6 +93,7 @@ impl RedisStore {
             match name.split_once(SEP) {
                 Some(("v", v)) => *s.by_verdict.entry(v.to_string()).or_default() += count()?,
                 Some(("s", st)) => *s.by_stage.entry(st.to_string()).or_default() += count()?,
+                Some(("w", w)) => *s.warnings.entry(w.to_string()).or_default() += count()?,
                 _ => match name {
                     "checks" => s.checks += count()?,
                     "replays" => s.replays_served += count()?,

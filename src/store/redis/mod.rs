@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::AsyncCommands;
 
-use self::conn::{Conn, timed};
+use self::conn::{Bound, Conn, timed};
 use self::keys::{GlobalKeys, ScopeKeys};
 use self::scripts::Scripts;
 use self::values::{candidate_of, corrupt, decode, vector_bytes, vector_of};
@@ -66,7 +66,7 @@ impl RedisStore {
     /// Sends a command to Redis (PING), to fail at start when it cannot be reached.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        timed(&self.url, self.timeout, async move {
+        timed(&self.url, self.timeout, Bound::Timeout, async move {
             redis::cmd("PING").query_async::<String>(&mut c).await
         })
         .await
@@ -79,12 +79,30 @@ impl RedisStore {
         }
     }
 
+    /// Runs a read (or a write nothing was decided on) until the check's deadline or the
+    /// timeout, whichever comes first.
     async fn run<T>(
         &self,
         op: impl AsyncFnOnce(&mut Conn) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         let mut c = self.conn.clone();
-        timed(&self.url, self.timeout, async move { op(&mut c).await }).await
+        timed(&self.url, self.timeout, Bound::Deadline, async move {
+            op(&mut c).await
+        })
+        .await
+    }
+
+    /// Runs the write of a decision (a reservation, a Complete) until the timeout: a check
+    /// that reached it late still records what it decided on a Redis that answers.
+    async fn run_write<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut Conn) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut c = self.conn.clone();
+        timed(&self.url, self.timeout, Bound::Timeout, async move {
+            op(&mut c).await
+        })
+        .await
     }
 
     /// The tag of the scope a call id belongs to.
@@ -145,7 +163,7 @@ impl Store for RedisStore {
             .key(k.vector(&r.id))
             .arg(json)
             .arg(vector);
-        let done: i64 = self.run(async |c| inv.invoke_async(c).await).await?;
+        let done: i64 = self.run_write(async |c| inv.invoke_async(c).await).await?;
         if done == 0 {
             return Err(StoreError::Missing(r.id.clone()));
         }

@@ -47,7 +47,7 @@ impl RedisStore {
             .arg(view)
             .arg(r.created_at_ms)
             .arg(ttl);
-        let version: i64 = self.run(async |c| inv.invoke_async(c).await).await?;
+        let version: i64 = self.run_write(async |c| inv.invoke_async(c).await).await?;
         if version >= 0 {
             return Ok(Reserved::Inserted);
         }
@@ -90,7 +90,7 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let g = self.global();
         let (id_key, sweep) = (g.call_scope(&r.id), g.sweep());
-        self.run(async |c| {
+        self.run_write(async |c| {
             let mut ic = c.clone();
             let set = async move {
                 redis::pipe()
