@@ -23,15 +23,15 @@ const CLIENTS: usize = 200;
 const SESSIONS: usize = 4;
 
 /// Bodies of one action as different attempts word them: the original, a rewording the
-/// judge calls the same action.
+/// judge calls the same action whichever comes first (tests/semantic.rs checks both ways).
 const WORDINGS: [(&str, &str); 2] = [
     (
-        "Please send me the final report for the Q3 audit by Friday.",
-        "Please send me the Q3 audit final report by Friday.",
+        "Nightly backup job failed on the billing database",
+        "The billing database nightly backup job has failed",
     ),
     (
-        "Please send me the signed contract for the Berlin office lease by Friday.",
-        "Could you send me the signed contract for the Berlin office lease by Friday?",
+        "Please send me the final report for the Q3 audit by Friday",
+        "Please send me the Q3 audit final report by Friday",
     ),
 ];
 
