@@ -5,13 +5,21 @@
 CARGO ?= cargo
 BUILD_DIR ?= build
 
-.PHONY: run test test-steps models build lint doc bench clean-models
+.PHONY: run test test-steps models build lint doc bench clean-models redis-server
 
 models:
 	bash scripts/fetch-models.sh
 
 build:
 	$(CARGO) build --release
+
+# The Redis store's tests start their own redis-server (Debian's, 7.x) on loopback ports.
+redis-server:
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || \
+	  { echo "installing redis-server (apt-get)"; \
+	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y redis-server || \
+	    { $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update && \
+	      $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y redis-server; }; }
 
 run: models build
 	./target/release/idem serve $(ARGS)
@@ -24,7 +32,7 @@ lint: doc
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
-test: models
+test: models redis-server
 	python3 scripts/no-leftovers.py -- $(MAKE) --no-print-directory test-steps
 
 test-steps:

@@ -24,6 +24,8 @@ pub enum StoreKind {
     Embedded,
     /// In memory: for tests and throwaway runs.
     Memory,
+    /// Redis (standalone or cluster), shared by several idem instances (`[redis]`).
+    Redis,
 }
 
 /// What a borderline semantic match becomes when no verifier settles it.
@@ -369,6 +371,8 @@ pub struct ServerConfig {
     pub semantic: SemanticConfig,
     /// Optional LLM verifier for borderline pairs.
     pub verifier: VerifierConfig,
+    /// The Redis store, when `store = "redis"`.
+    pub redis: RedisConfig,
     /// Default session settings.
     pub defaults: SessionSettings,
     /// PEM certificate chain: with `tls_key`, the server speaks TLS (rustls) only.
@@ -401,6 +405,7 @@ impl Default for ServerConfig {
             max_concurrent_checks: 1024,
             semantic: SemanticConfig::default(),
             verifier: VerifierConfig::default(),
+            redis: RedisConfig::default(),
             defaults: SessionSettings::default(),
             tls_cert: None,
             tls_key: None,
@@ -427,6 +432,12 @@ impl ServerConfig {
         }
         if self.sweep_interval_secs == 0 {
             return Err("sweep_interval_secs must be > 0".into());
+        }
+        if self.store == StoreKind::Redis && self.redis.url.is_empty() {
+            return Err("store = redis needs redis.url (--redis-url redis://HOST:PORT)".into());
+        }
+        if self.redis.timeout_ms == 0 {
+            return Err("redis.timeout_ms must be > 0".into());
         }
         let share = self.semantic.max_embed_wait_share;
         if !(share > 0.0 && share <= 1.0) {
@@ -551,6 +562,31 @@ impl Default for VerifierConfig {
             base_url: None,
             model: "gpt-4o-mini".into(),
             api_key_env: "IDEM_VERIFIER_API_KEY".into(),
+        }
+    }
+}
+
+/// Redis store settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://HOST:PORT`, `rediss://` for TLS, `redis+cluster://H1:P1,H2:P2` for a cluster.
+    pub url: String,
+    /// The URL names a cluster seed even with a plain `redis://` scheme.
+    pub cluster: bool,
+    /// Longest wait for one Redis command before the check fails as UNAVAILABLE.
+    pub timeout_ms: u64,
+    /// Prefix of every key idem writes.
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            cluster: false,
+            timeout_ms: 250,
+            prefix: "idem".into(),
         }
     }
 }

@@ -32,6 +32,15 @@ pub struct ServeArgs {
     /// Store backend [default: embedded].
     #[arg(long, env = "IDEM_STORE", value_enum)]
     pub store: Option<StoreKind>,
+    /// Redis URL of the redis store: redis://HOST:PORT, rediss:// (TLS), redis+cluster://.
+    #[arg(long, env = "IDEM_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// The Redis URL is a cluster seed.
+    #[arg(long, env = "IDEM_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// Longest wait for one Redis command in milliseconds [default: 250].
+    #[arg(long, env = "IDEM_REDIS_TIMEOUT_MS")]
+    pub redis_timeout_ms: Option<u64>,
     /// Page cache of the embedded store in MiB [default: 4].
     #[arg(long, env = "IDEM_STORE_CACHE_MB")]
     pub store_cache_mb: Option<usize>,
@@ -160,6 +169,7 @@ impl ServeArgs {
         set!(
             listen => listen, data_dir => data_dir, store => store,
             store_cache_mb => store_cache_mb,
+            redis_url => redis.url, redis_timeout_ms => redis.timeout_ms,
             max_payload_bytes => max_payload_bytes, ignored_metadata_fields => ignored_metadata_fields,
             sweep_interval_secs => sweep_interval_secs, max_concurrent_checks => max_concurrent_checks,
             embedder => semantic.embedder, models_dir => semantic.models_dir,
@@ -177,6 +187,7 @@ impl ServeArgs {
             log_format => log_format, shutdown_drain_ms => shutdown_drain_ms,
             shutdown_grace_secs => shutdown_grace_secs,
         );
+        c.redis.cluster |= self.redis_cluster;
         if let Some(a) = self.metrics_listen {
             c.metrics_listen = Some(a);
         }
@@ -261,6 +272,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             config.store_cache_mb.saturating_mul(1024 * 1024),
         )?),
         StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Redis => {
+            Arc::new(crate::store::RedisStore::connect(&(&config.redis).into()).await?)
+        }
     };
     let semantic = crate::engine::Similarity::from_config(&config)?;
     if let Some(s) = &semantic {

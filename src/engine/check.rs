@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::reservation::{self, SeenVersion};
 use super::{CheckOutcome, CheckRequest, Engine, RetryIntent, Stripe, Verdict, validate};
 use crate::canonical::{CanonError, CanonicalCall};
 use crate::clock::Millis;
@@ -34,6 +35,8 @@ struct Prepared {
     embed_deadline: Instant,
     /// The embedder admits the check only when its expected wait ends by then.
     embed_admit_by: Instant,
+    /// The scope version this attempt read (stores several instances share).
+    seen: SeenVersion,
 }
 
 impl Engine {
@@ -53,11 +56,15 @@ impl Engine {
             Ok(p) => p,
             Err(off) => return Ok(off),
         };
-        let mut out = if p.req.retry == RetryIntent::Resample {
-            self.resample(&p).await?
-        } else {
-            self.run_funnel(&p).await?
-        };
+        // Store calls of this check end by its deadline (a stalled shared store included).
+        let mut out = crate::store::deadline::within(p.deadline, async {
+            if p.req.retry == RetryIntent::Resample {
+                self.resample(&p).await
+            } else {
+                self.run_funnel(&p).await
+            }
+        })
+        .await?;
         out.total_micros = started.elapsed().as_micros() as u64;
         if out.verdict == Verdict::New && !out.call_id.is_empty() {
             out.check_id = out.call_id.clone();
@@ -147,6 +154,7 @@ impl Engine {
             deadline,
             embed_deadline,
             embed_admit_by,
+            seen: SeenVersion::default(),
         }))
     }
 
@@ -158,6 +166,7 @@ impl Engine {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            self.read_scope_version(&p.scope, &p.seen).await?;
             let before = self.before_lock(p, stripe).await?;
             let guard = match self.lock_or_settle(p, stripe).await? {
                 Waited::Locked(guard) => guard,
@@ -199,7 +208,16 @@ impl Engine {
             }
             let mut result = self.funnel.run(&mut ctx).await?;
             charge_embedding(&mut result, embed_micros, before.missed);
-            return self.conclude(p, ctx, result, Some(guard)).await;
+            match self.conclude(p, ctx, result, Some(guard)).await {
+                // Another instance recorded a call in the scope meanwhile: decide again.
+                Err(e) if reservation::lost_race(&e) => {
+                    if Instant::now() < p.deadline {
+                        continue;
+                    }
+                    return Err(reservation::out_of_time());
+                }
+                other => return other,
+            }
         }
     }
 
@@ -627,7 +645,7 @@ impl Engine {
         };
         stripe.inserted.notify_waiters();
         let record = ticket.record().clone();
-        if let Err(e) = ticket.commit().await {
+        if let Err(e) = ticket.commit_unless_changed(p.seen.get()).await {
             if let Some(sim) = semantic
                 && record.embedding.is_some()
             {

@@ -5,12 +5,16 @@
 //! let go, visible meanwhile through the pending inserts (`store::PendingInserts`). Expensive work that needs no lock (the
 //! embedding) is done before the lock is taken, and the candidates are read meanwhile: each
 //! stripe counts the records inserted under it, so a check knows under the lock whether what it
-//! read ahead is still the whole picture (this instance is the only writer of its store).
+//! read ahead is still the whole picture when this instance is the only writer of its store.
+//! A store several instances share adds a per-scope version: a NEW is inserted only if no
+//! instance inserted into the scope since the attempt began, else the check decides again
+//! (`reservation`).
 
 mod advice;
 mod calls;
 mod check;
 mod feedback;
+mod reservation;
 mod sessions;
 mod similarity;
 mod types;

@@ -276,7 +276,70 @@ async fn sessions_and_stats_round_trip(s: Arc<dyn Store>) {
     assert_eq!(all.warnings.get("key_changes_per_attempt"), Some(&2));
 }
 
+async fn a_reservation_fails_once_the_scope_changed(s: Arc<dyn Store>) {
+    let a = rec("s1", 1, 1000);
+    let b = rec("s1", 2, 1000);
+    let Some(seen) = s.scope_version(&a.match_scope).await.unwrap() else {
+        // A backend only this process writes: the engine's lock serialises; it just inserts.
+        assert_eq!(
+            s.insert_if_unchanged(&a, 0).await.unwrap(),
+            Reserved::Inserted
+        );
+        assert!(s.get(&a.id).await.unwrap().is_some());
+        return;
+    };
+    assert_eq!(
+        s.insert_if_unchanged(&a, seen).await.unwrap(),
+        Reserved::Inserted
+    );
+    // Another check read the same version before `a` was inserted: it must decide again.
+    assert_eq!(
+        s.insert_if_unchanged(&b, seen).await.unwrap(),
+        Reserved::Conflict
+    );
+    assert!(s.get(&b.id).await.unwrap().is_none());
+    assert!(
+        s.latest_by_exact(&b.match_scope, "hash2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let page = s
+        .list(&ListQuery {
+            tenant: "t".into(),
+            session: "s1".into(),
+            status: None,
+            page_size: 10,
+            page_token: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 1);
+    let now = s.scope_version(&a.match_scope).await.unwrap().unwrap();
+    assert_ne!(now, seen);
+    // Other scopes are untouched by it.
+    let other = match_scope("t", "s2", false);
+    let other_seen = s.scope_version(&other).await.unwrap().unwrap();
+    let c = rec("s2", 3, 1000);
+    assert_eq!(
+        s.insert_if_unchanged(&c, other_seen).await.unwrap(),
+        Reserved::Inserted
+    );
+    assert_eq!(
+        s.insert_if_unchanged(&b, now).await.unwrap(),
+        Reserved::Inserted
+    );
+    // A plain insert moves the version too.
+    let before = s.scope_version(&a.match_scope).await.unwrap().unwrap();
+    s.insert(&rec("s1", 4, 1000)).await.unwrap();
+    assert_ne!(
+        s.scope_version(&a.match_scope).await.unwrap().unwrap(),
+        before
+    );
+}
+
 async fn run_all(make: impl Fn() -> Arc<dyn Store>) {
+    a_reservation_fails_once_the_scope_changed(make()).await;
     insert_get_update(make()).await;
     lookups_by_key_and_exact_return_the_newest(make()).await;
     candidates_are_windowed_and_newest_first(make()).await;
@@ -290,6 +353,62 @@ async fn run_all(make: impl Fn() -> Arc<dyn Store>) {
 #[tokio::test]
 async fn memory_store_conforms() {
     run_all(|| Arc::new(MemoryStore::new())).await;
+}
+
+#[path = "../../tests/redis_server/mod.rs"]
+mod redis_server;
+
+#[tokio::test]
+async fn redis_store_conforms() {
+    let server = redis_server::RedisServer::start();
+    let base = RedisStore::connect(&RedisOptions::new(server.url()))
+        .await
+        .unwrap();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    run_all(|| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(base.with_prefix(&format!("conformance{i}")))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redis_sweep_takes_every_due_record_past_one_batch() {
+    let server = redis_server::RedisServer::start();
+    let s = RedisStore::connect(&RedisOptions::new(server.url()))
+        .await
+        .unwrap();
+    let records: Vec<Record> = (0..1500).map(|n| rec("s1", n, 0)).collect();
+    for chunk in records.chunks(50) {
+        futures::future::join_all(chunk.iter().map(|r| s.insert(r)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .unwrap();
+    }
+    assert_eq!(s.sweep(20_000).await.unwrap().len(), 1500);
+    assert!(s.sweep(20_000).await.unwrap().is_empty());
+    let scope = match_scope("t", "s1", false);
+    assert!(
+        s.candidates(&scope, "send", "fp", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn redis_cluster_store_conforms() {
+    let cluster = redis_server::RedisCluster::start();
+    let base = RedisStore::connect(&RedisOptions::new(cluster.url()))
+        .await
+        .unwrap();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    run_all(|| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(base.with_prefix(&format!("conformance{i}")))
+    })
+    .await;
 }
 
 #[tokio::test]

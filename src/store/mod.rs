@@ -4,14 +4,18 @@
 //! hash and identity fingerprint, page the intent log, sweep expired records and keep
 //! per-session settings and counters. Atomicity of a check across lookups and insert is the
 //! engine's job (it serialises checks per match scope, and [`PendingInserts`] shows its
-//! decided NEWs to lookups while they commit); every write a store acknowledges is durable
-//! where the backend is.
+//! decided NEWs to lookups while they commit); a store several instances share adds a
+//! per-scope version so a reservation fails when another instance recorded a call in the scope
+//! since the check read it (`scope_version`, `insert_if_unchanged`). Every write a store
+//! acknowledges is durable where the backend is.
 
 mod codec;
+pub mod deadline;
 mod embedded;
 mod feedback;
 mod memory;
 mod pending;
+mod redis;
 mod stats;
 mod writer;
 
@@ -22,6 +26,7 @@ pub use embedded::{DEFAULT_CACHE_BYTES, EmbeddedStore, TableUsage};
 pub use feedback::{CheckLog, Feedback};
 pub use memory::MemoryStore;
 pub use pending::{PendingInserts, Ticket};
+pub use redis::{RedisOptions, RedisStore};
 pub use stats::{StatsDelta, StatsSnapshot};
 
 use async_trait::async_trait;
@@ -36,6 +41,12 @@ pub enum StoreError {
     /// The backend's I/O or database failed.
     #[error("backend: {0}")]
     Backend(String),
+    /// A shared backend did not answer in time or could not be reached (the message names it).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Another instance recorded a call in the scope since this check read it: decide again.
+    #[error("another instance recorded a call in this scope while this check decided; retry")]
+    ScopeChanged,
     /// Stored data could not be decoded.
     #[error("corrupt record {id}: {reason}")]
     Corrupt { id: String, reason: String },
@@ -100,9 +111,36 @@ pub struct StoredVector {
     pub vector: Vec<f32>,
 }
 
+/// What a conditional insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// The record is stored.
+    Inserted,
+    /// The scope's version moved since it was read: nothing was stored.
+    Conflict,
+}
+
 /// A record store.
+///
+/// Contract: an acknowledged write is durable where the backend is; `insert_if_unchanged`
+/// stores a record only if no record was inserted into its scope since `scope_version` was
+/// read, in one atomic step (so two instances sharing the store never both reserve).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The scope's insert version, read before a check reads the scope's records; `None` for
+    /// a backend only this process writes (the engine's per-scope lock then suffices).
+    async fn scope_version(&self, _scope: &str) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+    /// Adds a new record if its scope's version is still `seen` (atomically, for backends
+    /// several instances share); `Conflict` when another insert came first.
+    async fn insert_if_unchanged(
+        &self,
+        record: &Record,
+        _seen: u64,
+    ) -> Result<Reserved, StoreError> {
+        self.insert(record).await.map(|()| Reserved::Inserted)
+    }
     /// Adds a new record (and its embedding, if any); durable when this returns.
     async fn insert(&self, record: &Record) -> Result<(), StoreError>;
     /// Replaces an existing record by id; durable when this returns.

@@ -17,7 +17,8 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 
 use super::{
-    Candidate, CheckLog, Feedback, ListQuery, Page, StatsSnapshot, Store, StoreError, StoredVector,
+    Candidate, CheckLog, Feedback, ListQuery, Page, Reserved, StatsSnapshot, Store, StoreError,
+    StoredVector,
 };
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
@@ -108,6 +109,24 @@ impl Ticket<'_> {
         // Drop withdraws the registration and wakes the waiters.
     }
 
+    /// Writes the record if its scope's version is still `seen` (a store several instances
+    /// share; `None`: unconditionally). `ScopeChanged` when another insert came first:
+    /// nothing is written and the registration is withdrawn.
+    pub async fn commit_unless_changed(self, seen: Option<u64>) -> Result<(), StoreError> {
+        let Some(v) = seen else {
+            return self.commit().await;
+        };
+        match self
+            .owner
+            .inner
+            .insert_if_unchanged(&self.entry.record, v)
+            .await?
+        {
+            Reserved::Inserted => Ok(()),
+            Reserved::Conflict => Err(StoreError::ScopeChanged),
+        }
+    }
+
     /// The registered record.
     pub fn record(&self) -> &Record {
         &self.entry.record
@@ -124,6 +143,26 @@ impl Drop for Ticket<'_> {
 
 #[async_trait]
 impl Store for PendingInserts {
+    async fn scope_version(&self, scope: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.scope_version(scope).await
+    }
+
+    async fn insert_if_unchanged(
+        &self,
+        record: &Record,
+        seen: u64,
+    ) -> Result<Reserved, StoreError> {
+        match self
+            .register(record.clone())
+            .commit_unless_changed(Some(seen))
+            .await
+        {
+            Ok(()) => Ok(Reserved::Inserted),
+            Err(StoreError::ScopeChanged) => Ok(Reserved::Conflict),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn insert(&self, record: &Record) -> Result<(), StoreError> {
         self.register(record.clone()).commit().await
     }

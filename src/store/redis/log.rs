@@ -1,0 +1,201 @@
+//! The intent log of a session (`ListCalls`), the sweep schedule and what is read through it
+//! (expired records to delete, live embeddings to index at start).
+
+use futures::future::join_all;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+use super::RedisStore;
+use super::keys::{ScopeKeys, tag};
+use super::values::{corrupt, decode, vector_of};
+use crate::clock::Millis;
+use crate::record::Record;
+use crate::store::{ListQuery, Page, SEP, StoreError, StoredVector};
+
+/// Sweep entries read per round.
+const SWEEP_BATCH: isize = 1000;
+/// Sweep entries handled per sweep at most (the rest wait for the next one).
+const SWEEP_MAX: usize = 100_000;
+/// Records deleted at once.
+const SWEEP_PARALLEL: usize = 32;
+/// Intent-log entries read per round while filling a page.
+const LIST_BATCH: isize = 64;
+
+/// What the sweep needs to find a record's index entries after Redis expired the record.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct SweepEntry {
+    id: String,
+    scope: String,
+    tool: String,
+    fingerprint: String,
+    exact: String,
+    key: Option<String>,
+    tenant: String,
+    session: String,
+}
+
+impl SweepEntry {
+    pub(super) fn of(r: &Record) -> Self {
+        Self {
+            id: r.id.clone(),
+            scope: r.match_scope.clone(),
+            tool: r.tool.clone(),
+            fingerprint: r.identity_fingerprint.clone(),
+            exact: r.exact_hash.clone(),
+            key: r.idempotency_key.clone(),
+            tenant: r.tenant.clone(),
+            session: r.session.clone(),
+        }
+    }
+}
+
+impl RedisStore {
+    /// Deletes one swept record's keys; `true` if this call removed its sweep entry (so
+    /// several instances sweeping at once report each record once).
+    async fn forget(&self, member: &str) -> Result<Option<(String, String)>, StoreError> {
+        let g = self.global();
+        let sweep = g.sweep();
+        let removed: i64 = self.run(async |c| c.zrem(&sweep, member).await).await?;
+        if removed == 0 {
+            return Ok(None);
+        }
+        let e: SweepEntry =
+            serde_json::from_str(member).map_err(|err| corrupt("sweep entry", err))?;
+        let scope_tag = tag(&e.scope);
+        let k = ScopeKeys::of_tag(&self.prefix, &scope_tag);
+        let mut inv = self.scripts.forget.prepare_invoke();
+        inv.key(k.record(&e.id))
+            .key(k.vector(&e.id))
+            .key(k.candidate(&e.id))
+            .key(k.candidates(&e.tool, &e.fingerprint))
+            .key(k.by_exact(&e.exact));
+        if let Some(key) = &e.key {
+            inv.key(k.by_key(key));
+        }
+        inv.arg(&e.id);
+        self.run(async |c| inv.invoke_async::<i64>(c).await).await?;
+        let (log, id_key) = (g.session_log(&e.tenant, &e.session), g.call_scope(&e.id));
+        let log_member = format!("{}{SEP}{scope_tag}", e.id);
+        self.run(async |c| {
+            let _: () = c.zrem(&log, &log_member).await?;
+            c.del::<_, ()>(&id_key).await
+        })
+        .await?;
+        Ok(Some((e.id, e.scope)))
+    }
+
+    /// Fetches the records of intent-log members (`id SEP scope tag`), in order.
+    async fn records_of(&self, members: &[String]) -> Result<Vec<Option<Record>>, StoreError> {
+        let reads = members.iter().map(|m| async move {
+            let (id, scope_tag) = m.split_once(SEP).ok_or_else(|| StoreError::Corrupt {
+                id: m.clone(),
+                reason: "intent-log entry without a scope".into(),
+            })?;
+            let k = ScopeKeys::of_tag(&self.prefix, scope_tag).record(id);
+            let json: Option<String> = self.run(async |c| c.get(&k).await).await?;
+            json.map(|j| decode(id, &j)).transpose()
+        });
+        join_all(reads).await.into_iter().collect()
+    }
+
+    /// A page of a session's intent log, newest first (`Store::list`).
+    pub(super) async fn list_page(&self, q: &ListQuery) -> Result<Page, StoreError> {
+        let log = self.global().session_log(&q.tenant, &q.session);
+        let mut upper = match &q.page_token {
+            Some(t) => format!("({t}"),
+            None => "+".to_string(),
+        };
+        let mut out = Vec::new();
+        loop {
+            let members: Vec<String> = self
+                .run(async |c| {
+                    c.zrevrangebylex_limit(&log, &upper, "-", 0, LIST_BATCH)
+                        .await
+                })
+                .await?;
+            let records = self.records_of(&members).await?;
+            for r in records.into_iter().flatten() {
+                if q.status.is_some_and(|s| s != r.status) {
+                    continue;
+                }
+                if out.len() == q.page_size {
+                    let next = out.last().map(|r: &Record| r.id.clone());
+                    return Ok(Page { records: out, next });
+                }
+                out.push(r);
+            }
+            match members.last() {
+                Some(last) if members.len() as isize == LIST_BATCH => upper = format!("({last}"),
+                _ => {
+                    return Ok(Page {
+                        records: out,
+                        next: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Deletes the records expired at `now`, a batch at a time, up to `SWEEP_MAX` per sweep
+    /// (`Store::sweep`); entries several instances race for are deleted once.
+    pub(super) async fn sweep_due(&self, now: Millis) -> Result<Vec<(String, String)>, StoreError> {
+        let sweep = self.global().sweep();
+        let mut swept = Vec::new();
+        let mut seen = 0;
+        while seen < SWEEP_MAX {
+            let due: Vec<String> = self
+                .run(async |c| {
+                    c.zrangebyscore_limit(&sweep, "-inf", now, 0, SWEEP_BATCH)
+                        .await
+                })
+                .await?;
+            seen += due.len();
+            for chunk in due.chunks(SWEEP_PARALLEL) {
+                for gone in join_all(chunk.iter().map(|m| self.forget(m))).await {
+                    swept.extend(gone?);
+                }
+            }
+            if (due.len() as isize) < SWEEP_BATCH {
+                break;
+            }
+        }
+        Ok(swept)
+    }
+
+    /// Every stored embedding of a record live at `now` (`Store::vectors`).
+    pub(super) async fn live_vectors(&self, now: Millis) -> Result<Vec<StoredVector>, StoreError> {
+        let sweep = self.global().sweep();
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let live: Vec<String> = self
+                .run(async |c| {
+                    c.zrangebyscore_limit(&sweep, format!("({now}"), "+inf", offset, SWEEP_BATCH)
+                        .await
+                })
+                .await?;
+            let reads = live.iter().map(|m| async move {
+                let e: SweepEntry =
+                    serde_json::from_str(m).map_err(|err| corrupt("sweep entry", err))?;
+                let k = ScopeKeys::of_scope(&self.prefix, &e.scope).vector(&e.id);
+                let bytes: Option<Vec<u8>> = self.run(async |c| c.get(&k).await).await?;
+                bytes
+                    .map(|b| {
+                        Ok(StoredVector {
+                            vector: vector_of(&e.id, &b)?,
+                            id: e.id,
+                            match_scope: e.scope,
+                        })
+                    })
+                    .transpose()
+            });
+            for v in join_all(reads).await {
+                out.extend(v?);
+            }
+            if (live.len() as isize) < SWEEP_BATCH {
+                return Ok(out);
+            }
+            offset += SWEEP_BATCH;
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Redis store (Redis 7 / Valkey, standalone or cluster): for several idem instances behind a
+//! load balancer. Each scope's keys share one hash tag; a reservation is one Lua script that
+//! inserts only if the scope's version is unchanged since the check read it. Record TTLs are
+//! Redis expiries (the record's lifetime plus a grace, so a record is readable until swept).
+
+mod conn;
+mod keys;
+mod log;
+mod meta;
+mod reserve;
+mod scripts;
+mod values;
+
+pub use conn::RedisOptions;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+
+use self::conn::{Bound, Conn, timed};
+use self::keys::{GlobalKeys, ScopeKeys};
+use self::scripts::Scripts;
+use self::values::{candidate_of, corrupt, decode, vector_bytes, vector_of};
+use super::{
+    Candidate, CheckLog, Feedback, ListQuery, Page, Reserved, StatsSnapshot, Store, StoreError,
+    StoredVector,
+};
+use crate::clock::Millis;
+use crate::config::SessionOverrides;
+use crate::record::Record;
+
+/// A store on Redis.
+pub struct RedisStore {
+    conn: Conn,
+    url: String,
+    timeout: Duration,
+    prefix: String,
+    scripts: Scripts,
+}
+
+impl RedisStore {
+    /// Connects to Redis as `o` says (lazily for a standalone server: idem starts, and answers
+    /// UNAVAILABLE, while Redis is down).
+    pub async fn connect(o: &RedisOptions) -> Result<Self, StoreError> {
+        Ok(Self {
+            conn: conn::connect(o).await?,
+            url: o.url.clone(),
+            timeout: o.timeout,
+            prefix: o.prefix.clone(),
+            scripts: Scripts::new(),
+        })
+    }
+
+    /// The same connection with keys under another prefix (an empty store for a test).
+    pub fn with_prefix(&self, prefix: &str) -> Self {
+        Self {
+            conn: self.conn.clone(),
+            url: self.url.clone(),
+            timeout: self.timeout,
+            prefix: prefix.to_string(),
+            scripts: Scripts::new(),
+        }
+    }
+
+    /// Sends a command to Redis (PING), to fail at start when it cannot be reached.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        timed(&self.url, self.timeout, Bound::Timeout, async move {
+            redis::cmd("PING").query_async::<String>(&mut c).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    fn global(&self) -> GlobalKeys<'_> {
+        GlobalKeys {
+            prefix: &self.prefix,
+        }
+    }
+
+    /// Runs a read (or a write nothing was decided on) until the check's deadline or the
+    /// timeout, whichever comes first.
+    async fn run<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut Conn) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut c = self.conn.clone();
+        timed(&self.url, self.timeout, Bound::Deadline, async move {
+            op(&mut c).await
+        })
+        .await
+    }
+
+    /// Runs the write of a decision (a reservation, a Complete) until the timeout: a check
+    /// that reached it late still records what it decided on a Redis that answers.
+    async fn run_write<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut Conn) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut c = self.conn.clone();
+        timed(&self.url, self.timeout, Bound::Timeout, async move {
+            op(&mut c).await
+        })
+        .await
+    }
+
+    /// The tag of the scope a call id belongs to.
+    async fn scope_tag_of(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let k = self.global().call_scope(id);
+        self.run(async |c| c.get(&k).await).await
+    }
+
+    async fn get_record(&self, scope_tag: &str, id: &str) -> Result<Option<Record>, StoreError> {
+        let k = ScopeKeys::of_tag(&self.prefix, scope_tag);
+        let (rk, vk) = (k.record(id), k.vector(id));
+        let (json, vector): (Option<String>, Option<Vec<u8>>) = self
+            .run(async |c| redis::pipe().get(&rk).get(&vk).query_async(c).await)
+            .await?;
+        let Some(json) = json else { return Ok(None) };
+        let mut r = decode(id, &json)?;
+        r.embedding = vector.map(|b| vector_of(id, &b)).transpose()?;
+        Ok(Some(r))
+    }
+
+    async fn latest(&self, scope: &str, index_key: String) -> Result<Option<Record>, StoreError> {
+        let k = ScopeKeys::of_scope(&self.prefix, scope);
+        let mut inv = self.scripts.latest.prepare_invoke();
+        inv.key(&index_key).arg(k.base());
+        let found: Vec<String> = self.run(async |c| inv.invoke_async(c).await).await?;
+        found
+            .first()
+            .map(|json| decode(&index_key, json))
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn scope_version(&self, scope: &str) -> Result<Option<u64>, StoreError> {
+        let k = ScopeKeys::of_scope(&self.prefix, scope).version();
+        let v: Option<u64> = self.run(async |c| c.get(&k).await).await?;
+        Ok(Some(v.unwrap_or(0)))
+    }
+
+    async fn insert_if_unchanged(&self, r: &Record, seen: u64) -> Result<Reserved, StoreError> {
+        self.insert_with(r, Some(seen)).await
+    }
+
+    async fn insert(&self, r: &Record) -> Result<(), StoreError> {
+        self.insert_with(r, None).await.map(|_| ())
+    }
+
+    async fn update(&self, r: &Record) -> Result<(), StoreError> {
+        let Some(scope_tag) = self.scope_tag_of(&r.id).await? else {
+            return Err(StoreError::Missing(r.id.clone()));
+        };
+        let json = serde_json::to_string(r).map_err(|e| corrupt(&r.id, e))?;
+        let k = ScopeKeys::of_tag(&self.prefix, &scope_tag);
+        let vector = r.embedding.as_deref().map(vector_bytes).unwrap_or_default();
+        let mut inv = self.scripts.update.prepare_invoke();
+        inv.key(k.record(&r.id))
+            .key(k.vector(&r.id))
+            .arg(json)
+            .arg(vector);
+        let done: i64 = self.run_write(async |c| inv.invoke_async(c).await).await?;
+        if done == 0 {
+            return Err(StoreError::Missing(r.id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn put_embedding(&self, id: &str, vector: &[f32]) -> Result<bool, StoreError> {
+        let Some(scope_tag) = self.scope_tag_of(id).await? else {
+            return Ok(false);
+        };
+        let k = ScopeKeys::of_tag(&self.prefix, &scope_tag);
+        let mut inv = self.scripts.put_embedding.prepare_invoke();
+        inv.key(k.record(id))
+            .key(k.vector(id))
+            .arg(vector_bytes(vector));
+        let done: i64 = self.run(async |c| inv.invoke_async(c).await).await?;
+        Ok(done == 1)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        match self.scope_tag_of(id).await? {
+            Some(scope_tag) => self.get_record(&scope_tag, id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn latest_by_key(&self, scope: &str, key: &str) -> Result<Option<Record>, StoreError> {
+        let k = ScopeKeys::of_scope(&self.prefix, scope).by_key(key);
+        self.latest(scope, k).await
+    }
+
+    async fn latest_by_exact(
+        &self,
+        scope: &str,
+        exact_hash: &str,
+    ) -> Result<Option<Record>, StoreError> {
+        let k = ScopeKeys::of_scope(&self.prefix, scope).by_exact(exact_hash);
+        self.latest(scope, k).await
+    }
+
+    async fn candidates(
+        &self,
+        scope: &str,
+        tool: &str,
+        fingerprint: &str,
+        since: Millis,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, StoreError> {
+        let k = ScopeKeys::of_scope(&self.prefix, scope);
+        let mut inv = self.scripts.candidates.prepare_invoke();
+        inv.key(k.candidates(tool, fingerprint))
+            .arg(since)
+            .arg(limit)
+            .arg(k.base());
+        let flat: Vec<String> = self.run(async |c| inv.invoke_async(c).await).await?;
+        flat.chunks_exact(2)
+            .map(|pair| candidate_of(&pair[0], &pair[1]))
+            .collect()
+    }
+
+    async fn list(&self, q: &ListQuery) -> Result<Page, StoreError> {
+        self.list_page(q).await
+    }
+
+    async fn sweep(&self, now: Millis) -> Result<Vec<(String, String)>, StoreError> {
+        self.sweep_due(now).await
+    }
+
+    async fn vectors(&self, now: Millis) -> Result<Vec<StoredVector>, StoreError> {
+        self.live_vectors(now).await
+    }
+
+    async fn put_session(
+        &self,
+        tenant: &str,
+        session: &str,
+        o: &SessionOverrides,
+    ) -> Result<(), StoreError> {
+        self.save_session(tenant, session, o).await
+    }
+
+    async fn get_session(
+        &self,
+        tenant: &str,
+        session: &str,
+    ) -> Result<Option<SessionOverrides>, StoreError> {
+        self.load_session(tenant, session).await
+    }
+
+    async fn add_stats(
+        &self,
+        tenant: &str,
+        session: &str,
+        d: &StatsSnapshot,
+    ) -> Result<(), StoreError> {
+        self.add_counters(tenant, session, d).await
+    }
+
+    async fn stats(
+        &self,
+        tenant: &str,
+        session: Option<&str>,
+    ) -> Result<StatsSnapshot, StoreError> {
+        self.counters(tenant, session).await
+    }
+
+    async fn put_checks(&self, logs: &[CheckLog]) -> Result<(), StoreError> {
+        self.save_checks(logs).await
+    }
+
+    async fn get_check(&self, check_id: &str) -> Result<Option<CheckLog>, StoreError> {
+        self.load_check(check_id).await
+    }
+
+    async fn put_feedback(&self, f: &Feedback) -> Result<(), StoreError> {
+        self.save_feedback(f).await
+    }
+
+    async fn list_feedback(
+        &self,
+        tenant: &str,
+        since: Millis,
+    ) -> Result<Vec<Feedback>, StoreError> {
+        self.feedback_since(tenant, since).await
+    }
+}

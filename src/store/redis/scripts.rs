@@ -1,0 +1,121 @@
+//! The Lua scripts: each touches the keys of one scope only (one slot), so each is one atomic
+//! step on a standalone server and on a cluster alike. `RESERVE` is the reservation: it
+//! inserts a call only if the scope's version is still the one the check read.
+
+use redis::Script;
+
+/// Inserts a record and its index entries; with a non-empty `seen`, only if the scope's
+/// version equals it. Returns the new version, or -1 (nothing written) on a conflict.
+///
+/// KEYS: version, record, vector, candidate view, candidate set, by-exact[, by-key].
+/// ARGV: seen ("" for unconditional), id, record JSON, vector ("" for none), candidate view,
+/// created ms, TTL ms.
+const RESERVE: &str = r"
+local function extend(key, ttl)
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+local ttl = tonumber(ARGV[7])
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] ~= '' and (cur or '0') ~= ARGV[1] then return -1 end
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ttl)
+if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ttl) end
+redis.call('SET', KEYS[4], ARGV[5], 'PX', ttl)
+redis.call('ZADD', KEYS[5], ARGV[6], ARGV[2])
+extend(KEYS[5], ttl)
+redis.call('SET', KEYS[6], ARGV[2], 'PX', ttl)
+if KEYS[7] then redis.call('SET', KEYS[7], ARGV[2], 'PX', ttl) end
+if not cur then
+  -- A scope seen for the first time (or again after all its records expired) starts from
+  -- the server's clock in microseconds, so a version can never come back to one a check
+  -- read earlier.
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[1], t[1] .. string.format('%06d', tonumber(t[2])))
+end
+local v = redis.call('INCR', KEYS[1])
+extend(KEYS[1], ttl)
+return v
+";
+
+/// Replaces a record (keeping its expiry) and, when given, its embedding. 0 if it is gone.
+///
+/// KEYS: record, vector. ARGV: record JSON, vector ("" to keep the stored one).
+const UPDATE: &str = r"
+local t = redis.call('PTTL', KEYS[1])
+if t == -2 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+if ARGV[2] ~= '' then
+  if t > 0 then redis.call('SET', KEYS[2], ARGV[2], 'PX', t) else redis.call('SET', KEYS[2], ARGV[2]) end
+end
+return 1
+";
+
+/// Stores an embedding of an existing record, with the record's expiry. 0 if it is gone.
+///
+/// KEYS: record, vector. ARGV: vector.
+const PUT_EMBEDDING: &str = r"
+local t = redis.call('PTTL', KEYS[1])
+if t == -2 then return 0 end
+if t > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', t) else redis.call('SET', KEYS[2], ARGV[1]) end
+return 1
+";
+
+/// The newest candidates created at or after `since`: a flat array of id, view pairs.
+///
+/// KEYS: candidate set. ARGV: since ms, limit, the scope's key base.
+const CANDIDATES: &str = r"
+local ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, id in ipairs(ids) do
+  local c = redis.call('GET', ARGV[3] .. 'cd:' .. id)
+  if c then
+    out[#out + 1] = id
+    out[#out + 1] = c
+  end
+end
+return out
+";
+
+/// The record an index entry (by key or by exact hash) points to: `{}` or `{record JSON}`.
+///
+/// KEYS: index entry. ARGV: the scope's key base.
+const LATEST: &str = r"
+local id = redis.call('GET', KEYS[1])
+if not id then return {} end
+local r = redis.call('GET', ARGV[1] .. 'r:' .. id)
+if not r then return {} end
+return {r}
+";
+
+/// Deletes an expired record and the index entries that still name it.
+///
+/// KEYS: record, vector, candidate view, candidate set, by-exact[, by-key]. ARGV: id.
+const FORGET: &str = r"
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+if redis.call('GET', KEYS[5]) == ARGV[1] then redis.call('DEL', KEYS[5]) end
+if KEYS[6] and redis.call('GET', KEYS[6]) == ARGV[1] then redis.call('DEL', KEYS[6]) end
+return 1
+";
+
+/// The scripts, loaded by hash (re-sent when a restarted server lost its script cache).
+pub(super) struct Scripts {
+    pub(super) reserve: Script,
+    pub(super) update: Script,
+    pub(super) put_embedding: Script,
+    pub(super) candidates: Script,
+    pub(super) latest: Script,
+    pub(super) forget: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Self {
+            reserve: Script::new(RESERVE),
+            update: Script::new(UPDATE),
+            put_embedding: Script::new(PUT_EMBEDDING),
+            candidates: Script::new(CANDIDATES),
+            latest: Script::new(LATEST),
+            forget: Script::new(FORGET),
+        }
+    }
+}
