@@ -16,8 +16,8 @@ use crate::config::{
 };
 use crate::error::IdemError;
 use crate::funnel::{
-    CheckContext, Finding, Found, FunnelResult, FuzzyScan, StageKind, StageOutcome, StageReport,
-    StopReason, fuzzy_scan, load_candidates, may_match,
+    CheckContext, Finding, Found, FunnelResult, FuzzyScan, MatchFilter, StageKind, StageOutcome,
+    StageReport, StopReason, fuzzy_scan, load_candidates,
 };
 use crate::record::{CallStatus, Record, RepeatOutcome, match_scope};
 use crate::store::{Candidate, StatsDelta};
@@ -236,10 +236,10 @@ impl Engine {
         let text = p.call.free_text_joined();
         let candidates = ctx.candidates().await?;
         let scan = fuzzy_scan(text, &candidates, p.settings.fuzzy_threshold);
+        let filter = MatchFilter::new(text, &p.settings);
         let needed = !scan.settles()
             && candidates.iter().any(|c| {
-                may_match(text, &c.free_text, &p.settings)
-                    && (!embedded || !sim.has_vector(&p.scope, &c.id))
+                filter.may_match(&c.free_text) && (!embedded || !sim.has_vector(&p.scope, &c.id))
             });
         ctx.fuzzy_ahead = Some(scan);
         Ok(needed)
@@ -327,8 +327,9 @@ impl Engine {
                 let comparable: Vec<&Candidate> = if scan.settles() {
                     Vec::new()
                 } else {
+                    let filter = MatchFilter::new(text, &p.settings);
                     c.iter()
-                        .filter(|c| may_match(text, &c.free_text, &p.settings))
+                        .filter(|c| filter.may_match(&c.free_text))
                         .collect()
                 };
                 if comparable.is_empty() {

@@ -410,7 +410,9 @@ pub fn measure(a: &str, b: &str) -> TextFeatures {
     measure_tokens(&ta, &tb)
 }
 
-fn measure_tokens(ta: &[Token], tb: &[Token]) -> TextFeatures {
+/// [`measure`] on texts already tokenized (a query compared with many candidates is
+/// tokenized once).
+pub(crate) fn measure_tokens(ta: &[Token], tb: &[Token]) -> TextFeatures {
     let fa = ta
         .iter()
         .map(|t| t.lower.as_str())

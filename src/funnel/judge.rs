@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use super::features::{N_TEXT, TEXT_FEATURES, TextFeatures, measure};
-use super::text::{swapped_roles, tokenize, values_differ};
+use super::features::{N_TEXT, TEXT_FEATURES, TextFeatures, measure_tokens};
+use super::text::{Token, swapped_roles, tokenize, values_differ};
 use crate::config::SessionSettings;
 
 /// The shipped model, made by `idem train-scorer` (see README, Calibration).
@@ -262,28 +262,51 @@ impl Judge {
 /// below `semantic_borderline`. It never says `false` for a pair the full judge could call a
 /// duplicate. Without a loadable model it says `true` (the embedding is then never skipped).
 pub fn may_match(query_text: &str, candidate_text: &str, settings: &SessionSettings) -> bool {
-    // The hard conflicts first: they need only the tokens, not the whole measurement, and
-    // they rule out most candidates of a call that names other values.
-    let (qa, qb) = (tokenize(query_text), tokenize(candidate_text));
-    if values_differ(&qa, &qb) || swapped_roles(&qa, &qb) {
-        return false;
+    MatchFilter::new(query_text, settings).may_match(candidate_text)
+}
+
+/// [`may_match`] for one query against many candidates: the query is tokenized once, each
+/// candidate once (a window can hold a thousand identity-equal candidates).
+pub struct MatchFilter<'s> {
+    query: Vec<Token>,
+    settings: &'s SessionSettings,
+}
+
+impl<'s> MatchFilter<'s> {
+    /// A filter for `query_text` under `settings`' thresholds.
+    pub fn new(query_text: &str, settings: &'s SessionSettings) -> Self {
+        Self {
+            query: tokenize(query_text),
+            settings,
+        }
     }
-    let t = measure(query_text, candidate_text);
-    if t.conflict.is_some() {
-        return false;
-    }
-    if t.verbatim() && t.x[0] >= settings.fuzzy_threshold {
-        return true;
-    }
-    match Judge::shipped() {
-        Ok(j) => j.best_probability(&t) >= settings.semantic_borderline,
-        Err(_) => true,
+
+    /// Whether `candidate_text` may be the query's original (see [`may_match`]).
+    pub fn may_match(&self, candidate_text: &str) -> bool {
+        // The hard conflicts first: they need only the tokens, not the whole measurement, and
+        // they rule out most candidates of a call that names other values.
+        let (qa, qb) = (&self.query, tokenize(candidate_text));
+        if values_differ(qa, &qb) || swapped_roles(qa, &qb) {
+            return false;
+        }
+        let t = measure_tokens(qa, &qb);
+        if t.conflict.is_some() {
+            return false;
+        }
+        if t.verbatim() && t.x[0] >= self.settings.fuzzy_threshold {
+            return true;
+        }
+        match Judge::shipped() {
+            Ok(j) => j.best_probability(&t) >= self.settings.semantic_borderline,
+            Err(_) => true,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::funnel::features::measure;
 
     fn judge() -> &'static Judge {
         Judge::shipped().expect("the shipped model parses (checked by this test)")

@@ -17,7 +17,7 @@ mod verify;
 
 pub use exact::ExactStage;
 pub use fuzzy::{FuzzyScan, FuzzyStage, scan as fuzzy_scan};
-pub use judge::{Judge, Judgement, may_match};
+pub use judge::{Judge, Judgement, MatchFilter, may_match};
 pub use key::KeyStage;
 pub use semantic::SemanticStage;
 pub use verify::{Verifier, VerifyStage};
