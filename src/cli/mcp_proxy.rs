@@ -478,9 +478,8 @@ async fn guarded_call(
         return;
     }
     shared.send_modes().await;
-    let (shared_ref, id_ref) = (&shared, &id);
+    let (shared, id) = (&shared, &id);
     let forward = |action: Action| async move {
-        let (shared, id) = (shared_ref, id_ref);
         let line = with_action_meta(line, &action);
         let (tx, rx) = oneshot::channel();
         shared.insert_pending(id, Pending::ToolsCall(tx));
@@ -511,14 +510,14 @@ async fn guarded_call(
         Err(GuardError::Tool(CallFailure::Answered(line))) => line,
         Err(GuardError::Tool(CallFailure::Cancelled)) => return,
         Err(GuardError::Tool(CallFailure::ServerGone)) => rpc_error(
-            &id,
+            id,
             ERR_SERVER_GONE,
             "the MCP server exited before answering this tools/call".into(),
             Value::Null,
         ),
         Err(e) => {
             let (code, data) = error_code(&e);
-            rpc_error(&id, code, e.to_string(), data)
+            rpc_error(id, code, e.to_string(), data)
         }
     };
     let _ = to_client.send(answer).await;

@@ -6,11 +6,33 @@ use crate::clock::Millis;
 use crate::config::SessionSettings;
 use crate::store::SEP;
 
-/// The same canonical call arrived under a different idempotency key than its original: a key
-/// minted afresh per attempt, which only looks like idempotency.
-pub const KEY_CHANGES_PER_ATTEMPT: &str = "key_changes_per_attempt";
-/// Many repeats of one tool in a short window: the agent may be looping.
-pub const LOOP_SUSPECTED: &str = "loop_suspected";
+/// An advisory on a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warning {
+    /// The same canonical call arrived under a different idempotency key than its original: a
+    /// key minted afresh per attempt, which only looks like idempotency.
+    KeyChangesPerAttempt,
+    /// The n-th repeat of one tool in the loop window: the agent may be looping.
+    LoopSuspected(u32),
+}
+
+impl Warning {
+    /// The advisory's name (what stats count it under).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KeyChangesPerAttempt => "key_changes_per_attempt",
+            Self::LoopSuspected(_) => "loop_suspected",
+        }
+    }
+
+    /// The advisory as the wire carries it (`loop_suspected:<count>`).
+    pub fn wire(self) -> String {
+        match self {
+            Self::LoopSuspected(n) => format!("{}:{n}", self.name()),
+            other => other.name().to_string(),
+        }
+    }
+}
 
 /// Repeat times kept per session and tool (the threshold cannot usefully exceed it).
 const MAX_TRACKED: usize = 64;
@@ -31,14 +53,14 @@ impl Engine {
         if let (Some(mine), Some(theirs)) = keys
             && mine != theirs
         {
-            out.warnings.push(KEY_CHANGES_PER_ATTEMPT.to_string());
+            out.warnings.push(Warning::KeyChangesPerAttempt);
         }
         let repeat = out.verdict != Verdict::New || out.matched.is_some();
         if repeat
             && settings.loop_threshold > 0
             && let Some(n) = self.note_repeat(scope, now, settings)
         {
-            out.warnings.push(format!("{LOOP_SUSPECTED}:{n}"));
+            out.warnings.push(Warning::LoopSuspected(n));
         }
     }
 

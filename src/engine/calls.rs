@@ -105,35 +105,28 @@ impl Engine {
     ) -> Result<Record, IdemError> {
         validate::name("call_id", call_id)?;
         let until = tokio::time::Instant::now() + timeout.min(MAX_WAIT);
-        let first = self
-            .store
-            .get(call_id)
-            .await?
-            .ok_or_else(|| unknown_call(call_id))?;
-        let stripe = self.stripe(&first.match_scope);
-        let mut record = first;
+        let read = || async {
+            self.store
+                .get(call_id)
+                .await?
+                .ok_or_else(|| unknown_call(call_id))
+        };
+        // Done, taken over, or its lease ran out (a repeat would now take over).
+        let settled = |r: &Record| {
+            let now = self.clock.now_ms();
+            r.status != CallStatus::InProgress
+                || r.superseded_by.is_some()
+                || r.lease_until_ms <= now
+                || r.is_expired(now)
+        };
+        let stripe = self.stripe(&read().await?.match_scope);
         loop {
-            // Done, taken over, or its lease ran out (a repeat would now take over).
-            let settled = |r: &Record| {
-                let now = self.clock.now_ms();
-                r.status != CallStatus::InProgress
-                    || r.superseded_by.is_some()
-                    || r.lease_until_ms <= now
-                    || r.is_expired(now)
-            };
-            if settled(&record) {
-                return Ok(record);
-            }
             let completed = stripe.completed.notified();
             tokio::pin!(completed);
             completed.as_mut().enable();
-            // Read again after registering, so a Complete in between is not missed.
-            record = self
-                .store
-                .get(call_id)
-                .await?
-                .ok_or_else(|| unknown_call(call_id))?;
-            if settled(&record) {
+            // Read after registering, so a Complete in between is not missed.
+            let record = read().await?;
+            if settled(&record) || tokio::time::Instant::now() >= until {
                 return Ok(record);
             }
             let next = (tokio::time::Instant::now() + WAIT_POLL).min(until);
@@ -141,18 +134,6 @@ impl Engine {
                 _ = &mut completed => {}
                 _ = tokio::time::sleep_until(next) => {}
             }
-            if tokio::time::Instant::now() >= until {
-                return self
-                    .store
-                    .get(call_id)
-                    .await?
-                    .ok_or_else(|| unknown_call(call_id));
-            }
-            record = self
-                .store
-                .get(call_id)
-                .await?
-                .ok_or_else(|| unknown_call(call_id))?;
         }
     }
 

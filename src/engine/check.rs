@@ -637,7 +637,7 @@ impl Engine {
         }
         // A take-over keeps the lock until the attempt it fences off is marked (Complete of
         // that attempt takes the lock too, so the two never interleave). Take-overs are rare.
-        let lock = match new.taken_over {
+        let lock = match new.taken_over() {
             Some(_) => lock,
             None => {
                 drop(lock);
@@ -654,7 +654,7 @@ impl Engine {
             }
             return Err(e.into());
         }
-        if let Some(old) = new.taken_over {
+        if let Some(old) = new.taken_over() {
             self.fence_off(old, &record.id).await?;
         }
         drop(lock);
@@ -733,17 +733,7 @@ impl Engine {
             }),
             replayed: out.replayed,
             duplicate_prevented: matches!(out.verdict, Verdict::Duplicate | Verdict::InFlight),
-            warnings: out
-                .warnings
-                .iter()
-                .map(|w| {
-                    if w.starts_with(crate::engine::LOOP_SUSPECTED) {
-                        crate::engine::LOOP_SUSPECTED
-                    } else {
-                        crate::engine::KEY_CHANGES_PER_ATTEMPT
-                    }
-                })
-                .collect(),
+            warnings: out.warnings.iter().map(|w| w.name()).collect(),
             cost_avoided: if out.replayed {
                 out.replayed_cost.unwrap_or(0.0)
             } else {
@@ -766,8 +756,6 @@ struct NewCall<'r> {
     /// The earlier attempt of the same action (take-over, retry after failure): its action
     /// key is kept and the attempt number grows.
     continues: Option<&'r Record>,
-    /// The attempt a take-over fences off.
-    taken_over: Option<&'r str>,
 }
 
 impl<'r> NewCall<'r> {
@@ -777,7 +765,6 @@ impl<'r> NewCall<'r> {
             supersedes: None,
             previous_attempt_unknown: false,
             continues: None,
-            taken_over: None,
         }
     }
 
@@ -794,9 +781,15 @@ impl<'r> NewCall<'r> {
         Self {
             previous_attempt_unknown: true,
             continues: Some(r),
-            taken_over: Some(&r.id),
             ..Self::fresh()
         }
+    }
+
+    /// The attempt a take-over fences off (its earlier attempt, whose lease expired).
+    fn taken_over(&self) -> Option<&'r str> {
+        self.continues
+            .filter(|_| self.previous_attempt_unknown)
+            .map(|r| r.id.as_str())
     }
 
     /// The next attempt of `r`'s action after `r` failed.

@@ -20,7 +20,7 @@ mod similarity;
 mod types;
 mod validate;
 
-pub use advice::{KEY_CHANGES_PER_ATTEMPT, LOOP_SUSPECTED};
+pub use advice::Warning;
 pub use calls::{DEFAULT_WAIT, MAX_WAIT, unknown_call};
 pub use feedback::{Export, unknown_verdict};
 pub use similarity::Similarity;

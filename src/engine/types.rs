@@ -82,8 +82,8 @@ pub struct CheckOutcome {
     pub action_key: String,
     /// The attempt of the action `call_id` is (from 1); `Complete` carries it.
     pub attempt: u32,
-    /// Advisories for the caller (`key_changes_per_attempt`, ...).
-    pub warnings: Vec<String>,
+    /// Advisories for the caller.
+    pub warnings: Vec<super::Warning>,
 }
 
 impl CheckOutcome {

@@ -107,7 +107,7 @@ pub fn check_response(o: CheckOutcome) -> proto::CheckResponse {
         check_id: o.check_id,
         action_key: o.action_key,
         attempt: o.attempt,
-        warnings: o.warnings,
+        warnings: o.warnings.iter().map(|w| w.wire()).collect(),
     }
 }
 

@@ -434,11 +434,7 @@ impl Guard {
                 return Ok(None);
             }
             let call = if server_side {
-                match self
-                    .client
-                    .wait_for_call(call_id, (deadline - now).min(MAX_WAIT_RPC))
-                    .await
-                {
+                match self.client.wait_for_call(call_id, deadline - now).await {
                     Ok(call) => call,
                     Err(e) if e.is_unimplemented() => {
                         server_side = false;
@@ -464,9 +460,6 @@ impl Guard {
         }
     }
 }
-
-/// Longest single WaitForCall (within the client's per-RPC timeout); longer waits repeat it.
-const MAX_WAIT_RPC: Duration = Duration::from_secs(5);
 
 /// A number in [0, 1) that differs between clients and calls: enough to spread retries.
 fn jitter() -> f64 {
