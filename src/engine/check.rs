@@ -645,35 +645,36 @@ impl Engine {
             }
         };
         stripe.inserted.notify_waiters();
-        let record = ticket.record().clone();
+        // What is needed after the commit consumes the ticket (no copy of the vector).
+        let (id, action_key, attempt) = {
+            let r = ticket.record();
+            (r.id.clone(), r.action_key.clone(), r.attempt)
+        };
+        let embedded = ticket.record().embedding.is_some();
+        let to_backfill = semantic
+            .filter(|_| !embedded)
+            .map(|sim| (sim, ticket.record().clone()));
         if let Err(e) = ticket.commit_unless_changed(p.seen.get()).await {
             if let Some(sim) = semantic
-                && record.embedding.is_some()
+                && embedded
             {
-                sim.unindex(&record.match_scope, &record.id).await;
+                sim.unindex(&p.scope, &id).await;
             }
             return Err(e.into());
         }
         if let Some(old) = new.taken_over() {
-            self.fence_off(old, &record.id).await?;
+            self.fence_off(old, &id).await?;
         }
         drop(lock);
-        if let Some(sim) = semantic
-            && record.embedding.is_none()
-        {
+        if let Some((sim, record)) = to_backfill {
             sim.backfill(&record, self.store.clone());
         }
         Ok(CheckOutcome {
             previous_attempt_unknown,
             supersedes,
-            action_key: record.action_key.clone(),
-            attempt: record.attempt,
-            ..CheckOutcome::new(
-                Verdict::New,
-                record.id,
-                CallStatus::InProgress,
-                reason.to_string(),
-            )
+            action_key,
+            attempt,
+            ..CheckOutcome::new(Verdict::New, id, CallStatus::InProgress, reason.to_string())
         })
     }
 
