@@ -523,33 +523,106 @@ impl Worker<'_> {
     }
 
     /// One model call for texts of similar length; answers each job.
+    ///
+    /// A failed call (ONNX Runtime reports rare transient kernel errors) is not passed on to
+    /// every check of the batch: each text that can still be answered in time is embedded
+    /// again on its own, so a transient error costs a retry and a text the model cannot
+    /// embed fails only its own check.
     fn embed_group(&self, model: &mut TextEmbedding, group: Vec<Job>) {
         let texts: Vec<&str> = group.iter().map(|job| job.text.as_str()).collect();
         let padded = group.iter().map(|j| j.tokens).max().unwrap_or(0) as u64 * group.len() as u64;
-        let started = std::time::Instant::now();
-        // A panic inside the model must not take the worker (and the queue) down with it.
-        let outcome = catch_unwind(AssertUnwindSafe(|| model.embed(&texts, Some(texts.len()))));
-        let took = started.elapsed();
-        log_batch(group.len(), took);
-        match outcome {
-            Ok(Ok(vectors)) if vectors.len() == group.len() => {
-                self.cost.learn(padded, took);
-                for (job, vector) in group.into_iter().zip(vectors) {
-                    let _ = job.reply.send(l2_normalize(vector));
+        let (mut calls, mut first) = (0, None);
+        let outcomes = embed_or_isolate(
+            &texts,
+            |texts| {
+                calls += 1;
+                let started = std::time::Instant::now();
+                let out = run_model(model, texts);
+                if calls == 1 && out.is_ok() {
+                    first = Some(started.elapsed());
                 }
-            }
-            Ok(Ok(vectors)) => {
-                let message = format!(
-                    "the model returned {} embeddings for {} texts",
-                    vectors.len(),
-                    group.len()
-                );
-                answer_all(group, &message)
-            }
-            Ok(Err(e)) => answer_all(group, &format!("the embedding model failed: {e}")),
-            Err(_) => answer_all(group, "the embedding model panicked"),
+                out
+            },
+            |i| group[i].deadline > std::time::Instant::now() && !group[i].reply.is_closed(),
+        );
+        // Only a whole batch that ran once teaches the cost model what a batch costs.
+        if let Some(took) = first {
+            log_batch(group.len(), took);
+            self.cost.learn(padded, took);
+        }
+        for (job, outcome) in group.into_iter().zip(outcomes) {
+            let _ = job.reply.send(match outcome {
+                Retried::Embedded(v) => l2_normalize(v),
+                Retried::Failed(message) => Err(EmbedError::Backend(message)),
+                Retried::Late => Err(EmbedError::DeadlineExceeded),
+            });
         }
     }
+}
+
+/// One model call: the vectors of `texts`, or why there are none (an error, a panic inside
+/// the model, or a count that does not match).
+fn run_model(model: &mut TextEmbedding, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+    // A panic inside the model must not take the worker (and the queue) down with it.
+    match catch_unwind(AssertUnwindSafe(|| model.embed(texts, Some(texts.len())))) {
+        Ok(Ok(vectors)) if vectors.len() == texts.len() => Ok(vectors),
+        Ok(Ok(vectors)) => Err(format!(
+            "the model returned {} embeddings for {} texts",
+            vectors.len(),
+            texts.len()
+        )),
+        Ok(Err(e)) => Err(format!("the embedding model failed: {e}")),
+        Err(_) => Err("the embedding model panicked".to_owned()),
+    }
+}
+
+/// What became of one text of a batch.
+#[derive(Debug, PartialEq)]
+enum Retried {
+    /// Its vector.
+    Embedded(Vec<f32>),
+    /// The model failed on it alone too; the error of that call.
+    Failed(String),
+    /// The batch failed and its check can no longer be answered in time.
+    Late,
+}
+
+/// Runs `texts` as one batch; if that fails, runs each text for which `still_wanted` holds on
+/// its own (at most one more model call per text), so one bad text or one transient error
+/// does not fail the others.
+fn embed_or_isolate(
+    texts: &[&str],
+    mut run: impl FnMut(&[&str]) -> Result<Vec<Vec<f32>>, String>,
+    still_wanted: impl Fn(usize) -> bool,
+) -> Vec<Retried> {
+    let error = match run(texts) {
+        Ok(vectors) => return vectors.into_iter().map(Retried::Embedded).collect(),
+        Err(error) => error,
+    };
+    tracing::warn!(
+        batch = texts.len(),
+        error = %error,
+        "embedding batch failed; embedding its texts again one at a time"
+    );
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            if !still_wanted(i) {
+                return Retried::Late;
+            }
+            match run(std::slice::from_ref(text)) {
+                Ok(mut one) => one.pop().map_or_else(
+                    || Retried::Failed("the model returned no embedding".to_owned()),
+                    Retried::Embedded,
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "embedding a text on its own failed too");
+                    Retried::Failed(e)
+                }
+            }
+        })
+        .collect()
 }
 
 /// Splits a batch into runs of similar length (shortest first), so that padding each run to
@@ -576,18 +649,6 @@ fn by_length(mut jobs: Vec<Job>) -> Vec<Vec<Job>> {
         }
     }
     groups
-}
-
-/// Answers every job of a failed batch with the same backend error.
-fn answer_all(jobs: Vec<Job>, message: &str) {
-    tracing::warn!(
-        batch = jobs.len(),
-        error = message,
-        "embedding batch failed"
-    );
-    for job in jobs {
-        let _ = job.reply.send(Err(EmbedError::Backend(message.to_owned())));
-    }
 }
 
 fn log_batch(size: usize, took: Duration) {
@@ -632,6 +693,72 @@ mod tests {
 
     fn soon() -> Instant {
         Instant::now() + Duration::from_secs(30)
+    }
+
+    /// A model stand-in: fails any batch containing `bad`, and the first `flaky` calls.
+    fn model_failing(
+        bad: &'static str,
+        flaky: usize,
+    ) -> impl FnMut(&[&str]) -> Result<Vec<Vec<f32>>, String> {
+        let mut calls = 0;
+        move |texts: &[&str]| {
+            calls += 1;
+            if calls <= flaky || texts.contains(&bad) {
+                return Err(format!("failed on call {calls}"));
+            }
+            Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+        }
+    }
+
+    #[test]
+    fn a_batch_that_runs_is_not_run_again() {
+        let mut calls = 0;
+        let out = embed_or_isolate(
+            &["a", "bb"],
+            |texts| {
+                calls += 1;
+                model_failing("-", 0)(texts)
+            },
+            |_| true,
+        );
+        assert_eq!(
+            out,
+            vec![Retried::Embedded(vec![1.0]), Retried::Embedded(vec![2.0])]
+        );
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn a_transient_batch_failure_is_retried_text_by_text() {
+        let out = embed_or_isolate(&["a", "bb", "ccc"], model_failing("-", 1), |_| true);
+        let want: Vec<Retried> = [1.0, 2.0, 3.0].map(|x| Retried::Embedded(vec![x])).into();
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn a_text_the_model_cannot_embed_fails_only_its_own_check() {
+        let out = embed_or_isolate(&["a", "bad", "ccc"], model_failing("bad", 0), |_| true);
+        assert_eq!(out[0], Retried::Embedded(vec![1.0]));
+        assert!(matches!(&out[1], Retried::Failed(e) if e.contains("failed")));
+        assert_eq!(out[2], Retried::Embedded(vec![3.0]));
+    }
+
+    #[test]
+    fn a_late_text_of_a_failed_batch_is_not_embedded_again() {
+        let mut singles = Vec::new();
+        let mut model = model_failing("-", 1);
+        let out = embed_or_isolate(
+            &["a", "bb"],
+            |texts| {
+                if texts.len() == 1 {
+                    singles.push(texts[0].to_owned());
+                }
+                model(texts)
+            },
+            |i| i == 1,
+        );
+        assert_eq!(out, vec![Retried::Late, Retried::Embedded(vec![2.0])]);
+        assert_eq!(singles, vec!["bb".to_owned()]);
     }
 
     #[test]
