@@ -85,6 +85,7 @@ async fn a_wait_on_one_instance_answers_when_another_instance_completes_the_call
     // B re-reads the record every 250 ms: it answers within that (plus a busy machine's
     // slack), far inside the 20 s timeout.
     let lag = answered.saturating_duration_since(completed);
+    eprintln!("WaitForCall on B answered {lag:?} after the Complete on A");
     assert!(
         lag < Duration::from_millis(1500),
         "answered {lag:?} after the Complete"
