@@ -95,6 +95,12 @@ pub struct ToolPolicy {
     pub ttl_secs: Option<u64>,
     /// What a repeat gets after the original's lease expired without a Complete.
     pub on_lease_expiry: LeaseExpiry,
+    /// Dotted paths naming the thing the call acts on (`["user_id"]`): with `inverse_of`, the
+    /// window of a call follows that resource's state. Compared exactly (identity fields).
+    pub resource_fields: Vec<String>,
+    /// The tool that undoes this one (`disable_2fa` for `enable_2fa`, either way round): a
+    /// later call of it on the same resource ends the window of this tool's earlier calls.
+    pub inverse_of: Option<String>,
 }
 
 /// What a repeat gets when the original's lease expired without a Complete: it may or may not
@@ -141,6 +147,8 @@ impl Default for ToolPolicy {
             defaults: Map::new(),
             ttl_secs: None,
             on_lease_expiry: LeaseExpiry::TakeOver,
+            resource_fields: Vec::new(),
+            inverse_of: None,
         }
     }
 }
@@ -310,8 +318,91 @@ impl SessionSettings {
                     "tools.{tool}: field `{f}` is named both identity and free text"
                 ));
             }
+            if let Some(f) = p
+                .resource_fields
+                .iter()
+                .find(|f| p.free_text_fields.contains(f))
+            {
+                return Err(format!(
+                    "tools.{tool}: resource field `{f}` is also named free text; resource \
+                     fields compare exactly"
+                ));
+            }
+            self.validate_inverse(tool, p)?;
         }
         Ok(())
+    }
+
+    /// The rules of `inverse_of`: another tool, named by no other policy, with the resource
+    /// fields set on this side.
+    fn validate_inverse(&self, tool: &str, p: &ToolPolicy) -> Result<(), String> {
+        let Some(inv) = &p.inverse_of else {
+            return Ok(());
+        };
+        if inv.trim().is_empty() {
+            return Err(format!("tools.{tool}.inverse_of must name a tool"));
+        }
+        if inv == tool {
+            return Err(format!(
+                "tools.{tool}.inverse_of names the tool itself; name the tool that undoes it"
+            ));
+        }
+        if p.resource_fields.is_empty() {
+            return Err(format!(
+                "tools.{tool}.inverse_of needs resource_fields: the argument fields naming \
+                 the thing acted on (e.g. [\"user_id\"])"
+            ));
+        }
+        if let Some((other, _)) = self
+            .tools
+            .iter()
+            .find(|(n, o)| n.as_str() != tool && o.inverse_of.as_deref() == Some(inv.as_str()))
+        {
+            return Err(format!(
+                "tools.{tool} and tools.{other} both name {inv:?} as inverse_of; a tool has one \
+                 inverse"
+            ));
+        }
+        if let Some(back) = self.tools.get(inv).and_then(|o| o.inverse_of.as_deref())
+            && back != tool
+        {
+            return Err(format!(
+                "tools.{tool}.inverse_of is {inv:?}, whose inverse_of is {back:?}; a pair names \
+                 each other or only one side names the other"
+            ));
+        }
+        if self
+            .tools
+            .iter()
+            .any(|(n, o)| n.as_str() != inv.as_str() && o.inverse_of.as_deref() == Some(tool))
+        {
+            return Err(format!(
+                "tools.{tool} has inverse_of {inv:?} and is itself named as inverse_of by \
+                 another tool; a tool has one inverse"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The inverse of `tool` and the resource fields of its calls, when `tool` is one side of
+    /// an `inverse_of` pair (named on either side). The fields are `tool`'s own, else the
+    /// other side's.
+    pub fn inverse_pair(&self, tool: &str) -> Option<(String, Vec<String>)> {
+        let own = self.tools.get(tool);
+        if let Some(p) = own
+            && let Some(inv) = &p.inverse_of
+        {
+            return Some((inv.clone(), p.resource_fields.clone()));
+        }
+        let (name, other) = self
+            .tools
+            .iter()
+            .find(|(_, o)| o.inverse_of.as_deref() == Some(tool))?;
+        let fields = match own {
+            Some(p) if !p.resource_fields.is_empty() => p.resource_fields.clone(),
+            _ => other.resource_fields.clone(),
+        };
+        Some((name.clone(), fields))
     }
 
     /// The policy of `tool` (the default policy when none is configured).
@@ -702,5 +793,64 @@ mod tests {
         assert_eq!(cfg.defaults.tool_policy("search").mode, ToolMode::Off);
         assert_eq!(cfg.defaults.ttl_ms_for("pay"), 604_800_000);
         assert!(toml::from_str::<ServerConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn inverse_pairs_parse_and_their_rules_are_checked() {
+        let cfg: ServerConfig = toml::from_str(
+            r#"
+            [defaults.tools.disable_2fa]
+            resource_fields = ["user_id"]
+            inverse_of = "enable_2fa"
+            "#,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        let d = &cfg.defaults;
+        assert_eq!(
+            d.inverse_pair("disable_2fa"),
+            Some(("enable_2fa".into(), vec!["user_id".into()]))
+        );
+        // Symmetric: the other side finds its inverse and borrows the fields.
+        assert_eq!(
+            d.inverse_pair("enable_2fa"),
+            Some(("disable_2fa".into(), vec!["user_id".into()]))
+        );
+        assert_eq!(d.inverse_pair("search"), None);
+
+        let with = |name: &str, p: ToolPolicy| {
+            let mut s = SessionSettings::default();
+            s.tools.insert(name.into(), p);
+            s
+        };
+        let own = with(
+            "a",
+            ToolPolicy {
+                inverse_of: Some("a".into()),
+                resource_fields: vec!["id".into()],
+                ..Default::default()
+            },
+        );
+        assert!(own.validate().unwrap_err().contains("itself"));
+        let bare = with(
+            "a",
+            ToolPolicy {
+                inverse_of: Some("b".into()),
+                ..Default::default()
+            },
+        );
+        assert!(bare.validate().unwrap_err().contains("resource_fields"));
+        let mut twice = bare.clone();
+        for n in ["a", "c"] {
+            twice.tools.insert(
+                n.into(),
+                ToolPolicy {
+                    inverse_of: Some("b".into()),
+                    resource_fields: vec!["id".into()],
+                    ..Default::default()
+                },
+            );
+        }
+        assert!(twice.validate().unwrap_err().contains("one inverse"));
     }
 }

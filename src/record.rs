@@ -66,6 +66,50 @@ pub struct Record {
     /// How to undo the call, as the caller gave it with `Complete` (sagas).
     #[serde(default)]
     pub compensation_json: Option<String>,
+    /// The resource this call acts on, for a tool paired with an inverse (`inverse_of`): the
+    /// window of its calls follows the resource's state.
+    #[serde(default)]
+    pub resource: Option<ResourceMark>,
+}
+
+/// Where a call stands in the history of the resource it acts on (tools with an inverse).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceMark {
+    /// Fingerprint of the tool pair and the resource fields' canonical values.
+    pub key: String,
+    /// Grows by one each time the pair's other tool acts on the resource: only calls of the
+    /// current generation can be repeated.
+    pub generation: u64,
+    /// When the current generation began (the first call of it), for the candidate window.
+    pub since_ms: Millis,
+}
+
+/// What a store keeps per resource: the newest call on it, as the window of the next check
+/// of either tool of the pair needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceState {
+    /// The tool of the newest call on the resource.
+    pub tool: String,
+    /// Its generation (`ResourceMark::generation`).
+    pub generation: u64,
+    /// When that generation began.
+    pub since_ms: Millis,
+}
+
+impl ResourceState {
+    /// The state a record leaves its resource in, if it has one.
+    pub fn of(r: &Record) -> Option<(String, ResourceState)> {
+        r.resource.as_ref().map(|m| {
+            (
+                m.key.clone(),
+                ResourceState {
+                    tool: r.tool.clone(),
+                    generation: m.generation,
+                    since_ms: m.since_ms,
+                },
+            )
+        })
+    }
 }
 
 fn first_attempt() -> u32 {

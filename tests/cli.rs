@@ -185,3 +185,76 @@ async fn doctor_passes_against_a_healthy_server_and_names_the_fix_otherwise() {
         "the stopped server is reported"
     );
 }
+
+#[tokio::test]
+async fn session_set_pairs_a_tool_with_its_inverse_and_the_window_follows_the_resource() {
+    let s = TestServer::start().await;
+    let server = format!("http://{}", s.addr);
+    let base = ["--server", server.as_str(), "--tenant", "t"];
+    let (ok, v, err) = idem(
+        &[
+            &["session", "set"],
+            &base[..],
+            &[
+                "--session",
+                "s",
+                "--tool-inverse",
+                "disable_2fa=enable_2fa",
+                "--tool-resource-fields",
+                "disable_2fa=user_id",
+                "--tool-on-lease-expiry",
+                "charge=hold",
+                "--json",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(v["tools"]["disable_2fa"]["inverse_of"], "enable_2fa");
+    assert_eq!(v["tools"]["disable_2fa"]["resource_fields"][0], "user_id");
+    assert_eq!(v["tools"]["charge"]["on_lease_expiry"], "hold");
+    let mut verdicts = Vec::new();
+    for tool in ["enable_2fa", "disable_2fa", "enable_2fa", "enable_2fa"] {
+        let (ok, v, err) = idem(
+            &[
+                &["check"],
+                &base[..],
+                &[
+                    "--session",
+                    "s",
+                    "--tool",
+                    tool,
+                    "--args",
+                    r#"{"user_id": "u-1"}"#,
+                    "--json",
+                ],
+            ]
+            .concat(),
+        )
+        .await;
+        assert!(ok, "{err}");
+        verdicts.push(v["verdict"].as_str().unwrap().to_string());
+    }
+    // Nothing completed: the repeat of the second enable is in flight, not the first's.
+    assert_eq!(verdicts, ["NEW", "NEW", "NEW", "IN_FLIGHT"]);
+    let (ok, _, err) = idem(
+        &[
+            &["session", "set"],
+            &base[..],
+            &[
+                "--session",
+                "s",
+                "--tool-inverse",
+                "a=a",
+                "--tool-resource-fields",
+                "a=id",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("inverse_of"), "{err}");
+    s.stop().await;
+}

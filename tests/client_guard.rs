@@ -378,3 +378,79 @@ async fn an_in_flight_repeat_is_answered_by_the_server_side_wait() {
         "answered when the original completed, not at the next poll"
     );
 }
+
+/// A `MakeWriter` that keeps what the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn the_guard_logs_the_servers_advisories_as_warnings() {
+    let server = TestServer::start().await;
+    let g = guard(&server).await;
+    let mut raw = server.client().await;
+    raw.configure_session(proto::ConfigureSessionRequest {
+        config: Some(proto::SessionConfig {
+            tenant: "t".into(),
+            session: "s".into(),
+            loop_threshold: Some(2),
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let runs = AtomicUsize::new(0);
+    let args = json!({"to": "acct-17", "amount": 250});
+    let keyed = |k: &str| idem_client::CheckOptions {
+        idempotency_key: Some(k.into()),
+        ..Default::default()
+    };
+    // A key minted per attempt, then the agent looping on the call.
+    for k in ["attempt-1", "attempt-2", "attempt-2"] {
+        g.run_with("pay", &args, keyed(k), |_| counted(&runs))
+            .await
+            .unwrap();
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let advisories: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("idem advisory"))
+        .collect();
+    assert!(
+        advisories.iter().all(|l| l.contains("WARN")),
+        "{advisories:?}"
+    );
+    assert!(
+        advisories
+            .iter()
+            .any(|l| l.contains("key_changes_per_attempt")),
+        "{text}"
+    );
+    assert!(
+        advisories.iter().any(|l| l.contains("loop_suspected:2")),
+        "{text}"
+    );
+}

@@ -394,3 +394,115 @@ async fn many_repeats_of_one_tool_in_the_window_carry_a_loop_warning_with_the_co
             .is_empty()
     );
 }
+
+/// The pair of the state-following window: `disable_2fa` undoes `enable_2fa` on `user_id`.
+fn two_factor_pair() -> proto::SessionConfig {
+    proto::SessionConfig {
+        tools: [(
+            "disable_2fa".to_string(),
+            proto::ToolPolicy {
+                resource_fields: vec!["user_id".into()],
+                inverse_of: Some("enable_2fa".into()),
+                ..Default::default()
+            },
+        )]
+        .into(),
+        ..Default::default()
+    }
+}
+
+/// Checks `tool` for `user`; a NEW is completed as succeeded. The verdict's name.
+async fn toggle(
+    c: &mut proto::idem_client::IdemClient<tonic::transport::Channel>,
+    tool: &str,
+    user: &str,
+) -> &'static str {
+    let r = run(c, check(tool, &format!(r#"{{"user_id": "{user}"}}"#))).await;
+    if verdict(&r) == Verdict::New {
+        succeed(c, &r.call_id, r#"{"ok": true}"#, None).await;
+    }
+    verdict(&r).as_str_name()
+}
+
+async fn windows_follow_the_resource_state(srv: TestServer) {
+    let mut c = srv.client().await;
+    configure(&mut c, two_factor_pair()).await;
+    let mut seen = Vec::new();
+    for tool in ["enable_2fa", "disable_2fa", "enable_2fa"] {
+        seen.push(toggle(&mut c, tool, "u-1").await);
+    }
+    assert_eq!(seen, ["NEW", "NEW", "NEW"], "enable, disable, enable");
+    assert_eq!(toggle(&mut c, "enable_2fa", "u-1").await, "DUPLICATE");
+    // Without an inverse call in between, a repeat is a repeat; other resources are apart.
+    assert_eq!(toggle(&mut c, "enable_2fa", "u-2").await, "NEW");
+    assert_eq!(toggle(&mut c, "enable_2fa", "u-2").await, "DUPLICATE");
+    assert_eq!(toggle(&mut c, "disable_2fa", "u-3").await, "NEW");
+    assert_eq!(toggle(&mut c, "enable_2fa", "u-2").await, "DUPLICATE");
+    // The window of the inverse follows the state too.
+    assert_eq!(toggle(&mut c, "disable_2fa", "u-1").await, "NEW");
+    assert_eq!(toggle(&mut c, "disable_2fa", "u-1").await, "DUPLICATE");
+    assert_eq!(toggle(&mut c, "enable_2fa", "u-1").await, "NEW");
+}
+
+#[tokio::test]
+async fn a_call_of_the_inverse_tool_ends_the_window_of_earlier_calls_on_its_resource() {
+    windows_follow_the_resource_state(TestServer::start().await).await;
+}
+
+#[tokio::test]
+async fn windows_follow_the_resource_state_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(idem::store::EmbeddedStore::open(dir.path()).unwrap());
+    let srv = TestServer::start_with(store, idem::config::ServerConfig::default()).await;
+    windows_follow_the_resource_state(srv).await;
+}
+
+#[tokio::test]
+async fn an_inverse_pair_is_validated_when_configured() {
+    let srv = TestServer::start().await;
+    let mut c = srv.client().await;
+    let bad = |p: proto::ToolPolicy| proto::ConfigureSessionRequest {
+        config: Some(proto::SessionConfig {
+            tenant: "t".into(),
+            session: "s".into(),
+            tools: [("disable_2fa".to_string(), p)].into(),
+            ..Default::default()
+        }),
+    };
+    let itself = c
+        .configure_session(bad(proto::ToolPolicy {
+            resource_fields: vec!["user_id".into()],
+            inverse_of: Some("disable_2fa".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(itself.code(), Code::InvalidArgument);
+    assert!(itself.message().contains("itself"), "{}", itself.message());
+    let no_fields = c
+        .configure_session(bad(proto::ToolPolicy {
+            inverse_of: Some("enable_2fa".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(no_fields.code(), Code::InvalidArgument);
+    assert!(
+        no_fields.message().contains("resource_fields"),
+        "{}",
+        no_fields.message()
+    );
+    // What was set reads back.
+    configure(&mut c, two_factor_pair()).await;
+    let s = c
+        .get_session(proto::GetSessionRequest {
+            tenant: "t".into(),
+            session: "s".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let p = &s.tools["disable_2fa"];
+    assert_eq!(p.inverse_of.as_deref(), Some("enable_2fa"));
+    assert_eq!(p.resource_fields, ["user_id"]);
+}

@@ -437,3 +437,58 @@ async fn a_near_copy_with_one_phrase_reworded_is_judged_a_repeat_both_ways() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_rewording_after_a_call_of_the_inverse_is_new_and_the_next_one_repeats_it() {
+    let srv = start_semantic(semantic_config()).await;
+    let mut c = srv.client().await;
+    let mut cfg = session(5_000);
+    cfg.tools.insert(
+        "disable_2fa".into(),
+        proto::ToolPolicy {
+            resource_fields: vec!["user_id".into()],
+            inverse_of: Some("enable_2fa".into()),
+            ..Default::default()
+        },
+    );
+    configure(&mut c, cfg).await;
+    let enable = |note: &str| {
+        check(
+            "enable_2fa",
+            &serde_json::json!({"user_id": "u-1", "note": note}).to_string(),
+        )
+    };
+    let (a, b) = (
+        "Please send me the final report for the Q3 audit by Friday.",
+        "Please send me the Q3 audit final report by Friday.",
+    );
+    // Calls a millisecond apart, as real ones are (a generation starts at its first call's
+    // millisecond; see docs/DESIGN.md).
+    let tick = || srv.clock.advance_ms(1);
+    let first = run(&mut c, enable(a)).await;
+    assert_eq!(verdict(&first), Verdict::New, "{}", describe(&first));
+    succeed(&mut c, &first.call_id, r#"{"ok": true}"#, None).await;
+    // Before the inverse the rewording is a semantic repeat.
+    tick();
+    let reworded = run(&mut c, enable(b)).await;
+    assert_eq!(
+        verdict(&reworded),
+        Verdict::Duplicate,
+        "{}",
+        describe(&reworded)
+    );
+    tick();
+    let off = run(&mut c, check("disable_2fa", r#"{"user_id": "u-1"}"#)).await;
+    assert_eq!(verdict(&off), Verdict::New);
+    succeed(&mut c, &off.call_id, r#"{"ok": true}"#, None).await;
+    // After it, the same rewording is a new action ...
+    tick();
+    let again = run(&mut c, enable(b)).await;
+    assert_eq!(verdict(&again), Verdict::New, "{}", describe(&again));
+    succeed(&mut c, &again.call_id, r#"{"ok": true}"#, None).await;
+    // ... and the original wording now repeats that one, not the first.
+    tick();
+    let back = run(&mut c, enable(a)).await;
+    assert_eq!(verdict(&back), Verdict::Duplicate, "{}", describe(&back));
+    assert_eq!(back.call_id, again.call_id);
+}

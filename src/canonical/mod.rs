@@ -149,6 +149,31 @@ impl CanonicalCall {
     pub fn free_text_joined(&self) -> &str {
         &self.text
     }
+
+    /// Fingerprint of the resource the call acts on: the canonical values at the dotted
+    /// `fields`, under the name of a tool pair (`pair`, in either order). `None` when a field
+    /// is absent (such a call is not followed).
+    pub fn resource_fingerprint(&self, pair: (&str, &str), fields: &[String]) -> Option<String> {
+        let (a, b) = if pair.0 <= pair.1 {
+            pair
+        } else {
+            (pair.1, pair.0)
+        };
+        let mut parts = vec!["resource".to_string(), a.to_string(), b.to_string()];
+        for f in fields {
+            let mut at = &self.arguments;
+            for step in f.split('.') {
+                match at {
+                    CanonValue::Object(m) => at = m.get(step)?,
+                    _ => return None,
+                }
+            }
+            parts.push(f.clone());
+            parts.push(at.to_string());
+        }
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        Some(hash_parts(&parts))
+    }
 }
 
 /// Why arguments could not be canonicalised.

@@ -722,3 +722,31 @@ proptest! {
         let _ = parse(&text);
     }
 }
+
+#[test]
+fn a_resource_fingerprint_is_the_pair_and_the_exact_field_values() {
+    let call =
+        |args: Value| CanonicalCall::build("enable_2fa", &args, &CanonPolicy::default()).unwrap();
+    let fields = vec!["user_id".to_string(), "org.id".to_string()];
+    let a = call(json!({"user_id": "u1", "org": {"id": 7}, "note": "x"}));
+    let fp = a.resource_fingerprint(("enable_2fa", "disable_2fa"), &fields);
+    assert!(fp.is_some());
+    // Either order of the pair; other fields and number spelling do not matter.
+    let b = call(json!({"org": {"id": 7.0}, "user_id": "u1", "note": "y"}));
+    assert_eq!(
+        b.resource_fingerprint(("disable_2fa", "enable_2fa"), &fields),
+        fp
+    );
+    // Another value, or another pair, is another resource; a missing field, none.
+    let c = call(json!({"user_id": "u2", "org": {"id": 7}}));
+    assert_ne!(
+        c.resource_fingerprint(("enable_2fa", "disable_2fa"), &fields),
+        fp
+    );
+    assert_ne!(a.resource_fingerprint(("enable_2fa", "x"), &fields), fp);
+    let d = call(json!({"user_id": "u1"}));
+    assert_eq!(
+        d.resource_fingerprint(("enable_2fa", "disable_2fa"), &fields),
+        None
+    );
+}

@@ -185,15 +185,60 @@ pub struct SessionSetArgs {
     /// A tool's mode, TOOL=MODE (off, key_only, exact, semantic); repeatable.
     #[arg(long = "tool-mode", value_name = "TOOL=MODE", value_parser = parse_tool_mode)]
     pub tool_modes: Vec<(String, String)>,
+    /// The tool that undoes a tool, TOOL=INVERSE (e.g. disable_2fa=enable_2fa): a call of
+    /// the inverse on the same resource ends the window of the tool's earlier calls; needs
+    /// --tool-resource-fields for TOOL. Repeatable.
+    #[arg(long = "tool-inverse", value_name = "TOOL=INVERSE", value_parser = parse_tool_mode)]
+    pub tool_inverses: Vec<(String, String)>,
+    /// The fields naming what a tool acts on, TOOL=FIELD[,FIELD...] (e.g.
+    /// disable_2fa=user_id). Repeatable.
+    #[arg(
+        long = "tool-resource-fields",
+        value_name = "TOOL=FIELDS",
+        value_parser = parse_tool_mode
+    )]
+    pub tool_resource_fields: Vec<(String, String)>,
+    /// What a repeat after an expired lease gets, TOOL=take_over|hold. Repeatable.
+    #[arg(
+        long = "tool-on-lease-expiry",
+        value_name = "TOOL=POLICY",
+        value_parser = parse_tool_mode
+    )]
+    pub tool_on_lease_expiry: Vec<(String, String)>,
 }
 
+/// `TOOL=VALUE`, both sides non-empty.
 fn parse_tool_mode(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((t, m)) if !t.trim().is_empty() && !m.trim().is_empty() => {
             Ok((t.trim().to_string(), m.trim().to_string()))
         }
-        _ => Err(format!("expected TOOL=MODE, got {s:?}")),
+        _ => Err(format!("expected TOOL=VALUE, got {s:?}")),
     }
+}
+
+/// The tool policies `session set` sends: one per tool named by any --tool-* flag (the
+/// server replaces each named tool's policy with it).
+fn tool_policies(a: &SessionSetArgs) -> std::collections::HashMap<String, proto::ToolPolicy> {
+    let mut tools: std::collections::HashMap<String, proto::ToolPolicy> = Default::default();
+    for (tool, mode) in &a.tool_modes {
+        tools.entry(tool.clone()).or_default().mode = mode.clone();
+    }
+    for (tool, inverse) in &a.tool_inverses {
+        tools.entry(tool.clone()).or_default().inverse_of = Some(inverse.clone());
+    }
+    for (tool, policy) in &a.tool_on_lease_expiry {
+        tools.entry(tool.clone()).or_default().on_lease_expiry = Some(policy.clone());
+    }
+    for (tool, fields) in &a.tool_resource_fields {
+        tools.entry(tool.clone()).or_default().resource_fields = fields
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
+    tools
 }
 
 /// `idem session get` / `idem session set`.
@@ -214,17 +259,7 @@ pub async fn session(cmd: SessionCommand) -> anyhow::Result<ExitCode> {
         SessionCommand::Set(a) => {
             let a = *a;
             let mut c = a.get.conn.raw().await?;
-            let tools = a
-                .tool_modes
-                .into_iter()
-                .map(|(tool, mode)| {
-                    let p = proto::ToolPolicy {
-                        mode,
-                        ..Default::default()
-                    };
-                    (tool, p)
-                })
-                .collect();
+            let tools = tool_policies(&a).into_iter().collect();
             let config = proto::SessionConfig {
                 tenant: a.get.tenant,
                 session: a.get.session,

@@ -111,6 +111,9 @@ pub fn session_config(c: &proto::SessionConfig) -> Value {
                 "ignored_fields": p.ignored_fields,
                 "defaults": embedded_json(&p.defaults_json),
                 "ttl_seconds": p.ttl_seconds,
+                "on_lease_expiry": p.on_lease_expiry,
+                "resource_fields": p.resource_fields,
+                "inverse_of": p.inverse_of,
             });
             (name.clone(), policy)
         })

@@ -16,10 +16,10 @@ use crate::config::{
 };
 use crate::error::IdemError;
 use crate::funnel::{
-    CheckContext, Finding, Found, FunnelResult, FuzzyScan, MatchFilter, StageKind, StageOutcome,
-    StageReport, StopReason, fuzzy_scan, load_candidates,
+    CheckContext, Finding, Found, FunnelResult, FuzzyScan, MatchFilter, ResourceWindow, StageKind,
+    StageOutcome, StageReport, StopReason, fuzzy_scan, load_candidates,
 };
-use crate::record::{CallStatus, Record, RepeatOutcome, match_scope};
+use crate::record::{CallStatus, Record, RepeatOutcome, ResourceMark, match_scope};
 use crate::store::{Candidate, StatsDelta};
 
 /// A call ready for the funnel.
@@ -37,6 +37,8 @@ struct Prepared {
     embed_admit_by: Instant,
     /// The scope version this attempt read (stores several instances share).
     seen: SeenVersion,
+    /// The resource the call acts on and the pair's other tool, for a tool with an inverse.
+    resource: Option<(String, String)>,
 }
 
 impl Engine {
@@ -116,20 +118,23 @@ impl Engine {
         let embed_admit_by = embed_deadline
             .min(now + budget.mul_f64(self.config.semantic.max_embed_wait_share.clamp(0.0, 1.0)));
         let policy = settings.tool_policy(&req.tool);
+        let pair = settings.inverse_pair(&req.tool);
+        let mut canon = canon_policy(&policy, &self.config.ignored_metadata_fields);
+        // Resource fields compare exactly: they are identity, whatever their values look like.
+        if let Some((_, fields)) = &pair {
+            canon.identity_fields.extend(fields.iter().cloned());
+        }
         // From the text, so numbers keep every digit (a serde_json Value rounds past 2^64).
-        let call = CanonicalCall::from_json(
-            &req.tool,
-            &req.arguments_json,
-            &canon_policy(&policy, &self.config.ignored_metadata_fields),
-        )
-        .map_err(|e| match e {
-            CanonError::NotAnObject(_)
-            | CanonError::InvalidJson(_)
-            | CanonError::TooDeep(_)
-            | CanonError::NumberOutOfRange(_) => {
-                IdemError::InvalidArgument(format!("arguments_json: {e}"))
-            }
-        })?;
+        let call = CanonicalCall::from_json(&req.tool, &req.arguments_json, &canon).map_err(
+            |e| match e {
+                CanonError::NotAnObject(_)
+                | CanonError::InvalidJson(_)
+                | CanonError::TooDeep(_)
+                | CanonError::NumberOutOfRange(_) => {
+                    IdemError::InvalidArgument(format!("arguments_json: {e}"))
+                }
+            },
+        )?;
         if policy.mode == ToolMode::Off {
             let reason = format!(
                 "tool {:?} has mode off: never deduplicated, not recorded",
@@ -145,6 +150,10 @@ impl Engine {
             &req.session,
             settings.scope == ScopeMode::Tenant,
         );
+        let resource = pair.and_then(|(inverse, fields)| {
+            call.resource_fingerprint((&call.tool, &inverse), &fields)
+                .map(|key| (key, inverse))
+        });
         Ok(Ok(Prepared {
             mode: policy.mode,
             req,
@@ -155,6 +164,7 @@ impl Engine {
             embed_deadline,
             embed_admit_by,
             seen: SeenVersion::default(),
+            resource,
         }))
     }
 
@@ -167,7 +177,10 @@ impl Engine {
         loop {
             attempts += 1;
             self.read_scope_version(&p.scope, &p.seen).await?;
-            let before = self.before_lock(p, stripe).await?;
+            // After the version: a call of the inverse recorded by another instance since is
+            // either seen here or makes this attempt's reservation fail.
+            let window = self.window(p).await?;
+            let before = self.before_lock(p, stripe, window.as_ref()).await?;
             let guard = match self.lock_or_settle(p, stripe).await? {
                 Waited::Locked(guard) => guard,
                 Waited::Settled(out) => return Ok(*out),
@@ -184,6 +197,12 @@ impl Engine {
             };
             let now = self.clock.now_ms();
             let mut ctx = self.context(p, now);
+            // Read again under the lock: a call of the inverse recorded by this instance while
+            // the check waited for it changes the window (and invalidates the read ahead).
+            ctx.window = match &window {
+                Some(_) => self.window(p).await?,
+                None => None,
+            };
             let embed_micros = before.embedding.as_ref().map_or(0, |(_, micros)| *micros);
             let embedded = before.embedding.is_some();
             ctx.embedding = before.embedding.map(|(v, _)| v);
@@ -250,6 +269,7 @@ impl Engine {
     /// and identical checks must not queue behind each other (a retry storm).
     async fn settle_without_lock(&self, p: &Prepared) -> Result<Option<CheckOutcome>, IdemError> {
         let mut ctx = self.context(p, self.clock.now_ms());
+        ctx.window = self.window(p).await?;
         let result = self.funnel.run_certain(&mut ctx).await?;
         let Finding::Found(f) = &result.finding else {
             return Ok(None);
@@ -296,7 +316,12 @@ impl Engine {
     /// of the free text, only when an earlier call the fuzzy stage did not settle may be this
     /// call's original. A call with nothing to compare with is recorded without waiting for
     /// the model; its text is embedded in the background for later checks.
-    async fn before_lock(&self, p: &Prepared, stripe: &Stripe) -> Result<BeforeLock, IdemError> {
+    async fn before_lock(
+        &self,
+        p: &Prepared,
+        stripe: &Stripe,
+        window: Option<&ResourceWindow>,
+    ) -> Result<BeforeLock, IdemError> {
         let mut out = BeforeLock::default();
         let Some(sim) = &self.semantic else {
             return Ok(out);
@@ -316,6 +341,7 @@ impl Engine {
             &p.call,
             &p.settings,
             self.clock.now_ms(),
+            window,
         )
         .await;
         // Which candidates may match whatever the cosine: decided once, then both whether to
@@ -398,6 +424,7 @@ impl Engine {
             embedding: None,
             none_comparable: false,
             nearest: None,
+            window: None,
         }
     }
 
@@ -425,13 +452,20 @@ impl Engine {
         let now = ctx.now;
         let mut out = match finding {
             Finding::Pass => {
-                let why = match stop {
+                let mut why = match stop {
                     StopReason::Deadline => {
                         "no earlier call matched in the stages run before the deadline"
                     }
                     _ => "no earlier call matched",
-                };
-                self.reserve(p, &ctx, lock, NewCall::fresh(), why).await?
+                }
+                .to_string();
+                if let Some(inv) = ctx.window.as_ref().and_then(|w| w.closed_by.as_ref()) {
+                    why.push_str(&format!(
+                        "; {inv} acted on this resource last, which ended the window of this \
+                         tool's earlier calls on it"
+                    ));
+                }
+                self.reserve(p, &ctx, lock, NewCall::fresh(), &why).await?
             }
             Finding::Found(f) => self.repeat_of(p, &ctx, f, lock).await?,
             Finding::Borderline(f) => match p.settings.borderline_policy {
@@ -622,6 +656,11 @@ impl Engine {
             attempt,
             superseded_by: None,
             compensation_json: None,
+            resource: ctx.window.as_ref().map(|w| ResourceMark {
+                key: w.key.clone(),
+                generation: w.generation,
+                since_ms: w.started_ms.unwrap_or(now),
+            }),
         };
         let semantic = self
             .semantic
@@ -678,6 +717,38 @@ impl Engine {
         })
     }
 
+    /// The window of the call's resource as the store has it now (tools with an inverse).
+    async fn window(&self, p: &Prepared) -> Result<Option<ResourceWindow>, IdemError> {
+        let Some((key, inverse)) = &p.resource else {
+            return Ok(None);
+        };
+        let state = self.store.resource_state(&p.scope, key).await?;
+        let key = key.clone();
+        Ok(Some(match state {
+            None => ResourceWindow {
+                key,
+                generation: 0,
+                started_ms: None,
+                floor_ms: Millis::MIN,
+                closed_by: None,
+            },
+            Some(s) if s.tool == p.call.tool => ResourceWindow {
+                key,
+                generation: s.generation,
+                started_ms: Some(s.since_ms),
+                floor_ms: s.since_ms,
+                closed_by: None,
+            },
+            Some(s) => ResourceWindow {
+                key,
+                generation: s.generation.saturating_add(1),
+                started_ms: None,
+                floor_ms: s.since_ms,
+                closed_by: Some(inverse.clone()),
+            },
+        }))
+    }
+
     /// Marks attempt `old` as taken over by `by`: its Complete is refused from now on. Under
     /// the scope's lock (as Complete is), so the status is read fresh.
     async fn fence_off(&self, old: &str, by: &str) -> Result<(), IdemError> {
@@ -712,7 +783,8 @@ impl Engine {
             )));
         };
         let lock = self.lock_for(&p.scope).lock().await;
-        let ctx = self.context(p, self.clock.now_ms());
+        let mut ctx = self.context(p, self.clock.now_ms());
+        ctx.window = self.window(p).await?;
         let why = format!(
             "resample of call {}: a new execution, never a replay",
             original.id

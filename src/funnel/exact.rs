@@ -31,7 +31,8 @@ impl Stage for ExactStage {
         else {
             return Ok(StageRun::pass(StageOutcome::NoMatch));
         };
-        if record.is_expired(ctx.now) || record.tool != ctx.call.tool {
+        if record.is_expired(ctx.now) || record.tool != ctx.call.tool || ctx.outside_window(&record)
+        {
             return Ok(StageRun::pass(StageOutcome::NoMatch));
         }
         Ok(StageRun {

@@ -32,7 +32,8 @@ impl Stage for KeyStage {
         let Some(record) = ctx.store.latest_by_key(&ctx.match_scope, &key).await? else {
             return Ok(StageRun::pass(StageOutcome::NoMatch));
         };
-        if record.is_expired(ctx.now) {
+        // A call an inverse call followed is not repeated, whatever key it carried.
+        if record.is_expired(ctx.now) || ctx.outside_window(&record) {
             return Ok(StageRun::pass(StageOutcome::NoMatch));
         }
         if record.exact_hash != ctx.call.exact_hash

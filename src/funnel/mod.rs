@@ -227,9 +227,46 @@ pub struct CheckContext {
     /// The closest candidate any similarity stage saw: (call id, score). Written by the
     /// funnel loop only, from what the stages returned.
     pub nearest: Option<(String, f64)>,
+    /// For a tool paired with an inverse: which of its earlier calls on the resource are
+    /// still in their window.
+    pub window: Option<ResourceWindow>,
+}
+
+/// The window of a tool's calls on one resource, as the resource's state sets it: calls of
+/// an older generation were followed by a call of the inverse tool and are never repeated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceWindow {
+    /// The resource (`ResourceMark::key`).
+    pub key: String,
+    /// The generation a repeat must be of, and a NEW is recorded in.
+    pub generation: u64,
+    /// When the current generation began, if a call of this tool began it; `None` when a
+    /// NEW begins a generation (the inverse acted last, or nothing did).
+    pub started_ms: Option<Millis>,
+    /// No call of this tool on the resource before this time is in the window.
+    pub floor_ms: Millis,
+    /// The inverse tool, when it acted on the resource last (the window is closed).
+    pub closed_by: Option<String>,
+}
+
+impl ResourceWindow {
+    /// Whether `r`, a call of `tool`, lies before the window (an inverse call followed it).
+    pub fn excludes(&self, tool: &str, r: &Record) -> bool {
+        r.tool == tool
+            && r.resource
+                .as_ref()
+                .is_some_and(|m| m.key == self.key && m.generation != self.generation)
+    }
 }
 
 impl CheckContext {
+    /// Whether `r` lies before the window of this call's resource (never its original).
+    pub fn outside_window(&self, r: &Record) -> bool {
+        self.window
+            .as_ref()
+            .is_some_and(|w| w.excludes(&self.call.tool, r))
+    }
+
     /// Time left before the deadline.
     pub fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
@@ -244,6 +281,7 @@ impl CheckContext {
                 &self.call,
                 &self.settings,
                 self.now,
+                self.window.as_ref(),
             )
             .await?;
             self.candidates = Some(c);
@@ -252,31 +290,38 @@ impl CheckContext {
     }
 
     /// A stage's match on candidate `c`: its whole record, or `None` when it was swept since the
-    /// candidates were read.
+    /// candidates were read (or lies before the resource's window).
     pub async fn found(
         &self,
         c: &Candidate,
         stage: StageKind,
         score: f64,
     ) -> Result<Option<Found>, IdemError> {
-        Ok(self.store.get(&c.id).await?.map(|record| Found {
-            record,
-            stage,
-            score,
-        }))
+        Ok(self
+            .store
+            .get(&c.id)
+            .await?
+            .filter(|r| !self.outside_window(r))
+            .map(|record| Found {
+                record,
+                stage,
+                score,
+            }))
     }
 }
 
-/// Identity-equal earlier calls of `call` in `scope` inside the session's window at `now`,
-/// newest first, unexpired.
+/// Identity-equal earlier calls of `call` in `scope` inside the session's window at `now`
+/// (and the resource's `window`, if any), newest first, unexpired.
 pub async fn load_candidates(
     store: &dyn Store,
     scope: &str,
     call: &CanonicalCall,
     settings: &SessionSettings,
     now: Millis,
+    window: Option<&ResourceWindow>,
 ) -> Result<Arc<Vec<Candidate>>, IdemError> {
-    let since = now - (settings.window_secs as i64).saturating_mul(1000);
+    let since = (now - (settings.window_secs as i64).saturating_mul(1000))
+        .max(window.map_or(Millis::MIN, |w| w.floor_ms));
     let mut c = store
         .candidates(
             scope,

@@ -214,6 +214,8 @@ pub fn session_config(tenant: &str, session: &str, s: &SessionSettings) -> proto
                         .then(|| serde_json::Value::Object(p.defaults.clone()).to_string()),
                     ttl_seconds: p.ttl_secs,
                     on_lease_expiry: Some(p.on_lease_expiry.name().into()),
+                    resource_fields: p.resource_fields.clone(),
+                    inverse_of: p.inverse_of.clone(),
                 };
                 (name.clone(), tp)
             })
@@ -274,6 +276,17 @@ pub fn session_overrides(c: &proto::SessionConfig) -> Result<SessionOverrides, I
                         ))
                     })?,
                 },
+                resource_fields: p
+                    .resource_fields
+                    .iter()
+                    .map(|f| f.trim().to_string())
+                    .collect(),
+                inverse_of: p
+                    .inverse_of
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string),
             },
         );
     }

@@ -8,12 +8,14 @@
 //! `Record`, so a new field does not compile until it is encoded here.
 
 use crate::index::int8;
-use crate::record::{CallStatus, Record};
+use crate::record::{CallStatus, Record, ResourceMark};
 
 use super::StoreError;
 
 /// First byte of every encoded record.
-pub(super) const FORMAT: u8 = 3;
+pub(super) const FORMAT: u8 = 4;
+/// The format before the resource mark: still read, as a record without one.
+const FORMAT_3: u8 = 3;
 /// The format before the action fields (action key, attempt, superseded by, compensation):
 /// still read, those fields taken as a first attempt's.
 const FORMAT_2: u8 = 2;
@@ -66,6 +68,7 @@ pub(super) fn encode(r: &Record, keep: Option<StoredEmbedding<'_>>) -> Vec<u8> {
         attempt,
         superseded_by,
         compensation_json,
+        resource,
     } = r;
     let mut out = Vec::with_capacity(
         256 + arguments_json.len() + canonical_json.len() + free_text.len() + 400,
@@ -104,6 +107,15 @@ pub(super) fn encode(r: &Record, keep: Option<StoredEmbedding<'_>>) -> Vec<u8> {
     put_varint(&mut out, u64::from(*attempt));
     put_opt(&mut out, superseded_by.as_deref());
     put_opt(&mut out, compensation_json.as_deref());
+    match resource {
+        Some(m) => {
+            out.push(1);
+            put_str(&mut out, &m.key);
+            put_varint(&mut out, m.generation);
+            put_varint(&mut out, zigzag(m.since_ms));
+        }
+        None => out.push(0),
+    }
     match (keep, embedding) {
         (Some(e), _) => put_embedding(&mut out, e.scale, e.codes),
         (None, Some(v)) => {
@@ -124,9 +136,9 @@ pub(super) fn decode<'a>(
 ) -> Result<(Record, Option<StoredEmbedding<'a>>), StoreError> {
     let mut d = Decoder { bytes, at: 0, key };
     let format = d.byte()?;
-    if format != FORMAT && format != FORMAT_2 {
+    if !(FORMAT_2..=FORMAT).contains(&format) {
         return Err(d.corrupt(&format!(
-            "record format byte {format}, expected {FORMAT_2} or {FORMAT}"
+            "record format byte {format}, expected {FORMAT_2} to {FORMAT}"
         )));
     }
     let (id, tenant, session, match_scope, tool) =
@@ -159,6 +171,15 @@ pub(super) fn decode<'a>(
         let action_key = d.str()?;
         let attempt = u32::try_from(d.varint()?).map_err(|_| d.corrupt("attempt"))?;
         (action_key, attempt, d.opt()?, d.opt()?)
+    };
+    let resource = if format <= FORMAT_3 || d.byte()? == 0 {
+        None
+    } else {
+        Some(ResourceMark {
+            key: d.str()?,
+            generation: d.varint()?,
+            since_ms: unzigzag(d.varint()?),
+        })
     };
     let dim = usize::try_from(d.varint()?).map_err(|_| d.corrupt("embedding length"))?;
     let embedding = if dim == 0 {
@@ -202,6 +223,7 @@ pub(super) fn decode<'a>(
         attempt,
         superseded_by,
         compensation_json,
+        resource,
     };
     Ok((record, embedding))
 }
@@ -386,6 +408,11 @@ mod tests {
             attempt: 3,
             superseded_by: Some("later".into()),
             compensation_json: Some("{\"undo\":\"refund\"}".into()),
+            resource: Some(ResourceMark {
+                key: "res".into(),
+                generation: 7,
+                since_ms: 1_733_000_000_100,
+            }),
         }
     }
 
@@ -396,14 +423,20 @@ mod tests {
             attempt: 1,
             superseded_by: None,
             compensation_json: None,
+            resource: None,
             ..record()
         };
         let bytes = encode(&r, None);
         // Format 3 adds, before the embedding (here none: one 0 byte), an empty action key
-        // (0), attempt 1 and two absent options: format 2 is the same bytes without them.
+        // (0), attempt 1 and two absent options; format 4 an absent resource mark: format 2
+        // is the same bytes without them.
         let n = bytes.len();
-        assert_eq!(&bytes[n - 5..], [0, 1, 0, 0, 0]);
-        let mut old = bytes[..n - 5].to_vec();
+        assert_eq!(&bytes[n - 6..], [0, 1, 0, 0, 0, 0]);
+        let mut three = bytes[..n - 2].to_vec();
+        three.push(0);
+        three[0] = FORMAT_3;
+        assert_eq!(decode(&r.id, &three).unwrap().0, r);
+        let mut old = bytes[..n - 6].to_vec();
         old.push(0);
         old[0] = FORMAT_2;
         let (back, _) = decode(&r.id, &old).unwrap();

@@ -34,6 +34,7 @@ pub(crate) fn rec(session: &str, n: u32, created: Millis) -> Record {
         attempt: 1,
         superseded_by: None,
         compensation_json: None,
+        resource: None,
     }
 }
 
@@ -338,7 +339,51 @@ async fn a_reservation_fails_once_the_scope_changed(s: Arc<dyn Store>) {
     );
 }
 
+async fn the_resource_state_is_the_newest_marked_calls(s: Arc<dyn Store>) {
+    use crate::record::{ResourceMark, ResourceState};
+    let marked = |n: u32, tool: &str, generation: u64, created: Millis, expires: Millis| Record {
+        tool: tool.into(),
+        expires_at_ms: expires,
+        resource: Some(ResourceMark {
+            key: "res-1".into(),
+            generation,
+            since_ms: created,
+        }),
+        ..rec("s1", n, created)
+    };
+    let scope = match_scope("t", "s1", false);
+    assert_eq!(s.resource_state(&scope, "res-1").await.unwrap(), None);
+    // Outlives the next one: the state stays while any record on the resource lives.
+    let enable = marked(1, "enable", 0, 1000, 90_000);
+    s.insert(&enable).await.unwrap();
+    let disable = marked(2, "disable", 1, 2000, 20_000);
+    s.insert_if_unchanged(
+        &disable,
+        s.scope_version(&scope).await.unwrap().unwrap_or(0),
+    )
+    .await
+    .unwrap();
+    // An unmarked record leaves the state alone.
+    s.insert(&rec("s1", 3, 3000)).await.unwrap();
+    let want = ResourceState {
+        tool: "disable".into(),
+        generation: 1,
+        since_ms: 2000,
+    };
+    assert_eq!(
+        s.resource_state(&scope, "res-1").await.unwrap(),
+        Some(want.clone())
+    );
+    assert_eq!(s.resource_state(&scope, "res-2").await.unwrap(), None);
+    let other = match_scope("t", "s2", false);
+    assert_eq!(s.resource_state(&other, "res-1").await.unwrap(), None);
+    s.sweep(30_000).await.unwrap();
+    assert!(s.get(&disable.id).await.unwrap().is_none());
+    assert_eq!(s.resource_state(&scope, "res-1").await.unwrap(), Some(want));
+}
+
 async fn run_all(make: impl Fn() -> Arc<dyn Store>) {
+    the_resource_state_is_the_newest_marked_calls(make()).await;
     a_reservation_fails_once_the_scope_changed(make()).await;
     insert_get_update(make()).await;
     lookups_by_key_and_exact_return_the_newest(make()).await;
@@ -491,22 +536,22 @@ async fn embedded_store_refuses_a_newer_format_and_names_the_fix() {
         let tx = db.begin_write().unwrap();
         tx.open_table(redb::TableDefinition::<&str, u64>::new("meta"))
             .unwrap()
-            .insert("format", 4)
+            .insert("format", 5)
             .unwrap();
         tx.commit().unwrap();
     }
     let Err(e) = EmbeddedStore::open(d.path()) else {
-        panic!("a format-4 store opened");
+        panic!("a format-5 store opened");
     };
     let msg = e.to_string();
     assert!(
-        msg.contains("format 4") && msg.contains("empty --data-dir"),
+        msg.contains("format 5") && msg.contains("empty --data-dir"),
         "{msg}"
     );
 }
 
 #[tokio::test]
-async fn embedded_store_opens_a_format_2_store_and_marks_it_format_3() {
+async fn embedded_store_opens_a_format_2_store_and_marks_it_format_4() {
     use redb::ReadableTable;
     let d = tempfile::tempdir().unwrap();
     let r = rec("s1", 1, 1000);
@@ -534,7 +579,7 @@ async fn embedded_store_opens_a_format_2_store_and_marks_it_format_3() {
         .unwrap()
         .unwrap()
         .value();
-    assert_eq!(format, 3);
+    assert_eq!(format, 4);
 }
 
 #[tokio::test]

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
-use crate::record::Record;
+use crate::record::{Record, ResourceState};
 
 /// id -> `codec` record, embedding inline. The name is format 1's, with another value type: an
 /// older idem opening this store fails on the type (redb checks it) instead of seeing no
@@ -38,12 +38,15 @@ const CONVERTING: TableDefinition<&str, &[u8]> = TableDefinition::new("records.c
 /// "format" -> the store format.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The store format this code writes.
-const STORE_FORMAT: u64 = 3;
-/// Format 2 records read as they are (the codec reads both), so a format-2 store needs only
-/// its mark changed.
+const STORE_FORMAT: u64 = 4;
+/// Format 2 and 3 records read as they are (the codec reads every format since 2), and the
+/// resource table is created at open, so such a store needs only its mark changed.
 const STORE_FORMAT_2: u64 = 2;
+const STORE_FORMAT_3: u64 = 3;
 const BY_KEY: TableDefinition<&str, &str> = TableDefinition::new("by_key");
 const BY_EXACT: TableDefinition<&str, &str> = TableDefinition::new("by_exact");
+/// scope SEP resource -> `ResourceEntry` (JSON): the state the newest call on it left.
+const BY_RESOURCE: TableDefinition<&str, &str> = TableDefinition::new("by_resource");
 /// scope SEP tool SEP fingerprint SEP id -> `candidate_value`: the similarity stages read only
 /// this table, never the records.
 const CANDIDATES: TableDefinition<&str, &str> = TableDefinition::new("candidates.v2");
@@ -144,7 +147,7 @@ fn check_format(tx: &redb::WriteTransaction, path: &Path) -> Result<(), StoreErr
     let format = meta.get("format").map_err(be)?.map(|v| v.value());
     match format {
         Some(STORE_FORMAT) => return Ok(()),
-        Some(STORE_FORMAT_2) => {
+        Some(STORE_FORMAT_2 | STORE_FORMAT_3) => {
             meta.insert("format", STORE_FORMAT).map_err(be)?;
             return Ok(());
         }
@@ -238,6 +241,7 @@ impl EmbeddedStore {
             tx.open_table(RECORDS).map_err(be)?;
             tx.open_table(BY_KEY).map_err(be)?;
             tx.open_table(BY_EXACT).map_err(be)?;
+            tx.open_table(BY_RESOURCE).map_err(be)?;
             tx.open_table(CANDIDATES).map_err(be)?;
             tx.open_table(BY_SESSION).map_err(be)?;
             tx.open_table(EXPIRY).map_err(be)?;
@@ -339,6 +343,37 @@ fn read_record(db: &Database, id: &str) -> Result<Option<Record>, StoreError> {
     codec::decode(id, v.value()).map(|(r, _)| Some(r))
 }
 
+/// A resource's state and when the last record on it expires.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ResourceEntry {
+    state: ResourceState,
+    until: Millis,
+}
+
+/// Writes the state `r` leaves its resource in (if it carries a mark), keeping the latest
+/// expiry of the records on it.
+fn put_resource(tx: &redb::WriteTransaction, r: &Record) -> Result<(), StoreError> {
+    let Some((res, state)) = ResourceState::of(r) else {
+        return Ok(());
+    };
+    let k = key(&[&r.match_scope, &res]);
+    let mut t = tx.open_table(BY_RESOURCE).map_err(be)?;
+    let until = match t.get(k.as_str()).map_err(be)? {
+        Some(v) => serde_json::from_str::<ResourceEntry>(v.value())
+            .map_err(|e| StoreError::Corrupt {
+                id: k.clone(),
+                reason: format!("resource entry: {e}"),
+            })?
+            .until
+            .max(r.expires_at_ms),
+        None => r.expires_at_ms,
+    };
+    let v = serde_json::to_string(&ResourceEntry { state, until })
+        .map_err(|e| StoreError::Backend(format!("cannot encode a resource entry: {e}")))?;
+    t.insert(k.as_str(), v.as_str()).map_err(be)?;
+    Ok(())
+}
+
 fn read_pointer(
     db: &Database,
     table: TableDefinition<&str, &str>,
@@ -384,6 +419,7 @@ impl Store for EmbeddedStore {
                         .map_err(be)?
                         .insert(candidate_key(&r).as_str(), candidate_value(&r).as_str())
                         .map_err(be)?;
+                    put_resource(tx, &r)?;
                     let sk = key(&[&r.tenant, &r.session, &r.id]);
                     tx.open_table(BY_SESSION)
                         .map_err(be)?
@@ -471,6 +507,28 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn resource_state(
+        &self,
+        scope: &str,
+        resource: &str,
+    ) -> Result<Option<ResourceState>, StoreError> {
+        let k = key(&[scope, resource]);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(be)?;
+            let t = tx.open_table(BY_RESOURCE).map_err(be)?;
+            let Some(v) = t.get(k.as_str()).map_err(be)? else {
+                return Ok(None);
+            };
+            let e: ResourceEntry =
+                serde_json::from_str(v.value()).map_err(|e| StoreError::Corrupt {
+                    id: k.clone(),
+                    reason: format!("resource entry: {e}"),
+                })?;
+            Ok(Some(e.state))
+        })
+        .await
+    }
+
     async fn candidates(
         &self,
         scope: &str,
@@ -546,6 +604,7 @@ impl Store for EmbeddedStore {
                     let mut recs = tx.open_table(RECORDS).map_err(be)?;
                     let mut by_key = tx.open_table(BY_KEY).map_err(be)?;
                     let mut by_exact = tx.open_table(BY_EXACT).map_err(be)?;
+                    let mut by_resource = tx.open_table(BY_RESOURCE).map_err(be)?;
                     let mut cands = tx.open_table(CANDIDATES).map_err(be)?;
                     let mut by_session = tx.open_table(BY_SESSION).map_err(be)?;
                     let expired = keys_before(&exp, &hi)?;
@@ -583,6 +642,17 @@ impl Store for EmbeddedStore {
                             by_exact.remove(xk.as_str()).map_err(be)?;
                         }
                         cands.remove(candidate_key(&r).as_str()).map_err(be)?;
+                        if let Some(m) = &r.resource {
+                            let rk = key(&[&r.match_scope, &m.key]);
+                            let due = match by_resource.get(rk.as_str()).map_err(be)? {
+                                Some(v) => serde_json::from_str::<ResourceEntry>(v.value())
+                                    .map_or(true, |e| e.until <= now),
+                                None => false,
+                            };
+                            if due {
+                                by_resource.remove(rk.as_str()).map_err(be)?;
+                            }
+                        }
                         by_session
                             .remove(key(&[&r.tenant, &r.session, &id]).as_str())
                             .map_err(be)?;

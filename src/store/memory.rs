@@ -11,13 +11,15 @@ use super::{
 };
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
-use crate::record::Record;
+use crate::record::{Record, ResourceState};
 
 #[derive(Default)]
 struct Inner {
     records: HashMap<String, Record>,
     by_key: HashMap<String, String>,
     by_exact: HashMap<String, String>,
+    /// scope SEP resource -> the resource's state and when its last record expires.
+    resources: HashMap<String, (ResourceState, Millis)>,
     candidates: HashMap<String, BTreeSet<String>>,
     by_session: HashMap<String, BTreeSet<String>>,
     expiry: BTreeSet<(Millis, String)>,
@@ -71,6 +73,14 @@ impl Store for MemoryStore {
             .entry(session_key(&r.tenant, &r.session))
             .or_default()
             .insert(r.id.clone());
+        if let Some((res, state)) = ResourceState::of(r) {
+            let k = key(&[&r.match_scope, &res]);
+            let until = g
+                .resources
+                .get(&k)
+                .map_or(r.expires_at_ms, |(_, t)| (*t).max(r.expires_at_ms));
+            g.resources.insert(k, (state, until));
+        }
         g.expiry.insert((r.expires_at_ms, r.id.clone()));
         g.records.insert(r.id.clone(), r.clone());
         Ok(())
@@ -116,6 +126,17 @@ impl Store for MemoryStore {
             .get(&key(&[scope, h]))
             .and_then(|id| g.records.get(id))
             .cloned())
+    }
+
+    async fn resource_state(
+        &self,
+        scope: &str,
+        resource: &str,
+    ) -> Result<Option<ResourceState>, StoreError> {
+        let g = self.lock()?;
+        Ok(g.resources
+            .get(&key(&[scope, resource]))
+            .map(|(s, _)| s.clone()))
     }
 
     async fn candidates(
@@ -211,6 +232,7 @@ impl Store for MemoryStore {
             }
         }
         g.checks.retain(|_, c| c.expires_at_ms > now);
+        g.resources.retain(|_, (_, until)| *until > now);
         Ok(swept)
     }
 

@@ -33,7 +33,7 @@ use async_trait::async_trait;
 
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
-use crate::record::{CallStatus, Record};
+use crate::record::{CallStatus, Record, ResourceState};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +159,14 @@ pub trait Store: Send + Sync + 'static {
         scope: &str,
         exact_hash: &str,
     ) -> Result<Option<Record>, StoreError>;
+    /// The state the newest call on resource `resource` (`ResourceMark::key`) left in
+    /// `scope`: written with every insert of a record that carries a mark, in the same atomic
+    /// step, and kept until the last record on the resource expires.
+    async fn resource_state(
+        &self,
+        scope: &str,
+        resource: &str,
+    ) -> Result<Option<ResourceState>, StoreError>;
     /// Calls of `scope` and `tool` with identity `fingerprint` created at or after `since`,
     /// newest first, at most `limit`. Hot: read on every similarity check, so backends keep
     /// it cheap (no full record decoding).

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
-use crate::record::Record;
+use crate::record::{Record, ResourceState};
 
 /// A registered insert: the record, and whether its commit has finished.
 struct Entry {
@@ -194,6 +194,18 @@ impl Store for PendingInserts {
     ) -> Result<Option<Record>, StoreError> {
         Self::settle(self.registered(scope, |r| r.exact_hash == exact_hash)).await;
         self.inner.latest_by_exact(scope, exact_hash).await
+    }
+
+    async fn resource_state(
+        &self,
+        scope: &str,
+        resource: &str,
+    ) -> Result<Option<ResourceState>, StoreError> {
+        Self::settle(self.registered(scope, |r| {
+            r.resource.as_ref().is_some_and(|m| m.key == resource)
+        }))
+        .await;
+        self.inner.resource_state(scope, resource).await
     }
 
     async fn candidates(

@@ -355,3 +355,12 @@ def test_server_advisories_are_logged(client, counter, caplog):
         client.run("pay", args, lambda: counter("pay"), idempotency_key="attempt-2")
     assert counter.n == 1
     assert any("key_changes_per_attempt" in r.getMessage() for r in caplog.records)
+
+
+def test_a_call_of_the_inverse_tool_lets_the_earlier_call_run_again(client, counter):
+    client.configure_session(
+        tools={"disable_2fa": {"resource_fields": ["user_id"], "inverse_of": "enable_2fa"}})
+    for tool in ["enable_2fa", "disable_2fa", "enable_2fa", "enable_2fa"]:
+        client.run(tool, {"user_id": "u-1"}, lambda tool=tool: counter(tool) or {"ok": True})
+    # enable, disable, enable ran; the last enable repeats the second one.
+    assert counter.calls == [("enable_2fa",), ("disable_2fa",), ("enable_2fa",)]

@@ -5,6 +5,7 @@ use tokio::sync::Semaphore;
 
 use super::*;
 use crate::config::{ServerConfig, SessionOverrides};
+use crate::engine::{CompleteRequest, Outcome};
 use crate::store::{
     CheckLog, Feedback, ListQuery, MemoryStore, Page, StatsSnapshot, Store, StoreError,
     StoredVector,
@@ -111,6 +112,13 @@ impl Store for GatedStore {
     }
     async fn latest_by_exact(&self, scope: &str, h: &str) -> Result<Option<Record>, StoreError> {
         self.inner.latest_by_exact(scope, h).await
+    }
+    async fn resource_state(
+        &self,
+        scope: &str,
+        res: &str,
+    ) -> Result<Option<crate::record::ResourceState>, StoreError> {
+        self.inner.resource_state(scope, res).await
     }
     async fn candidates(
         &self,
@@ -229,4 +237,132 @@ async fn when_a_commit_fails_its_waiting_repeat_is_recorded_instead() {
         .latest_by_exact(&p.scope, &p.call.exact_hash)
         .await;
     assert!(stored.unwrap().is_none(), "nothing was recorded");
+}
+
+/// An engine whose session pairs `disable_2fa` with `enable_2fa` on `user_id`.
+async fn paired() -> Engine {
+    let engine = Engine::new(Arc::new(MemoryStore::new()), ServerConfig::default());
+    let mut tools = std::collections::BTreeMap::new();
+    tools.insert(
+        "disable_2fa".to_string(),
+        crate::config::ToolPolicy {
+            resource_fields: vec!["user_id".into()],
+            inverse_of: Some("enable_2fa".into()),
+            ..Default::default()
+        },
+    );
+    engine
+        .configure_session(
+            "t",
+            "s",
+            SessionOverrides {
+                tools,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    engine
+}
+
+/// Checks `tool` on `user` and, when NEW, completes it as succeeded.
+async fn act(engine: &Engine, tool: &str, user: &str, note: &str) -> CheckOutcome {
+    let out = engine
+        .check(CheckRequest {
+            tool: tool.into(),
+            ..request(&format!(r#"{{"user_id": "{user}", "note": "{note}"}}"#))
+        })
+        .await
+        .unwrap();
+    if out.verdict == Verdict::New {
+        engine
+            .complete(CompleteRequest {
+                call_id: out.call_id.clone(),
+                outcome: Outcome::Succeeded {
+                    result_json: "{}".into(),
+                },
+                cost: None,
+                attempt: None,
+                compensation_json: None,
+            })
+            .await
+            .unwrap();
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_call_of_the_inverse_ends_the_window_of_earlier_calls_on_the_same_resource() {
+    let engine = paired().await;
+    let first = act(&engine, "enable_2fa", "u1", "a").await;
+    assert_eq!(first.verdict, Verdict::New);
+    // Same resource, same tool: still a repeat.
+    let again = act(&engine, "enable_2fa", "u1", "a").await;
+    assert_eq!(
+        (again.verdict, again.call_id.as_str()),
+        (Verdict::Duplicate, first.call_id.as_str())
+    );
+    assert_eq!(
+        act(&engine, "disable_2fa", "u1", "a").await.verdict,
+        Verdict::New
+    );
+    let after = act(&engine, "enable_2fa", "u1", "a").await;
+    assert_eq!(after.verdict, Verdict::New, "{}", after.reason);
+    assert!(after.reason.contains("disable_2fa"), "{}", after.reason);
+    assert_ne!(after.action_key, first.action_key);
+    // The new window holds the new call; the next repeat replays it.
+    let repeat = act(&engine, "enable_2fa", "u1", "a").await;
+    assert_eq!(
+        (repeat.verdict, repeat.call_id.as_str()),
+        (Verdict::Duplicate, after.call_id.as_str())
+    );
+    // And the inverse's own window was ended by that enable.
+    assert_eq!(
+        act(&engine, "disable_2fa", "u1", "a").await.verdict,
+        Verdict::New
+    );
+}
+
+#[tokio::test]
+async fn another_resource_and_unpaired_tools_keep_their_windows() {
+    let engine = paired().await;
+    let u1 = act(&engine, "enable_2fa", "u1", "a").await;
+    let u2 = act(&engine, "enable_2fa", "u2", "a").await;
+    assert_eq!((u1.verdict, u2.verdict), (Verdict::New, Verdict::New));
+    assert_eq!(
+        act(&engine, "disable_2fa", "u2", "a").await.verdict,
+        Verdict::New
+    );
+    let again = act(&engine, "enable_2fa", "u1", "a").await;
+    assert_eq!(
+        (again.verdict, again.call_id.as_str()),
+        (Verdict::Duplicate, u1.call_id.as_str())
+    );
+    // A tool outside the pair is not followed.
+    let other = act(&engine, "transfer", "u2", "a").await;
+    assert_eq!(other.verdict, Verdict::New);
+    assert_eq!(
+        act(&engine, "transfer", "u2", "a").await.verdict,
+        Verdict::Duplicate
+    );
+}
+
+#[tokio::test]
+async fn a_closed_window_also_ends_a_key_match() {
+    let engine = paired().await;
+    let keyed = |key: &str, note: &str| CheckRequest {
+        tool: "enable_2fa".into(),
+        idempotency_key: Some(key.into()),
+        ..request(&format!(r#"{{"user_id": "u1", "note": "{note}"}}"#))
+    };
+    let first = engine.check(keyed("k1", "turn on")).await.unwrap();
+    assert_eq!(first.verdict, Verdict::New);
+    assert_eq!(
+        act(&engine, "disable_2fa", "u1", "x").await.verdict,
+        Verdict::New
+    );
+    // The same key after the inverse: a new action, not the old one in flight.
+    let reused = engine.check(keyed("k1", "turn on")).await.unwrap();
+    assert_eq!(reused.verdict, Verdict::New, "{}", reused.reason);
+    assert_ne!(reused.call_id, first.call_id);
 }

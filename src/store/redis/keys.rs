@@ -68,6 +68,11 @@ impl ScopeKeys {
     pub(super) fn by_exact(&self, hash: &str) -> String {
         format!("{}x:{hash}", self.base)
     }
+
+    /// The state the newest call on a resource left (`ResourceState`, JSON).
+    pub(super) fn resource(&self, resource: &str) -> String {
+        format!("{}rs:{resource}", self.base)
+    }
 }
 
 /// Keys outside any one scope.
@@ -147,6 +152,7 @@ mod tests {
             k.candidates("send", "fp"),
             k.by_key("{k}"),
             k.by_exact("h"),
+            k.resource("r"),
         ];
         let first = hashed(&keys[0]).to_string();
         assert!(keys.iter().all(|key| hashed(key) == first), "{keys:?}");

@@ -28,7 +28,7 @@ use super::{
 };
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
-use crate::record::Record;
+use crate::record::{Record, ResourceState};
 
 /// A store on Redis.
 pub struct RedisStore {
@@ -202,6 +202,17 @@ impl Store for RedisStore {
     ) -> Result<Option<Record>, StoreError> {
         let k = ScopeKeys::of_scope(&self.prefix, scope).by_exact(exact_hash);
         self.latest(scope, k).await
+    }
+
+    async fn resource_state(
+        &self,
+        scope: &str,
+        resource: &str,
+    ) -> Result<Option<ResourceState>, StoreError> {
+        let k = ScopeKeys::of_scope(&self.prefix, scope).resource(resource);
+        let json: Option<String> = self.run(async |c| c.get(&k).await).await?;
+        json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt(&k, e)))
+            .transpose()
     }
 
     async fn candidates(

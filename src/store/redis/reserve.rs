@@ -5,7 +5,7 @@ use super::RedisStore;
 use super::keys::{ScopeKeys, tag};
 use super::log::SweepEntry;
 use super::values::{corrupt, ttl_ms, vector_bytes, view_of};
-use crate::record::Record;
+use crate::record::{Record, ResourceState};
 use crate::store::{Reserved, SEP, StoreError};
 
 impl RedisStore {
@@ -36,17 +36,28 @@ impl RedisStore {
             .key(k.vector(&r.id))
             .key(k.candidate(&r.id))
             .key(k.candidates(&r.tool, &r.identity_fingerprint))
-            .key(k.by_exact(&r.exact_hash));
-        if let Some(key) = &r.idempotency_key {
-            inv.key(k.by_key(key));
-        }
+            .key(k.by_exact(&r.exact_hash))
+            // Unused keys still name the scope's slot (a cluster routes by them).
+            .key(k.by_key(r.idempotency_key.as_deref().unwrap_or_default()));
+        let resource = match ResourceState::of(r) {
+            Some((res, state)) => {
+                inv.key(k.resource(&res));
+                serde_json::to_string(&state).map_err(|e| corrupt(&r.id, e))?
+            }
+            None => {
+                inv.key(k.resource(""));
+                String::new()
+            }
+        };
         inv.arg(seen.map(|v| v.to_string()).unwrap_or_default())
             .arg(&r.id)
             .arg(json)
             .arg(vector)
             .arg(view)
             .arg(r.created_at_ms)
-            .arg(ttl);
+            .arg(ttl)
+            .arg(if r.idempotency_key.is_some() { "1" } else { "" })
+            .arg(resource);
         let version: i64 = self.run_write(async |c| inv.invoke_async(c).await).await?;
         if version >= 0 {
             return Ok(Reserved::Inserted);

@@ -7,9 +7,13 @@ use redis::Script;
 /// Inserts a record and its index entries; with a non-empty `seen`, only if the scope's
 /// version equals it. Returns the new version, or -1 (nothing written) on a conflict.
 ///
-/// KEYS: version, record, vector, candidate view, candidate set, by-exact[, by-key].
+/// The resource entry (the state the newest call on a resource left) is written in the same
+/// step and kept until the last record on the resource expires.
+///
+/// KEYS: version, record, vector, candidate view, candidate set, by-exact, by-key, resource
+/// (the last two written only when ARGV says so).
 /// ARGV: seen ("" for unconditional), id, record JSON, vector ("" for none), candidate view,
-/// created ms, TTL ms.
+/// created ms, TTL ms, "1" to write by-key, resource state JSON ("" for none).
 const RESERVE: &str = r"
 local function extend(key, ttl)
   if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
@@ -23,7 +27,11 @@ redis.call('SET', KEYS[4], ARGV[5], 'PX', ttl)
 redis.call('ZADD', KEYS[5], ARGV[6], ARGV[2])
 extend(KEYS[5], ttl)
 redis.call('SET', KEYS[6], ARGV[2], 'PX', ttl)
-if KEYS[7] then redis.call('SET', KEYS[7], ARGV[2], 'PX', ttl) end
+if ARGV[8] == '1' then redis.call('SET', KEYS[7], ARGV[2], 'PX', ttl) end
+if ARGV[9] ~= '' then
+  local left = redis.call('PTTL', KEYS[8])
+  redis.call('SET', KEYS[8], ARGV[9], 'PX', math.max(ttl, left))
+end
 if not cur then
   -- A scope seen for the first time (or again after all its records expired) starts from
   -- the server's clock in microseconds, so a version can never come back to one a check
