@@ -18,7 +18,7 @@ use fastembed::{
 use tokio::sync::oneshot;
 
 use super::lanes::{Lane, Lanes, PushError};
-use super::pipeline::{BatchCost, CostModel, Pipeline, estimate_tokens};
+use super::pipeline::{BatchCost, Batcher, CostModel, Pipeline, Waiting, estimate_tokens};
 use super::{EMBEDDING_DIM, EmbedError, Embedder, Embedding, ExpectedWait, l2_normalize};
 
 /// The ONNX model file, in the models folder.
@@ -316,7 +316,7 @@ impl Embedder for LocalEmbedder {
     fn load(&self) -> Option<super::EmbedLoad> {
         let (batch_buckets, batched_texts, batches) = self.batches.snapshot();
         Some(super::EmbedLoad {
-            queued: self.queue.waiting_requests(|_| 0).len(),
+            queued: self.queue.waiting_requests(|_| ()).len(),
             batch_buckets,
             batched_texts,
             batches,
@@ -325,11 +325,12 @@ impl Embedder for LocalEmbedder {
 
     /// From the batch pipeline: what is left of the running batches, then the batches of
     /// waiting texts ahead, at the learned batch cost.
-    fn expected_wait(&self, text: &str) -> Option<ExpectedWait> {
+    fn expected_wait(&self, text: &str, deadline: tokio::time::Instant) -> Option<ExpectedWait> {
         let tokens = estimate_tokens(truncate_chars(text, self.max_chars), MAX_TOKENS);
+        let now = std::time::Instant::now();
         let pipeline = Pipeline {
-            running_left: self.busy.left(std::time::Instant::now()),
-            waiting: self.queue.waiting_requests(|j| j.tokens),
+            running_left: self.busy.left(now),
+            waiting: self.queue.waiting_requests(|j| waiting(j, now)),
             max_batch: self.max_batch,
         };
         let running = pipeline
@@ -339,7 +340,13 @@ impl Embedder for LocalEmbedder {
             .count();
         let cost = self.cost.cost();
         Some(ExpectedWait {
-            wait: pipeline.expected_wait(tokens, &cost),
+            wait: pipeline.expected_wait(
+                Waiting {
+                    tokens,
+                    left: deadline.saturating_duration_since(tokio::time::Instant::now()),
+                },
+                &cost,
+            ),
             ahead: pipeline.waiting.len() + running,
             alone: cost.of(u64::from(tokens)),
         })
@@ -499,7 +506,16 @@ impl Worker<'_> {
     /// what is too late, embeds the rest grouped by length and answers each request. Returns
     /// when the queue is closed.
     fn run(&self, mut model: TextEmbedding, queue: &Lanes<Job>) {
-        while let Some((_, batch)) = queue.next_batch(self.max_batch) {
+        loop {
+            // Formed as the admission estimate assumes: no text joins a batch that would then
+            // end after the deadline of a text already in it.
+            let cost = self.cost.cost();
+            let mut batcher = Batcher::new(Duration::ZERO, self.max_batch);
+            let Some((_, batch)) = queue.next_batch_by(|job| {
+                batcher.take(waiting(job, std::time::Instant::now()), &cost)
+            }) else {
+                return;
+            };
             let now = std::time::Instant::now();
             let (live, late): (Vec<Job>, Vec<Job>) = batch
                 .into_iter()
@@ -515,9 +531,12 @@ impl Worker<'_> {
             let tokens: u64 = live.iter().map(|j| u64::from(j.tokens)).sum();
             self.busy
                 .set(self.index, Some((now, self.cost.cost().of(tokens))));
+            let started = std::time::Instant::now();
             for group in by_length(live) {
                 self.embed_group(&mut model, group);
             }
+            // The admission estimate costs whole batches: learn what this one took.
+            self.cost.learn(tokens, started.elapsed());
             self.busy.set(self.index, None);
         }
     }
@@ -525,7 +544,6 @@ impl Worker<'_> {
     /// One model call for texts of similar length; answers each job.
     fn embed_group(&self, model: &mut TextEmbedding, group: Vec<Job>) {
         let texts: Vec<&str> = group.iter().map(|job| job.text.as_str()).collect();
-        let padded = group.iter().map(|j| j.tokens).max().unwrap_or(0) as u64 * group.len() as u64;
         let started = std::time::Instant::now();
         // A panic inside the model must not take the worker (and the queue) down with it.
         let outcome = catch_unwind(AssertUnwindSafe(|| model.embed(&texts, Some(texts.len()))));
@@ -533,7 +551,6 @@ impl Worker<'_> {
         log_batch(group.len(), took);
         match outcome {
             Ok(Ok(vectors)) if vectors.len() == group.len() => {
-                self.cost.learn(padded, took);
                 for (job, vector) in group.into_iter().zip(vectors) {
                     let _ = job.reply.send(l2_normalize(vector));
                 }
@@ -576,6 +593,14 @@ fn by_length(mut jobs: Vec<Job>) -> Vec<Vec<Job>> {
         }
     }
     groups
+}
+
+/// A queued job as the batch rule sees it at `now`.
+fn waiting(job: &Job, now: std::time::Instant) -> Waiting {
+    Waiting {
+        tokens: job.tokens,
+        left: job.deadline.saturating_duration_since(now),
+    }
 }
 
 /// Answers every job of a failed batch with the same backend error.
