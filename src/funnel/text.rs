@@ -394,7 +394,41 @@ mod tests {
         assert_eq!(similarity_bound("ééa", "éb"), 1.0 - 2.0 / 3.0);
     }
 
+    #[test]
+    fn the_fuzzy_form_is_the_lower_case_words() {
+        let t = Tokens::new("  Send the Q3 REPORT, to Zoë's team!  ");
+        assert_eq!(t.fuzzy_form(), "send the q3 report to zoë's team");
+        assert_eq!(t.len(), 7);
+        let q3 = t.token(2);
+        assert!(q3.value_like && !q3.name_like);
+        assert!(t.token(3).name_like, "an all-caps word inside a sentence");
+        assert!(!t.token(0).name_like, "a capital at the start of a sentence");
+    }
+
     proptest::proptest! {
+        /// Values differ exactly when the value-like words differ as multisets.
+        #[test]
+        fn prepared_values_are_a_multiset(
+            a in "([a-c] |[1-3] |[$][1-2] ){0,8}",
+            b in "([a-c] |[1-3] |[$][1-2] ){0,8}",
+        ) {
+            let words = |t: &str| {
+                let t = Tokens::new(t);
+                let mut v: Vec<String> = t
+                    .tokens()
+                    .iter()
+                    .filter(|x| x.value_like)
+                    .map(|x| x.lower.to_string())
+                    .collect();
+                v.sort();
+                v
+            };
+            let (pa, pb) = (PreparedText::new(&a), PreparedText::new(&b));
+            let differ = pa.conflict_with(&pb) == Some(Conflict::Values);
+            proptest::prop_assert_eq!(differ, words(&a) != words(&b));
+            proptest::prop_assert_eq!(differ, pb.conflict_with(&pa) == Some(Conflict::Values));
+        }
+
         /// The pruning bound never rules out a pair that would have matched.
         #[test]
         fn bag_bound_is_an_upper_bound(a in "[a-dé ]{0,24}", b in "[a-dé ]{0,24}") {
