@@ -511,9 +511,9 @@ impl Worker<'_> {
             // end after the deadline of a text already in it.
             let cost = self.cost.cost();
             let mut batcher = Batcher::new(Duration::ZERO, self.max_batch);
-            let Some((_, batch)) = queue.next_batch_by(|job| {
-                batcher.take(waiting(job, std::time::Instant::now()), &cost)
-            }) else {
+            let Some((_, batch)) = queue
+                .next_batch_by(|job| batcher.take(waiting(job, std::time::Instant::now()), &cost))
+            else {
                 return;
             };
             let now = std::time::Instant::now();

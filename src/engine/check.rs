@@ -412,7 +412,12 @@ impl Engine {
             deadline: p.deadline,
             store: self.store.clone(),
             texts: self.texts.clone(),
-            query: p.query.get().cloned().map(OnceLock::from).unwrap_or_default(),
+            query: p
+                .query
+                .get()
+                .cloned()
+                .map(OnceLock::from)
+                .unwrap_or_default(),
             candidates: None,
             fuzzy_ahead: None,
             embedding: None,

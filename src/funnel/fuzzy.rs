@@ -123,7 +123,8 @@ pub fn scan(
         if out.best_any.is_none_or(|(b, _)| s > b) {
             out.best_any = Some((s, i));
         }
-        if out.eligible.is_none_or(|e| s > e) && measure_prepared(query, &prepared.text).verbatim() {
+        if out.eligible.is_none_or(|e| s > e) && measure_prepared(query, &prepared.text).verbatim()
+        {
             out.eligible = Some(s);
             if s >= threshold {
                 out.matched = Some((s, i));

@@ -78,8 +78,7 @@ impl Tokens {
         let mut sentence_start = true;
         for raw in text.split_whitespace() {
             let ends_sentence = raw.ends_with(['.', '!', '?', ':', ';']);
-            let word =
-                raw.trim_matches(|c: char| !c.is_alphanumeric() && !"@$€£%+#".contains(c));
+            let word = raw.trim_matches(|c: char| !c.is_alphanumeric() && !"@$€£%+#".contains(c));
             if word.is_empty() {
                 sentence_start |= ends_sentence;
                 continue;
@@ -143,7 +142,10 @@ impl Tokens {
     pub(crate) fn token(&self, i: usize) -> Token<'_> {
         let s = self.spans[i];
         Token {
-            lower: self.form.get(s.start as usize..s.end as usize).unwrap_or(""),
+            lower: self
+                .form
+                .get(s.start as usize..s.end as usize)
+                .unwrap_or(""),
             name_like: s.name_like,
             value_like: s.value_like,
         }
@@ -402,7 +404,10 @@ mod tests {
         let q3 = t.token(2);
         assert!(q3.value_like && !q3.name_like);
         assert!(t.token(3).name_like, "an all-caps word inside a sentence");
-        assert!(!t.token(0).name_like, "a capital at the start of a sentence");
+        assert!(
+            !t.token(0).name_like,
+            "a capital at the start of a sentence"
+        );
     }
 
     proptest::proptest! {

@@ -161,7 +161,10 @@ mod tests {
     fn the_cache_is_bounded_and_zero_keeps_nothing() {
         let cache = TextCache::new(100);
         for i in 0..1_000 {
-            cache.get(&cand(&format!("c{i}"), &format!("note number {i} for the team")));
+            cache.get(&cand(
+                &format!("c{i}"),
+                &format!("note number {i} for the team"),
+            ));
         }
         assert!(cache.len() <= 100, "{} entries kept", cache.len());
         assert!(cache.len() >= 50, "{} entries kept", cache.len());
