@@ -10,8 +10,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use idem::canonical::{CanonPolicy, CanonicalCall};
 use idem::config::{EmbedderKind, ServerConfig};
 use idem::engine::{CheckRequest, Engine};
-use idem::funnel::{Judge, features, may_match, text};
-use idem::store::{EmbeddedStore, MemoryStore, Store};
+use idem::funnel::{Judge, MatchFilter, PreparedText, TextCache, features, may_match, text};
+use idem::store::{Candidate, EmbeddedStore, MemoryStore, Store};
 use serde_json::json;
 
 fn email(body: &str) -> String {
@@ -81,6 +81,37 @@ fn judge_pair(c: &mut Criterion) {
     c.bench_function("judge/may_match", |bench| {
         bench.iter(|| may_match(a, b, &settings))
     });
+}
+
+/// The pre-embedding filter over a window of 1,000 candidates that name other values, with the
+/// candidates' texts kept prepared (the text cache) and prepared afresh per check (cache off).
+fn filter_1000(c: &mut Criterion) {
+    let settings = idem::config::SessionSettings::default();
+    let query = PreparedText::new("Please send me the Q3 audit final report by Friday.");
+    let cands: Vec<Candidate> = (0..1000)
+        .map(|i| Candidate {
+            id: format!("call-{i}"),
+            created_at_ms: 0,
+            expires_at_ms: i64::MAX,
+            free_text: format!(
+                "Draft note {i} about the {} initiative for the {} team.",
+                ["orchard", "lantern", "glacier", "velvet", "harbor"][i % 5],
+                ["design", "sales", "support", "legal", "ops"][i % 5]
+            ),
+        })
+        .collect();
+    let filter = MatchFilter::new(&query, &settings);
+    for (name, entries) in [("text_cache", 2048), ("no_cache", 0)] {
+        let texts = TextCache::new(entries);
+        c.bench_function(&format!("filter/1000_candidates/{name}"), |b| {
+            b.iter(|| {
+                cands
+                    .iter()
+                    .filter(|c| filter.may_match(&texts.get(c).text))
+                    .count()
+            })
+        });
+    }
 }
 
 fn exact_path(c: &mut Criterion) {
@@ -195,6 +226,6 @@ fn semantic_check(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
-    targets = canonicalise, fuzzy_1000, judge_pair, exact_path, semantic_check
+    targets = canonicalise, fuzzy_1000, judge_pair, filter_1000, exact_path, semantic_check
 }
 criterion_main!(benches);

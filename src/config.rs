@@ -599,6 +599,10 @@ pub struct SemanticConfig {
     /// least 64 are kept whatever this says: the same table lets concurrent checks of one
     /// text share one embedding.
     pub embed_cache: usize,
+    /// Candidates' free texts kept prepared (split into words, values and roles; about
+    /// 0.5-1 KB each), so a check compares with its window's candidates without splitting
+    /// their texts again; 0 turns it off.
+    pub text_cache: usize,
     /// Longest expected wait for the embedder a check is admitted with, as a share of its own
     /// budget; a longer backlog answers RESOURCE_EXHAUSTED at once. The embedding deadline
     /// (the budget less a reserve for the stages after it) bounds the wait too, so the default
@@ -625,6 +629,7 @@ impl Default for SemanticConfig {
             embed_workers: 1,
             embed_queue: 256,
             embed_cache: 1024,
+            text_cache: 2048,
             max_embed_wait_share: 1.0,
             embed_nice: 5,
             remote_url: None,

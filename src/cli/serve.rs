@@ -68,11 +68,14 @@ pub struct ServeArgs {
     /// Pending embeddings allowed before shedding [default: 256].
     #[arg(long, env = "IDEM_EMBED_QUEUE")]
     pub embed_queue: Option<usize>,
-    /// Free texts whose embedding is cached; 0 turns the cache off [default: 4096].
+    /// Free texts whose embedding is cached [default: 1024].
     #[arg(long, env = "IDEM_EMBED_CACHE")]
     pub embed_cache: Option<usize>,
+    /// Candidates' free texts kept prepared for comparison; 0 turns it off [default: 2048].
+    #[arg(long, env = "IDEM_TEXT_CACHE")]
+    pub text_cache: Option<usize>,
     /// Longest expected embedder wait a check is admitted with, as a share of its budget
-    /// [default: 0.5].
+    /// [default: 1.0].
     #[arg(long, env = "IDEM_MAX_EMBED_WAIT_SHARE")]
     pub max_embed_wait_share: Option<f64>,
     /// Niceness added to the local embedding threads [default: 5].
@@ -174,7 +177,7 @@ impl ServeArgs {
             sweep_interval_secs => sweep_interval_secs, max_concurrent_checks => max_concurrent_checks,
             embedder => semantic.embedder, models_dir => semantic.models_dir,
             embed_workers => semantic.embed_workers, embed_queue => semantic.embed_queue,
-            embed_cache => semantic.embed_cache,
+            embed_cache => semantic.embed_cache, text_cache => semantic.text_cache,
             max_embed_wait_share => semantic.max_embed_wait_share,
             embed_nice => semantic.embed_nice,
             hnsw_threshold => semantic.hnsw_threshold, verifier_model => verifier.model,

@@ -78,12 +78,31 @@ impl<T> Lanes<T> {
 
     /// Blocks until there is work: up to `max_batch` waiting requests, or else one background
     /// job. `None` once the queue is closed and drained.
+    #[cfg(test)]
     pub fn next_batch(&self, max_batch: usize) -> Option<(Lane, Vec<T>)> {
+        let mut n = 0;
+        self.next_batch_by(|_| {
+            n += 1;
+            n <= max_batch.max(1)
+        })
+    }
+
+    /// Blocks until there is work: the waiting requests in order while `take` accepts them
+    /// (the first one whatever it says), or else one background job. `None` once the queue
+    /// is closed and drained.
+    pub fn next_batch_by(&self, mut take: impl FnMut(&T) -> bool) -> Option<(Lane, Vec<T>)> {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if !s.request.is_empty() {
-                let n = s.request.len().min(max_batch.max(1));
-                return Some((Lane::Request, s.request.drain(..n).collect()));
+            if let Some(first) = s.request.pop_front() {
+                take(&first);
+                let mut batch = vec![first];
+                while let Some(next) = s.request.front() {
+                    if !take(next) {
+                        break;
+                    }
+                    batch.extend(s.request.pop_front());
+                }
+                return Some((Lane::Request, batch));
             }
             if let Some(job) = s.background.pop_front() {
                 return Some((Lane::Background, vec![job]));
@@ -96,7 +115,7 @@ impl<T> Lanes<T> {
     }
 
     /// `weight` of each request waiting, in queue order (for the admission estimate).
-    pub fn waiting_requests(&self, weight: impl Fn(&T) -> u32) -> Vec<u32> {
+    pub fn waiting_requests<W>(&self, weight: impl Fn(&T) -> W) -> Vec<W> {
         let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         s.request.iter().map(weight).collect()
     }
@@ -139,6 +158,24 @@ mod tests {
         assert_eq!(q.next_batch(2), Some((Lane::Request, vec![0, 1])));
         assert_eq!(q.next_batch(0), Some((Lane::Request, vec![2])));
         assert_eq!(q.next_batch(9), Some((Lane::Request, vec![3, 4])));
+    }
+
+    #[test]
+    fn a_batch_ends_at_the_first_request_not_taken() {
+        let q = Lanes::new(8, 1);
+        for i in [5, 1, 1, 9, 1] {
+            q.push(Lane::Request, i).unwrap();
+        }
+        // Take while the sum stays under 8: the first always, then 1, 1; 9 ends the batch and
+        // stays first in the queue.
+        let mut sum = 0;
+        let batch = q.next_batch_by(|&x| {
+            sum += x;
+            sum <= 8
+        });
+        assert_eq!(batch, Some((Lane::Request, vec![5, 1, 1])));
+        assert_eq!(q.next_batch_by(|_| false), Some((Lane::Request, vec![9])));
+        assert_eq!(q.next_batch(8), Some((Lane::Request, vec![1])));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use fastembed::{
 use tokio::sync::oneshot;
 
 use super::lanes::{Lane, Lanes, PushError};
-use super::pipeline::{BatchCost, CostModel, Pipeline, estimate_tokens};
+use super::pipeline::{BatchCost, Batcher, CostModel, Pipeline, Waiting, estimate_tokens};
 use super::{EMBEDDING_DIM, EmbedError, Embedder, Embedding, ExpectedWait, l2_normalize};
 
 /// The ONNX model file, in the models folder.
@@ -316,7 +316,7 @@ impl Embedder for LocalEmbedder {
     fn load(&self) -> Option<super::EmbedLoad> {
         let (batch_buckets, batched_texts, batches) = self.batches.snapshot();
         Some(super::EmbedLoad {
-            queued: self.queue.waiting_requests(|_| 0).len(),
+            queued: self.queue.waiting_requests(|_| ()).len(),
             batch_buckets,
             batched_texts,
             batches,
@@ -325,11 +325,12 @@ impl Embedder for LocalEmbedder {
 
     /// From the batch pipeline: what is left of the running batches, then the batches of
     /// waiting texts ahead, at the learned batch cost.
-    fn expected_wait(&self, text: &str) -> Option<ExpectedWait> {
+    fn expected_wait(&self, text: &str, deadline: tokio::time::Instant) -> Option<ExpectedWait> {
         let tokens = estimate_tokens(truncate_chars(text, self.max_chars), MAX_TOKENS);
+        let now = std::time::Instant::now();
         let pipeline = Pipeline {
-            running_left: self.busy.left(std::time::Instant::now()),
-            waiting: self.queue.waiting_requests(|j| j.tokens),
+            running_left: self.busy.left(now),
+            waiting: self.queue.waiting_requests(|j| waiting(j, now)),
             max_batch: self.max_batch,
         };
         let running = pipeline
@@ -339,7 +340,13 @@ impl Embedder for LocalEmbedder {
             .count();
         let cost = self.cost.cost();
         Some(ExpectedWait {
-            wait: pipeline.expected_wait(tokens, &cost),
+            wait: pipeline.expected_wait(
+                Waiting {
+                    tokens,
+                    left: deadline.saturating_duration_since(tokio::time::Instant::now()),
+                },
+                &cost,
+            ),
             ahead: pipeline.waiting.len() + running,
             alone: cost.of(u64::from(tokens)),
         })
@@ -499,7 +506,16 @@ impl Worker<'_> {
     /// what is too late, embeds the rest grouped by length and answers each request. Returns
     /// when the queue is closed.
     fn run(&self, mut model: TextEmbedding, queue: &Lanes<Job>) {
-        while let Some((_, batch)) = queue.next_batch(self.max_batch) {
+        loop {
+            // Formed as the admission estimate assumes: no text joins a batch that would then
+            // end after the deadline of a text already in it.
+            let cost = self.cost.cost();
+            let mut batcher = Batcher::new(Duration::ZERO, self.max_batch);
+            let Some((_, batch)) = queue
+                .next_batch_by(|job| batcher.take(waiting(job, std::time::Instant::now()), &cost))
+            else {
+                return;
+            };
             let now = std::time::Instant::now();
             let (live, late): (Vec<Job>, Vec<Job>) = batch
                 .into_iter()
@@ -515,8 +531,15 @@ impl Worker<'_> {
             let tokens: u64 = live.iter().map(|j| u64::from(j.tokens)).sum();
             self.busy
                 .set(self.index, Some((now, self.cost.cost().of(tokens))));
+            let started = std::time::Instant::now();
+            let mut clean = true;
             for group in by_length(live) {
-                self.embed_group(&mut model, group);
+                clean &= self.embed_group(&mut model, group);
+            }
+            // The admission estimate costs whole batches: learn what this one took (unless a
+            // failure made it embed texts again one at a time).
+            if clean {
+                self.cost.learn(tokens, started.elapsed());
             }
             self.busy.set(self.index, None);
         }
@@ -527,29 +550,23 @@ impl Worker<'_> {
     /// A failed call (ONNX Runtime reports rare transient kernel errors) is not passed on to
     /// every check of the batch: each text that can still be answered in time is embedded
     /// again on its own, so a transient error costs a retry and a text the model cannot
-    /// embed fails only its own check.
-    fn embed_group(&self, model: &mut TextEmbedding, group: Vec<Job>) {
+    /// embed fails only its own check. True when the batch ran at the first call.
+    fn embed_group(&self, model: &mut TextEmbedding, group: Vec<Job>) -> bool {
         let texts: Vec<&str> = group.iter().map(|job| job.text.as_str()).collect();
-        let padded = group.iter().map(|j| j.tokens).max().unwrap_or(0) as u64 * group.len() as u64;
-        let (mut calls, mut first) = (0, None);
+        let mut clean = None;
         let outcomes = embed_or_isolate(
             &texts,
             |texts| {
-                calls += 1;
                 let started = std::time::Instant::now();
                 let out = run_model(model, texts);
-                if calls == 1 && out.is_ok() {
-                    first = Some(started.elapsed());
+                if clean.is_none() {
+                    log_batch(texts.len(), started.elapsed());
+                    clean = Some(out.is_ok());
                 }
                 out
             },
             |i| group[i].deadline > std::time::Instant::now() && !group[i].reply.is_closed(),
         );
-        // Only a whole batch that ran once teaches the cost model what a batch costs.
-        if let Some(took) = first {
-            log_batch(group.len(), took);
-            self.cost.learn(padded, took);
-        }
         for (job, outcome) in group.into_iter().zip(outcomes) {
             let _ = job.reply.send(match outcome {
                 Retried::Embedded(v) => l2_normalize(v),
@@ -557,6 +574,7 @@ impl Worker<'_> {
                 Retried::Late => Err(EmbedError::DeadlineExceeded),
             });
         }
+        clean.unwrap_or(false)
     }
 }
 
@@ -649,6 +667,14 @@ fn by_length(mut jobs: Vec<Job>) -> Vec<Vec<Job>> {
         }
     }
     groups
+}
+
+/// A queued job as the batch rule sees it at `now`.
+fn waiting(job: &Job, now: std::time::Instant) -> Waiting {
+    Waiting {
+        tokens: job.tokens,
+        left: job.deadline.saturating_duration_since(now),
+    }
 }
 
 fn log_batch(size: usize, took: Duration) {

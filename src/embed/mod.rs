@@ -68,9 +68,10 @@ pub trait Embedder: Send + Sync + 'static {
     ) -> Result<Embedding, EmbedError> {
         self.embed(text, deadline).await
     }
-    /// How long a check's text queued now would wait for its embedding, for admission
-    /// control; `None` when the embedder cannot tell (it is then always admitted).
-    fn expected_wait(&self, _text: &str) -> Option<ExpectedWait> {
+    /// How long a check's text queued now, needed by `deadline`, would wait for its
+    /// embedding, for admission control; `None` when the embedder cannot tell (it is then
+    /// always admitted).
+    fn expected_wait(&self, _text: &str, _deadline: tokio::time::Instant) -> Option<ExpectedWait> {
         None
     }
     /// Texts waiting and batch sizes so far, for metrics; `None` when the embedder keeps no

@@ -1,12 +1,18 @@
 //! The admission model of the batching embedder: how long a text queued now waits for its
 //! embedding, from the batch pipeline (what is left of the batches running, then the batches
-//! ahead of it at the batch size in use), with batch costs learned from measurements.
+//! ahead of it as the workers will form them), with batch costs learned from measurements.
 //!
 //! A batch costs `overhead + per_token x tokens` (texts are grouped by length before the
 //! model runs, so padding is small). Both terms are fitted online by least squares over
-//! exponentially weighted moments of what batches actually took, so the model follows the
-//! machine's load. Tokens are estimated from the text (`estimate_tokens`): the fit absorbs a
-//! constant error of the estimate.
+//! exponentially weighted moments of what whole batches actually took, so the model follows
+//! the machine's load. Tokens are estimated from the text (`estimate_tokens`): the fit absorbs
+//! a constant error of the estimate.
+//!
+//! A worker forms a batch from the waiting texts in order, and takes the next text only while
+//! the batch, at its expected cost, still ends by the deadline of every text in it
+//! (`Batcher`). So a text admitted because its batch ends in time is not made late by texts
+//! queued after it joining that batch (under load every batch would grow to `max_batch`), and
+//! the admission estimate simulates the same rule.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -116,37 +122,98 @@ impl CostModel {
     }
 }
 
+/// A text waiting for a worker: its estimated tokens and the time left until its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiting {
+    /// Estimated word pieces.
+    pub tokens: u32,
+    /// Time left until its embedding stops being useful.
+    pub left: Duration,
+}
+
+/// The rule a worker forms a batch by, starting at `start` (time from now): texts in queue
+/// order, at most `max_batch`; the first always; each next one only while the batch, at its
+/// expected cost, still ends by the deadline of every text in it.
+#[derive(Debug, Clone, Copy)]
+pub struct Batcher {
+    start: Duration,
+    max_batch: usize,
+    tokens: u64,
+    /// The earliest deadline among the texts taken.
+    bound: Duration,
+    taken: usize,
+}
+
+impl Batcher {
+    /// An empty batch starting `start` from now.
+    pub fn new(start: Duration, max_batch: usize) -> Self {
+        Self {
+            start,
+            max_batch: max_batch.max(1),
+            tokens: 0,
+            bound: Duration::MAX,
+            taken: 0,
+        }
+    }
+
+    /// Takes `w` into the batch if the rule allows it; `false` ends the batch.
+    pub fn take(&mut self, w: Waiting, cost: &BatchCost) -> bool {
+        if self.taken >= self.max_batch {
+            return false;
+        }
+        let tokens = self.tokens + u64::from(w.tokens);
+        let bound = self.bound.min(w.left);
+        if self.taken > 0 && self.start + cost.of(tokens) > bound {
+            return false;
+        }
+        self.tokens = tokens;
+        self.bound = bound;
+        self.taken += 1;
+        true
+    }
+
+    /// When the batch is expected to end (time from now).
+    pub fn end(&self, cost: &BatchCost) -> Duration {
+        self.start + cost.of(self.tokens)
+    }
+}
+
 /// What the pipeline looks like when a text asks to join it.
 #[derive(Debug, Clone, Default)]
 pub struct Pipeline {
     /// Per worker: the time left of the batch it runs (zero when idle).
     pub running_left: Vec<Duration>,
-    /// Token estimates of the texts waiting, in queue order.
-    pub waiting: Vec<u32>,
+    /// The texts waiting, in queue order.
+    pub waiting: Vec<Waiting>,
     /// Most texts a worker takes in one batch.
     pub max_batch: usize,
 }
 
 impl Pipeline {
-    /// Expected wait of a text of `tokens` tokens queued behind `waiting`: the batches ahead
-    /// go to whichever worker frees first, each at its learned cost; the text's own batch is
-    /// the last of them.
-    pub fn expected_wait(&self, tokens: u32, cost: &BatchCost) -> Duration {
+    /// Expected wait of text `w` queued behind `waiting`: the batches ahead, formed as the
+    /// workers form them (`Batcher`), go to whichever worker frees first, each at its learned
+    /// cost; the text's own batch is the last of them.
+    pub fn expected_wait(&self, w: Waiting, cost: &BatchCost) -> Duration {
         let mut free: Vec<Duration> = if self.running_left.is_empty() {
             vec![Duration::ZERO]
         } else {
             self.running_left.clone()
         };
-        let batch = self.max_batch.max(1);
         let mut queue = self.waiting.clone();
-        queue.push(tokens);
+        queue.push(w);
         let mut done = Duration::ZERO;
-        for chunk in queue.chunks(batch) {
-            let Some((w, start)) = free.iter().copied().enumerate().min_by_key(|(_, t)| *t) else {
+        let mut next = 0;
+        while next < queue.len() {
+            let Some((worker, start)) = free.iter().copied().enumerate().min_by_key(|(_, t)| *t)
+            else {
                 break;
             };
-            let end = start + cost.of(chunk.iter().map(|&t| u64::from(t)).sum());
-            free[w] = end;
+            let mut batch = Batcher::new(start, self.max_batch);
+            while next < queue.len() && batch.take(queue[next], cost) {
+                next += 1;
+            }
+            let end = batch.end(cost);
+            free[worker] = end;
             done = end;
         }
         done
@@ -166,6 +233,18 @@ mod tests {
         per_token_us: 100.0,
     };
 
+    /// A text of `tokens` with a deadline far away.
+    fn w(tokens: u32) -> Waiting {
+        Waiting {
+            tokens,
+            left: Duration::from_secs(10),
+        }
+    }
+
+    fn ws(tokens: u32, n: usize) -> Vec<Waiting> {
+        vec![w(tokens); n]
+    }
+
     #[test]
     fn an_idle_pipeline_waits_for_the_text_alone() {
         let p = Pipeline {
@@ -174,36 +253,94 @@ mod tests {
             max_batch: 16,
         };
         // 1 ms + 40 tokens x 0.1 ms.
-        assert_eq!(p.expected_wait(40, &COST), ms(5));
+        assert_eq!(p.expected_wait(w(40), &COST), ms(5));
     }
 
     #[test]
     fn waiting_texts_share_one_batch_up_to_the_batch_size() {
         let p = Pipeline {
             running_left: vec![ms(3)],
-            waiting: vec![40; 7],
+            waiting: ws(40, 7),
             max_batch: 8,
         };
         // The running batch ends in 3 ms; then one batch of 8 x 40 tokens: 1 + 32 ms.
-        assert_eq!(p.expected_wait(40, &COST), ms(36));
+        assert_eq!(p.expected_wait(w(40), &COST), ms(36));
         // One more text ahead: the text's batch is the second of size 8 and 1.
         let p = Pipeline {
-            waiting: vec![40; 8],
+            waiting: ws(40, 8),
             ..p
         };
-        assert_eq!(p.expected_wait(40, &COST), ms(3 + 33 + 5));
+        assert_eq!(p.expected_wait(w(40), &COST), ms(3 + 33 + 5));
     }
 
     #[test]
     fn batches_go_to_the_worker_that_frees_first() {
         let p = Pipeline {
             running_left: vec![ms(10), ms(2)],
-            waiting: vec![10, 10],
+            waiting: ws(10, 2),
             max_batch: 2,
         };
         // Batch [10, 10] on worker 2 (free at 2 ms): ends at 2 + 3 = 5 ms; the text's batch on
         // worker 2 again (free at 5 ms, before worker 1 at 10): ends at 5 + 2 = 7 ms.
-        assert_eq!(p.expected_wait(10, &COST), ms(7));
+        assert_eq!(p.expected_wait(w(10), &COST), ms(7));
+    }
+
+    #[test]
+    fn a_batch_takes_no_text_that_would_make_an_earlier_one_late() {
+        // The first text must be embedded within 12 ms: 1 + 40 x 0.1 = 5 ms alone, 9 ms with a
+        // second text of 40 tokens, 13 ms with a third: the third waits for the next batch.
+        let first = Waiting {
+            tokens: 40,
+            left: ms(12),
+        };
+        let mut b = Batcher::new(Duration::ZERO, 16);
+        assert!(b.take(first, &COST));
+        assert!(b.take(w(40), &COST));
+        assert!(!b.take(w(40), &COST));
+        assert_eq!(b.end(&COST), ms(9));
+        // A later text with a deadline too close for the batch so far is left out too; the
+        // first of a batch is always taken, whatever its deadline.
+        let mut b = Batcher::new(ms(2), 16);
+        assert!(b.take(
+            Waiting {
+                tokens: 40,
+                left: ms(1)
+            },
+            &COST
+        ));
+        let mut b2 = Batcher::new(Duration::ZERO, 16);
+        assert!(b2.take(w(40), &COST));
+        assert!(!b2.take(
+            Waiting {
+                tokens: 40,
+                left: ms(8)
+            },
+            &COST
+        ));
+        // The batch size caps it as well.
+        let mut b3 = Batcher::new(Duration::ZERO, 2);
+        assert!(b3.take(w(1), &COST) && b3.take(w(1), &COST));
+        assert!(!b3.take(w(1), &COST));
+        assert!(b.end(&COST) >= ms(7));
+    }
+
+    #[test]
+    fn the_estimate_forms_batches_as_the_workers_do() {
+        // Eight texts of 40 tokens waiting, the first due in 20 ms: one batch of all of them
+        // would take 33 ms, so the worker takes four (17 ms) and the rest go in the next
+        // batch. A text queued now waits for both: 17 + (1 + 5 x 4) = 38 ms, not the 37 ms of
+        // one batch of nine that chunking by size alone says.
+        let mut waiting = vec![Waiting {
+            tokens: 40,
+            left: ms(20),
+        }];
+        waiting.extend(ws(40, 7));
+        let p = Pipeline {
+            running_left: vec![Duration::ZERO],
+            waiting,
+            max_batch: 16,
+        };
+        assert_eq!(p.expected_wait(w(40), &COST), ms(17 + 21));
     }
 
     #[test]

@@ -170,7 +170,7 @@ impl EmbedService {
         };
         let v = match waiter {
             Waiter::Check { admit_by } => {
-                self.admit(text, admit_by)?;
+                self.admit(text, admit_by, deadline)?;
                 self.embedder.embed(text, deadline).await?
             }
             Waiter::Nobody => self.embedder.embed_background(text, deadline).await?,
@@ -184,9 +184,9 @@ impl EmbedService {
     /// with nothing ahead is always admitted (the embedder's deadline covers it). A check whose
     /// own embedding would not fit even alone is not shed (the load is not the cause): it
     /// misses its embedding deadline at once instead.
-    fn admit(&self, text: &str, admit_by: Instant) -> Result<(), IdemError> {
+    fn admit(&self, text: &str, admit_by: Instant, deadline: Instant) -> Result<(), IdemError> {
         let left = admit_by.saturating_duration_since(Instant::now());
-        match self.embedder.expected_wait(text) {
+        match self.embedder.expected_wait(text, deadline) {
             Some(w) if w.ahead > 0 && w.wait > left && w.alone > left => {
                 Err(IdemError::DeadlineExceeded(format!(
                     "embedding this text takes ~{} ms, more than the check's budget leaves",
@@ -246,7 +246,11 @@ mod tests {
             Ok(vec![1.0, text.len() as f32])
         }
         /// One text at a time: each text ahead adds a whole delay.
-        fn expected_wait(&self, _text: &str) -> Option<crate::embed::ExpectedWait> {
+        fn expected_wait(
+            &self,
+            _text: &str,
+            _deadline: Instant,
+        ) -> Option<crate::embed::ExpectedWait> {
             let ahead = self.in_flight.load(Ordering::SeqCst);
             Some(crate::embed::ExpectedWait {
                 wait: self.delay * (ahead as u32 + 1),

@@ -1,8 +1,8 @@
 //! CheckAndRecord: validate, canonicalise, run the funnel under the scope lock, then turn the
 //! finding into a verdict and (for NEW) a durable reservation.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -16,8 +16,8 @@ use crate::config::{
 };
 use crate::error::IdemError;
 use crate::funnel::{
-    CheckContext, Finding, Found, FunnelResult, FuzzyScan, MatchFilter, ResourceWindow, StageKind,
-    StageOutcome, StageReport, StopReason, fuzzy_scan, load_candidates,
+    CheckContext, Finding, Found, FunnelResult, FuzzyScan, MatchFilter, PreparedText,
+    ResourceWindow, StageKind, StageOutcome, StageReport, StopReason, fuzzy_scan, load_candidates,
 };
 use crate::record::{CallStatus, Record, RepeatOutcome, ResourceMark, match_scope};
 use crate::store::{Candidate, StatsDelta};
@@ -39,6 +39,16 @@ struct Prepared {
     seen: SeenVersion,
     /// The resource the call acts on and the pair's other tool, for a tool with an inverse.
     resource: Option<(String, String)>,
+    /// The call's free text, prepared when first compared.
+    query: OnceLock<Arc<PreparedText>>,
+}
+
+impl Prepared {
+    /// The call's free text, prepared (once).
+    fn query_text(&self) -> &Arc<PreparedText> {
+        self.query
+            .get_or_init(|| Arc::new(PreparedText::new(self.call.free_text_joined())))
+    }
 }
 
 impl Engine {
@@ -165,6 +175,7 @@ impl Engine {
             embed_admit_by,
             seen: SeenVersion::default(),
             resource,
+            query: OnceLock::new(),
         }))
     }
 
@@ -252,13 +263,14 @@ impl Engine {
         let Some(sim) = &self.semantic else {
             return Ok(false);
         };
-        let text = p.call.free_text_joined();
+        let query = p.query_text();
         let candidates = ctx.candidates().await?;
-        let scan = fuzzy_scan(text, &candidates, p.settings.fuzzy_threshold);
-        let filter = MatchFilter::new(text, &p.settings);
+        let scan = fuzzy_scan(query, &candidates, p.settings.fuzzy_threshold, &self.texts);
+        let filter = MatchFilter::new(query, &p.settings);
         let needed = !scan.settles()
             && candidates.iter().any(|c| {
-                filter.may_match(&c.free_text) && (!embedded || !sim.has_vector(&p.scope, &c.id))
+                let t = self.texts.get(c);
+                (!embedded || !sim.has_vector_id(&p.scope, t.vid)) && filter.may_match(&t.text)
             });
         ctx.fuzzy_ahead = Some(scan);
         Ok(needed)
@@ -344,31 +356,37 @@ impl Engine {
             window,
         )
         .await;
-        // Which candidates may match whatever the cosine: decided once, then both whether to
-        // embed and which candidates without a vector go in the same batch follow from it.
-        // A failed read ahead is retried under the lock; the embedding is then needed.
+        // Whether to embed: some candidate may match whatever the cosine. The newest such
+        // candidate decides it; past it only candidates without a vector are looked at, for
+        // the ones to embed in the same batch as the call. The candidates' texts come
+        // prepared from the text cache. A failed read ahead is retried under the lock; the
+        // embedding is then needed.
+        let query = p.query_text();
         let unembedded: Vec<Candidate> = match candidates {
             Ok(c) => {
-                let scan = fuzzy_scan(text, &c, p.settings.fuzzy_threshold);
-                let comparable: Vec<&Candidate> = if scan.settles() {
-                    Vec::new()
+                let scan = fuzzy_scan(query, &c, p.settings.fuzzy_threshold, &self.texts);
+                let filter = MatchFilter::new(query, &p.settings);
+                let first = if scan.settles() {
+                    None
                 } else {
-                    let filter = MatchFilter::new(text, &p.settings);
                     c.iter()
-                        .filter(|c| filter.may_match(&c.free_text))
-                        .collect()
+                        .map(|c| self.texts.get(c))
+                        .position(|t| filter.may_match(&t.text))
                 };
-                if comparable.is_empty() {
+                let Some(first) = first else {
                     out.none_comparable = !scan.settles();
                     out.read_ahead = Some((inserts_seen, c, scan));
                     return Ok(out);
-                }
+                };
                 // Candidates that may match but were recorded without an embedding (nothing to
                 // compare with then, or their backfill is still queued) are embedded with the
                 // call, in the same batch.
-                let unembedded = comparable
-                    .into_iter()
-                    .filter(|c| !sim.has_vector(&p.scope, &c.id))
+                let unembedded = c[first..]
+                    .iter()
+                    .filter(|c| {
+                        let t = self.texts.get(c);
+                        !sim.has_vector_id(&p.scope, t.vid) && filter.may_match(&t.text)
+                    })
                     .take(MAX_EMBEDDED_CANDIDATES)
                     .cloned()
                     .collect();
@@ -419,6 +437,13 @@ impl Engine {
             now,
             deadline: p.deadline,
             store: self.store.clone(),
+            texts: self.texts.clone(),
+            query: p
+                .query
+                .get()
+                .cloned()
+                .map(OnceLock::from)
+                .unwrap_or_default(),
             candidates: None,
             fuzzy_ahead: None,
             embedding: None,
@@ -666,6 +691,11 @@ impl Engine {
             .semantic
             .as_ref()
             .filter(|_| p.mode == ToolMode::Semantic && !record.free_text.is_empty());
+        // Later checks compare with this call: keep its prepared text.
+        if let (Some(_), Some(q)) = (semantic, p.query.get()) {
+            self.texts
+                .put(&record.id, &record.free_text, q.as_ref().clone());
+        }
         let ticket = self.pending.register(record);
         let stripe = self.stripe(&p.scope);
         stripe.inserts.fetch_add(1, Ordering::Release);
@@ -699,6 +729,7 @@ impl Engine {
             {
                 sim.unindex(&p.scope, &id).await;
             }
+            self.texts.forget([id.as_str()]);
             return Err(e.into());
         }
         if let Some(old) = new.taken_over() {

@@ -34,7 +34,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServerConfig, SessionSettings};
-use crate::funnel::{ExactStage, Funnel, KeyStage, Stage};
+use crate::funnel::{ExactStage, Funnel, KeyStage, Stage, TextCache};
 use crate::store::{PendingInserts, StatsSnapshot, Store, StoreError};
 
 /// Lock stripes: scopes hash onto these, so memory does not grow with the number of scopes.
@@ -65,6 +65,8 @@ pub struct Engine {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) funnel: Funnel,
     pub(crate) semantic: Option<Arc<Similarity>>,
+    /// Candidates' free texts, prepared once per call id (`semantic.text_cache` entries).
+    texts: Arc<TextCache>,
     stripes: Vec<Stripe>,
     sessions: DashMap<String, Arc<SessionSettings>>,
     stats: DashMap<String, StatsSnapshot>,
@@ -93,6 +95,7 @@ impl Engine {
         }
         let admission = Arc::new(Semaphore::new(config.max_concurrent_checks));
         let pending = Arc::new(PendingInserts::new(store));
+        let texts = Arc::new(TextCache::new(config.semantic.text_cache));
         Self {
             store: pending.clone(),
             pending,
@@ -100,6 +103,7 @@ impl Engine {
             clock,
             funnel: Funnel::new(stages),
             semantic,
+            texts,
             stripes: (0..LOCK_STRIPES).map(|_| Stripe::default()).collect(),
             sessions: DashMap::new(),
             stats: DashMap::new(),
@@ -136,6 +140,7 @@ impl Engine {
     /// Deletes expired records and drops them from the vector indexes.
     pub async fn sweep(&self) -> Result<usize, StoreError> {
         let swept = self.store.sweep(self.clock.now_ms()).await?;
+        self.texts.forget(swept.iter().map(|(id, _)| id.as_str()));
         if let Some(s) = &self.semantic {
             // Removing vectors may rebuild an index: keep it off the tokio workers.
             let (s, ids) = (s.clone(), swept.clone());

@@ -102,15 +102,14 @@ impl Similarity {
         }
     }
 
-    /// Whether the call `call_id` of `scope` has a vector in the index (a poisoned index
-    /// reads as "no": the caller embeds it again, and the error is logged).
-    pub fn has_vector(&self, scope: &str, call_id: &str) -> bool {
-        self.indexes
-            .contains(scope, vector_id(call_id))
-            .unwrap_or_else(|e| {
-                tracing::error!(%e, "vector index lookup failed");
-                false
-            })
+    /// Whether the call of vector id `vid` (`record::vector_id`) has a vector in `scope`'s
+    /// index (a poisoned index reads as "no": the caller embeds it again, and the error is
+    /// logged).
+    pub fn has_vector_id(&self, scope: &str, vid: u64) -> bool {
+        self.indexes.contains(scope, vid).unwrap_or_else(|e| {
+            tracing::error!(%e, "vector index lookup failed");
+            false
+        })
     }
 
     /// Adds a call's vector to its scope's index, off the tokio workers (an insert into a

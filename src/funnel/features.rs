@@ -7,7 +7,7 @@
 //! Everything here is a pure function of the two strings and costs microseconds: the engine
 //! calls it before any embedding exists (`judge::may_match`).
 
-use super::text::{Conflict, Token, similarity, swapped_roles, tokenize, values_differ};
+use super::text::{Conflict, PreparedText, Token, similarity};
 
 /// Words that carry no content of their own: articles, pronouns, auxiliaries, politeness and
 /// the commonest prepositions. Verbs such as "go" or "need" are content: deleting them from the
@@ -390,12 +390,12 @@ fn order(seq: &[usize]) -> (bool, bool, f64) {
 }
 
 /// A passive clause: a form of "be" followed (within two words) by a participle, then "by".
-fn passive(t: &[Token]) -> bool {
+fn passive(t: &[Token<'_>]) -> bool {
     let be = ["is", "are", "was", "were", "be", "been", "being"];
     let has_by = t.iter().any(|x| x.lower == "by");
     has_by
         && t.windows(3).any(|w| {
-            be.contains(&w[0].lower.as_str())
+            be.contains(&w[0].lower)
                 && (w[1].lower.ends_with("ed")
                     || w[1].lower.ends_with("en")
                     || w[2].lower.ends_with("ed")
@@ -405,42 +405,24 @@ fn passive(t: &[Token]) -> bool {
 
 /// Measures a pair of free texts.
 pub fn measure(a: &str, b: &str) -> TextFeatures {
-    let ta = tokenize(a);
-    let tb = tokenize(b);
-    measure_tokens(&ta, &tb)
+    measure_prepared(&PreparedText::new(a), &PreparedText::new(b))
 }
 
-/// [`measure`] on texts already tokenized (a query compared with many candidates is
-/// tokenized once).
-pub(crate) fn measure_tokens(ta: &[Token], tb: &[Token]) -> TextFeatures {
-    let fa = ta
-        .iter()
-        .map(|t| t.lower.as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let fb = tb
-        .iter()
-        .map(|t| t.lower.as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let fuzzy = similarity(&fa, &fb);
-    let conflict = if values_differ(ta, tb) {
-        Some(Conflict::Values)
-    } else if swapped_roles(ta, tb) {
-        Some(Conflict::Swap)
-    } else {
-        None
-    };
+/// [`measure`] on texts already prepared (a query compared with many candidates is split
+/// once, a candidate's text is kept prepared in the text cache).
+pub fn measure_prepared(a: &PreparedText, b: &PreparedText) -> TextFeatures {
+    let (ta, tb) = (a.tokens().tokens(), b.tokens().tokens());
+    let (ta, tb) = (ta.as_slice(), tb.as_slice());
+    let fuzzy = similarity(a.fuzzy_form(), b.fuzzy_form());
+    let conflict = a.conflict_with(b);
     // Negations are aligned with the content words: where a "not" stands is part of the
     // word order ("does not exist" / "does exist not" is a swap).
-    let content = |t: &[Token]| -> Vec<usize> {
-        (0..t.len())
-            .filter(|&i| !is_function(&t[i].lower))
-            .collect()
+    let content = |t: &[Token<'_>]| -> Vec<usize> {
+        (0..t.len()).filter(|&i| !is_function(t[i].lower)).collect()
     };
     let (ca, cb) = (content(ta), content(tb));
-    let wa: Vec<&str> = ca.iter().map(|&i| ta[i].lower.as_str()).collect();
-    let wb: Vec<&str> = cb.iter().map(|&i| tb[i].lower.as_str()).collect();
+    let wa: Vec<&str> = ca.iter().map(|&i| ta[i].lower).collect();
+    let wb: Vec<&str> = cb.iter().map(|&i| tb[i].lower).collect();
     let al = align(&wa, &wb);
     let matched = al.iter().filter(|x| x.is_some()).count();
     let total = wa.len() + wb.len();
@@ -465,17 +447,17 @@ pub(crate) fn measure_tokens(ta: &[Token], tb: &[Token]) -> TextFeatures {
     let added = (un_a.len().max(un_b.len()) - un_a.len().min(un_b.len())).min(4) as f64;
     let seq: Vec<usize> = al.iter().flatten().copied().collect();
     let (block, swap, disc) = order(&seq);
-    let neg = |t: &[Token]| t.iter().filter(|x| is_negation(&x.lower)).count() % 2;
+    let neg = |t: &[Token<'_>]| t.iter().filter(|x| is_negation(x.lower)).count() % 2;
     let negation_mismatch = f64::from(u8::from(neg(ta) != neg(tb)));
     // Antonyms among all words (function words such as "in"/"out" included): a word more
     // often in a than in b facing its opposite more often in b than in a. Counts, not mere
     // presence: "from the first record ... the first 50" / "from the last record ... the
     // first 50" replaces one "first" of two.
-    let all_a: Vec<&str> = ta.iter().map(|t| t.lower.as_str()).collect();
-    let all_b: Vec<&str> = tb.iter().map(|t| t.lower.as_str()).collect();
+    let all_a: Vec<&str> = ta.iter().map(|t| t.lower).collect();
+    let all_b: Vec<&str> = tb.iter().map(|t| t.lower).collect();
     let (more_a, more_b) = (surplus(&all_a, &all_b), surplus(&all_b, &all_a));
     let antonym = more_a.iter().any(|x| more_b.iter().any(|y| antonyms(x, y)));
-    let names = |x: &[Token], other: &[Token]| {
+    let names = |x: &[Token<'_>], other: &[Token<'_>]| {
         x.iter()
             .any(|t| t.name_like && !other.iter().any(|o| o.lower == t.lower))
     };

@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 
-use super::features::measure;
-use super::text::{fuzzy_form, similarity, similarity_bound};
+use super::features::measure_prepared;
+use super::text::{PreparedText, similarity, similarity_bound};
+use super::text_cache::TextCache;
 use super::{CheckContext, Finding, Found, Stage, StageKind, StageOutcome, StageRun};
 use crate::error::IdemError;
 use crate::store::Candidate;
@@ -34,15 +35,14 @@ impl Stage for FuzzyStage {
         ctx: &mut CheckContext,
         _borderline: Option<&Found>,
     ) -> Result<StageRun, IdemError> {
-        let text = ctx.call.free_text_joined().to_string();
-        if text.is_empty() {
+        if ctx.call.free_text_joined().is_empty() {
             return Ok(StageRun::pass(StageOutcome::SkippedNoFreeText));
         }
         let threshold = ctx.settings.fuzzy_threshold;
         let candidates = ctx.candidates().await?;
         let scan = match ctx.fuzzy_ahead.take() {
             Some(s) if s.threshold == threshold && s.scanned_of == candidates.len() => s,
-            _ => scan(&text, &candidates, threshold),
+            _ => scan(ctx.query_text(), &candidates, threshold, &ctx.texts),
         };
         let n = candidates.len();
         let mut run = StageRun::pass(if n == 0 {
@@ -85,9 +85,15 @@ impl FuzzyScan {
     }
 }
 
-/// Scores `text` against `candidates` (newest first) with the fuzzy measure.
-pub fn scan(text: &str, candidates: &[Candidate], threshold: f64) -> FuzzyScan {
-    let query = fuzzy_form(text);
+/// Scores `query` against `candidates` (newest first, their texts prepared through `texts`)
+/// with the fuzzy measure.
+pub fn scan(
+    query: &PreparedText,
+    candidates: &[Candidate],
+    threshold: f64,
+    texts: &TextCache,
+) -> FuzzyScan {
+    let q = query.fuzzy_form();
     let mut out = FuzzyScan {
         threshold,
         scanned_of: candidates.len(),
@@ -99,10 +105,11 @@ pub fn scan(text: &str, candidates: &[Candidate], threshold: f64) -> FuzzyScan {
         if c.free_text.is_empty() {
             continue;
         }
-        let other = fuzzy_form(&c.free_text);
+        let prepared = texts.get(c);
+        let other = prepared.text.fuzzy_form();
         // Skip pairs whose character counts alone rule out what they could change: past the
         // newest few a match, among those the best scores too.
-        let bound = similarity_bound(&query, &other);
+        let bound = similarity_bound(q, other);
         let skip = if i >= ALWAYS_SCORED {
             bound < threshold
         } else {
@@ -112,11 +119,12 @@ pub fn scan(text: &str, candidates: &[Candidate], threshold: f64) -> FuzzyScan {
         if skip {
             continue;
         }
-        let s = similarity(&query, &other);
+        let s = similarity(q, other);
         if out.best_any.is_none_or(|(b, _)| s > b) {
             out.best_any = Some((s, i));
         }
-        if out.eligible.is_none_or(|e| s > e) && measure(text, &c.free_text).verbatim() {
+        if out.eligible.is_none_or(|e| s > e) && measure_prepared(query, &prepared.text).verbatim()
+        {
             out.eligible = Some(s);
             if s >= threshold {
                 out.matched = Some((s, i));

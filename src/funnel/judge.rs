@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use super::features::{N_TEXT, TEXT_FEATURES, TextFeatures, measure_tokens};
-use super::text::{Token, swapped_roles, tokenize, values_differ};
+use super::features::{N_TEXT, TEXT_FEATURES, TextFeatures, measure_prepared};
+use super::text::PreparedText;
 use crate::config::SessionSettings;
 
 /// The shipped model, made by `idem train-scorer` (see README, Calibration).
@@ -262,34 +262,32 @@ impl Judge {
 /// below `semantic_borderline`. It never says `false` for a pair the full judge could call a
 /// duplicate. Without a loadable model it says `true` (the embedding is then never skipped).
 pub fn may_match(query_text: &str, candidate_text: &str, settings: &SessionSettings) -> bool {
-    MatchFilter::new(query_text, settings).may_match(candidate_text)
+    MatchFilter::new(&PreparedText::new(query_text), settings)
+        .may_match(&PreparedText::new(candidate_text))
 }
 
-/// [`may_match`] for one query against many candidates: the query is tokenized once, each
-/// candidate once (a window can hold a thousand identity-equal candidates).
-pub struct MatchFilter<'s> {
-    query: Vec<Token>,
-    settings: &'s SessionSettings,
+/// [`may_match`] for one query against many candidates, on prepared texts: the query is split
+/// once, each candidate's text comes prepared from the text cache.
+pub struct MatchFilter<'q> {
+    query: &'q PreparedText,
+    settings: &'q SessionSettings,
 }
 
-impl<'s> MatchFilter<'s> {
-    /// A filter for `query_text` under `settings`' thresholds.
-    pub fn new(query_text: &str, settings: &'s SessionSettings) -> Self {
-        Self {
-            query: tokenize(query_text),
-            settings,
-        }
+impl<'q> MatchFilter<'q> {
+    /// A filter for `query` under `settings`' thresholds.
+    pub fn new(query: &'q PreparedText, settings: &'q SessionSettings) -> Self {
+        Self { query, settings }
     }
 
-    /// Whether `candidate_text` may be the query's original (see [`may_match`]).
-    pub fn may_match(&self, candidate_text: &str) -> bool {
-        // The hard conflicts first: they need only the tokens, not the whole measurement, and
-        // they rule out most candidates of a call that names other values.
-        let (qa, qb) = (&self.query, tokenize(candidate_text));
-        if values_differ(qa, &qb) || swapped_roles(qa, &qb) {
+    /// Whether `candidate` may be the query's original (see [`may_match`]).
+    pub fn may_match(&self, candidate: &PreparedText) -> bool {
+        // The hard conflicts first: they need only the prepared values and roles, not the
+        // whole measurement, and they rule out most candidates of a call that names other
+        // values.
+        if self.query.conflict_with(candidate).is_some() {
             return false;
         }
-        let t = measure_tokens(qa, &qb);
+        let t = measure_prepared(self.query, candidate);
         if t.conflict.is_some() {
             return false;
         }

@@ -13,6 +13,7 @@ pub mod judge;
 mod key;
 mod semantic;
 pub mod text;
+pub mod text_cache;
 mod verify;
 
 pub use exact::ExactStage;
@@ -20,9 +21,11 @@ pub use fuzzy::{FuzzyScan, FuzzyStage, scan as fuzzy_scan};
 pub use judge::{Judge, Judgement, MatchFilter, may_match};
 pub use key::KeyStage;
 pub use semantic::SemanticStage;
+pub use text::PreparedText;
+pub use text_cache::{CandidateText, TextCache};
 pub use verify::{Verifier, VerifyStage};
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -215,6 +218,10 @@ pub struct CheckContext {
     pub now: Millis,
     pub deadline: Instant,
     pub store: Arc<dyn Store>,
+    /// Candidates' texts, prepared once per call id.
+    pub texts: Arc<TextCache>,
+    /// The call's free text, prepared when first needed (`query_text`).
+    pub query: OnceLock<Arc<PreparedText>>,
     /// Identity-equal earlier calls inside the window (loaded once, by the first stage that needs them).
     pub candidates: Option<Arc<Vec<Candidate>>>,
     /// The fuzzy scan of `candidates`, when it was done ahead of the lock.
@@ -270,6 +277,12 @@ impl CheckContext {
     /// Time left before the deadline.
     pub fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The call's free text, prepared (once).
+    pub fn query_text(&self) -> &Arc<PreparedText> {
+        self.query
+            .get_or_init(|| Arc::new(PreparedText::new(self.call.free_text_joined())))
     }
 
     /// Identity-equal candidates inside the window, newest first, loaded once.

@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::features::measure;
-use super::judge::Judge;
+use super::features::measure_prepared;
+use super::judge::{Judge, MatchFilter};
 use super::{CheckContext, Finding, Found, Stage, StageKind, StageOutcome, StageRun};
 use crate::error::IdemError;
 use crate::index::ScopeIndexes;
-use crate::record::vector_id;
 
 /// Nearest neighbours examined per check.
 const TOP_K: usize = 8;
@@ -55,8 +54,7 @@ impl Stage for SemanticStage {
         ctx: &mut CheckContext,
         _borderline: Option<&Found>,
     ) -> Result<StageRun, IdemError> {
-        let text = ctx.call.free_text_joined().to_string();
-        if text.is_empty() {
+        if ctx.call.free_text_joined().is_empty() {
             return Ok(StageRun::pass(StageOutcome::SkippedNoFreeText));
         }
         if !self.embedder {
@@ -66,17 +64,19 @@ impl Stage for SemanticStage {
         if candidates.is_empty() {
             return Ok(StageRun::pass(StageOutcome::NoCandidates));
         }
+        let text = ctx.query_text().clone();
         let Some(query) = ctx.embedding.clone() else {
             // Not embedded: time ran out, or no candidate may match whatever the cosine (the
             // engine then skips the model); say why for the newest one.
+            let filter = MatchFilter::new(&text, &ctx.settings);
             if !ctx.none_comparable
                 && candidates
                     .iter()
-                    .any(|c| super::may_match(&text, &c.free_text, &ctx.settings))
+                    .any(|c| filter.may_match(&ctx.texts.get(c).text))
             {
                 return Ok(StageRun::pass(StageOutcome::Deadline));
             }
-            let t = measure(&text, &candidates[0].free_text);
+            let t = measure_prepared(&text, &ctx.texts.get(&candidates[0]).text);
             let mut run = StageRun::pass(if t.conflict.is_some() {
                 StageOutcome::NoMatchValuesDiffer
             } else {
@@ -88,11 +88,13 @@ impl Stage for SemanticStage {
             ));
             return Ok(run);
         };
-        // Vector ids are hash-derived already: the cheap Fx hasher is enough.
-        let by_vid: rustc_hash::FxHashMap<u64, usize> = candidates
+        // Vector ids are hash-derived already: the cheap Fx hasher is enough. The prepared
+        // texts carry them (kept from the filter that ran before the embedding).
+        let prepared: Vec<_> = candidates.iter().map(|c| ctx.texts.get(c)).collect();
+        let by_vid: rustc_hash::FxHashMap<u64, usize> = prepared
             .iter()
             .enumerate()
-            .map(|(i, r)| (vector_id(&r.id), i))
+            .map(|(i, t)| (t.vid, i))
             .collect();
         let hits = self
             .indexes
@@ -120,7 +122,7 @@ impl Stage for SemanticStage {
         for (vid, cos) in hits {
             let Some(&i) = by_vid.get(&vid) else { continue };
             let cos = f64::from(cos).clamp(-1.0, 1.0);
-            let t = measure(&text, &candidates[i].free_text);
+            let t = measure_prepared(&text, &prepared[i].text);
             if t.conflict.is_some() {
                 conflicts += 1;
             }

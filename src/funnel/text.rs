@@ -11,8 +11,6 @@
 //! a token-set measure, which scores a swap as identical), and not biased toward long shared
 //! prefixes (unlike Jaro-Winkler, which scores two prompts that start alike as near-equal).
 
-use std::collections::HashMap;
-
 /// Tokens compared at most (the model reads about 256 word pieces; diffs are O(n·m)).
 const MAX_TOKENS: usize = 200;
 
@@ -44,62 +42,134 @@ impl Conflict {
     }
 }
 
-/// A token with its original casing kept for name detection.
-#[derive(Debug, Clone)]
-pub(crate) struct Token {
-    pub(crate) lower: String,
+/// A word of a text, lower-cased, with what its original casing and characters said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Token<'a> {
+    pub(crate) lower: &'a str,
     /// Capitalised (or all-caps) word not at the start of a sentence.
     pub(crate) name_like: bool,
     /// Carries a value: digits, `@`, `://`, a currency sign, quotes.
     pub(crate) value_like: bool,
 }
 
-/// Splits a text into tokens (at most `MAX_TOKENS`).
-pub(crate) fn tokenize(text: &str) -> Vec<Token> {
-    let mut out = Vec::new();
-    let mut sentence_start = true;
-    for raw in text.split_whitespace() {
-        let ends_sentence = raw.ends_with(['.', '!', '?', ':', ';']);
-        let word = raw.trim_matches(|c: char| !c.is_alphanumeric() && !"@$€£%+#".contains(c));
-        if word.is_empty() {
-            sentence_start |= ends_sentence;
-            continue;
+/// Where a word is in a text's fuzzy form and what it carries (compact: a prepared text is
+/// kept per candidate in the text cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+    name_like: bool,
+    value_like: bool,
+}
+
+/// A text split into words (at most `MAX_TOKENS`) once: the lower-case words joined by single
+/// spaces (the fuzzy form), and per word where it is in that form and what it carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tokens {
+    form: String,
+    spans: Vec<Span>,
+}
+
+impl Tokens {
+    /// Splits `text` into words.
+    pub fn new(text: &str) -> Self {
+        let mut form = String::with_capacity(text.len());
+        let mut spans = Vec::new();
+        let mut sentence_start = true;
+        for raw in text.split_whitespace() {
+            let ends_sentence = raw.ends_with(['.', '!', '?', ':', ';']);
+            let word = raw.trim_matches(|c: char| !c.is_alphanumeric() && !"@$€£%+#".contains(c));
+            if word.is_empty() {
+                sentence_start |= ends_sentence;
+                continue;
+            }
+            if !form.is_empty() {
+                form.push(' ');
+            }
+            let start = form.len();
+            if word.is_ascii() {
+                form.extend(word.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+            } else {
+                form.push_str(&word.to_lowercase());
+            }
+            let lower = &form[start..];
+            let quoted = raw.starts_with(['\'', '"', '`']) || raw.ends_with(['\'', '"', '`']);
+            let value_like = word.chars().any(|c| c.is_ascii_digit())
+                || word.contains('@')
+                || raw.contains("://")
+                || word.contains(['$', '€', '£'])
+                || quoted;
+            let first_upper = word.chars().next().is_some_and(char::is_uppercase);
+            let all_caps = word.chars().filter(|c| c.is_alphabetic()).count() >= 2
+                && word
+                    .chars()
+                    .filter(|c| c.is_alphabetic())
+                    .all(char::is_uppercase);
+            let name_like =
+                !value_like && (all_caps || (first_upper && !sentence_start)) && lower != "i";
+            spans.push(Span {
+                start: offset(start),
+                end: offset(form.len()),
+                name_like,
+                value_like,
+            });
+            sentence_start = ends_sentence;
+            if spans.len() >= MAX_TOKENS {
+                break;
+            }
         }
-        let lower = word.to_lowercase();
-        let quoted = raw.starts_with(['\'', '"', '`']) || raw.ends_with(['\'', '"', '`']);
-        let value_like = word.chars().any(|c| c.is_ascii_digit())
-            || word.contains('@')
-            || raw.contains("://")
-            || word.contains(['$', '€', '£'])
-            || quoted;
-        let first_upper = word.chars().next().is_some_and(char::is_uppercase);
-        let all_caps = word.chars().filter(|c| c.is_alphabetic()).count() >= 2
-            && word
-                .chars()
-                .filter(|c| c.is_alphabetic())
-                .all(char::is_uppercase);
-        let name_like =
-            !value_like && (all_caps || (first_upper && !sentence_start)) && lower != "i";
-        out.push(Token {
-            lower,
-            name_like,
-            value_like,
-        });
-        sentence_start = ends_sentence;
-        if out.len() >= MAX_TOKENS {
-            break;
+        form.shrink_to_fit();
+        spans.shrink_to_fit();
+        Self { form, spans }
+    }
+
+    /// The lower-case words joined by single spaces: what the fuzzy stage scores.
+    pub fn fuzzy_form(&self) -> &str {
+        &self.form
+    }
+
+    /// Number of words.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether the text has no word.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The `i`-th word.
+    pub(crate) fn token(&self, i: usize) -> Token<'_> {
+        let s = self.spans[i];
+        Token {
+            lower: self
+                .form
+                .get(s.start as usize..s.end as usize)
+                .unwrap_or(""),
+            name_like: s.name_like,
+            value_like: s.value_like,
         }
     }
-    out
+
+    /// Every word, in order.
+    pub(crate) fn tokens(&self) -> Vec<Token<'_>> {
+        (0..self.len()).map(|i| self.token(i)).collect()
+    }
+
+    /// Heap bytes held (for the text cache's accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.form.capacity() + self.spans.capacity() * std::mem::size_of::<Span>()
+    }
+}
+
+/// A byte offset into a fuzzy form (at most `MAX_TOKENS` words of a payload-bounded text).
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The text the fuzzy stage scores: lower-case words joined by single spaces.
 pub fn fuzzy_form(text: &str) -> String {
-    tokenize(text)
-        .into_iter()
-        .map(|t| t.lower)
-        .collect::<Vec<_>>()
-        .join(" ")
+    Tokens::new(text).form
 }
 
 /// Normalized Levenshtein similarity of two fuzzy forms (1 for two empty texts). Callers
@@ -142,44 +212,108 @@ pub fn similarity_bound(a: &str, b: &str) -> f64 {
     1.0 - a_only.max(b_only) as f64 / longest as f64
 }
 
-/// The value-like tokens (numbers, amounts, emails, URLs, quoted strings) of the two texts
-/// differ as multisets.
-pub(crate) fn values_differ(a: &[Token], b: &[Token]) -> bool {
-    multiset(a.iter().filter(|t| t.value_like)) != multiset(b.iter().filter(|t| t.value_like))
+/// A free text prepared once for comparisons: its words, and what a hard conflict is read
+/// from (the values written in it, sorted, and its directional roles). A candidate's is kept
+/// in the text cache (`funnel::text_cache`), so a check compares with it without splitting it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PreparedText {
+    tokens: Tokens,
+    /// Indices of the value-like words, sorted by word: equal multisets are equal sequences.
+    values: Vec<u32>,
+    /// (preposition, value) word indices of the directional roles, in order.
+    roles: Vec<(u32, u32)>,
 }
 
-fn multiset<'a>(tokens: impl Iterator<Item = &'a Token>) -> HashMap<&'a str, usize> {
-    let mut m = HashMap::new();
-    for t in tokens {
-        *m.entry(t.lower.as_str()).or_insert(0) += 1;
+impl PreparedText {
+    /// Splits and reads `text`.
+    pub fn new(text: &str) -> Self {
+        let tokens = Tokens::new(text);
+        let t = tokens.tokens();
+        let mut values: Vec<u32> = (0..t.len())
+            .filter(|&i| t[i].value_like)
+            .map(|i| i as u32)
+            .collect();
+        values.sort_by(|&x, &y| t[x as usize].lower.cmp(t[y as usize].lower));
+        let roles = role_indices(&t)
+            .into_iter()
+            .map(|(p, v)| (p as u32, v as u32))
+            .collect();
+        drop(t);
+        Self {
+            tokens,
+            values,
+            roles,
+        }
     }
-    m
+
+    /// The words.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    /// The lower-case words joined by single spaces.
+    pub fn fuzzy_form(&self) -> &str {
+        self.tokens.fuzzy_form()
+    }
+
+    fn word(&self, i: u32) -> &str {
+        self.tokens.token(i as usize).lower
+    }
+
+    /// The directional roles as (preposition, value).
+    fn roles(&self) -> Vec<(&str, &str)> {
+        self.roles
+            .iter()
+            .map(|&(p, v)| (self.word(p), self.word(v)))
+            .collect()
+    }
+
+    /// The hard conflict between the two texts, if any: their values differ (as multisets),
+    /// or two values swap directional roles.
+    pub fn conflict_with(&self, other: &PreparedText) -> Option<Conflict> {
+        let same_values = self.values.len() == other.values.len()
+            && self
+                .values
+                .iter()
+                .zip(&other.values)
+                .all(|(&a, &b)| self.word(a) == other.word(b));
+        if !same_values {
+            return Some(Conflict::Values);
+        }
+        if self.roles.is_empty() || other.roles.is_empty() {
+            return None;
+        }
+        roles_swap(&self.roles(), &other.roles()).then_some(Conflict::Swap)
+    }
+
+    /// Heap bytes held (for the text cache's accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.tokens.heap_bytes()
+            + self.values.capacity() * std::mem::size_of::<u32>()
+            + self.roles.capacity() * std::mem::size_of::<(u32, u32)>()
+    }
 }
 
 /// Determiners skipped between a directional preposition and its value ("from the Louvre").
 const DETERMINERS: &[&str] = &["a", "an", "the"];
 
-/// The value after each directional preposition, in order: the first word after it and any
-/// article ("from the Eiffel Tower" -> "eiffel"), unless that word fills no role ("to my").
-fn roles(t: &[Token]) -> Vec<(&str, &str)> {
+/// The value after each directional preposition, in order, as word indices (preposition,
+/// value): the first word after it and any article ("from the Eiffel Tower" -> "eiffel"),
+/// unless that word fills no role ("to my").
+fn role_indices(t: &[Token<'_>]) -> Vec<(usize, usize)> {
     (0..t.len())
-        .filter(|&i| DIRECTIONAL.contains(&t[i].lower.as_str()))
+        .filter(|&i| DIRECTIONAL.contains(&t[i].lower))
         .filter_map(|i| {
-            let v = t[i + 1..]
-                .iter()
-                .find(|x| !DETERMINERS.contains(&x.lower.as_str()))?;
-            (!NOT_A_ROLE_VALUE.contains(&v.lower.as_str()))
-                .then_some((t[i].lower.as_str(), v.lower.as_str()))
+            let j = (i + 1..t.len()).find(|&j| !DETERMINERS.contains(&t[j].lower))?;
+            (!NOT_A_ROLE_VALUE.contains(&t[j].lower)).then_some((i, j))
         })
         .collect()
 }
 
-/// Some directional role holds, in `b`, a value that fills another role in `a`.
-pub(crate) fn swapped_roles(a: &[Token], b: &[Token]) -> bool {
-    let ra = roles(a);
-    let rb = roles(b);
-    for (prep, va) in &ra {
-        for (prep_b, vb) in &rb {
+/// Some directional role holds, in `rb`, a value that fills another role in `ra`.
+fn roles_swap(ra: &[(&str, &str)], rb: &[(&str, &str)]) -> bool {
+    for (prep, va) in ra {
+        for (prep_b, vb) in rb {
             if prep == prep_b && va != vb {
                 let vb_elsewhere_in_a = ra.iter().any(|(p, v)| v == vb && p != prep);
                 let va_elsewhere_in_b = rb.iter().any(|(p, v)| v == va && p != prep);
@@ -197,14 +331,7 @@ mod tests {
     use super::*;
 
     fn conflict(a: &str, b: &str) -> Option<Conflict> {
-        let (ta, tb) = (tokenize(a), tokenize(b));
-        if values_differ(&ta, &tb) {
-            Some(Conflict::Values)
-        } else if swapped_roles(&ta, &tb) {
-            Some(Conflict::Swap)
-        } else {
-            None
-        }
+        PreparedText::new(a).conflict_with(&PreparedText::new(b))
     }
 
     #[test]
@@ -269,7 +396,44 @@ mod tests {
         assert_eq!(similarity_bound("ééa", "éb"), 1.0 - 2.0 / 3.0);
     }
 
+    #[test]
+    fn the_fuzzy_form_is_the_lower_case_words() {
+        let t = Tokens::new("  Send the Q3 REPORT, to Zoë's team!  ");
+        assert_eq!(t.fuzzy_form(), "send the q3 report to zoë's team");
+        assert_eq!(t.len(), 7);
+        let q3 = t.token(2);
+        assert!(q3.value_like && !q3.name_like);
+        assert!(t.token(3).name_like, "an all-caps word inside a sentence");
+        assert!(
+            !t.token(0).name_like,
+            "a capital at the start of a sentence"
+        );
+    }
+
     proptest::proptest! {
+        /// Values differ exactly when the value-like words differ as multisets.
+        #[test]
+        fn prepared_values_are_a_multiset(
+            a in "([a-c] |[1-3] |[$][1-2] ){0,8}",
+            b in "([a-c] |[1-3] |[$][1-2] ){0,8}",
+        ) {
+            let words = |t: &str| {
+                let t = Tokens::new(t);
+                let mut v: Vec<String> = t
+                    .tokens()
+                    .iter()
+                    .filter(|x| x.value_like)
+                    .map(|x| x.lower.to_string())
+                    .collect();
+                v.sort();
+                v
+            };
+            let (pa, pb) = (PreparedText::new(&a), PreparedText::new(&b));
+            let differ = pa.conflict_with(&pb) == Some(Conflict::Values);
+            proptest::prop_assert_eq!(differ, words(&a) != words(&b));
+            proptest::prop_assert_eq!(differ, pb.conflict_with(&pa) == Some(Conflict::Values));
+        }
+
         /// The pruning bound never rules out a pair that would have matched.
         #[test]
         fn bag_bound_is_an_upper_bound(a in "[a-dé ]{0,24}", b in "[a-dé ]{0,24}") {
