@@ -81,6 +81,7 @@ impl RedisStore {
             c.del::<_, ()>(&id_key).await
         })
         .await?;
+        self.give_share(&e.tenant, &e.session, &e.id).await?;
         Ok(Some((e.id, e.scope)))
     }
 
@@ -181,7 +182,7 @@ impl RedisStore {
                 let bytes: Option<Vec<u8>> = self.run(async |c| c.get(&k).await).await?;
                 bytes
                     .map(|b| {
-                        Ok(StoredVector {
+                        Ok::<_, StoreError>(StoredVector {
                             vector: vector_of(&e.id, &b)?,
                             id: e.id,
                             match_scope: e.scope,

@@ -1,20 +1,99 @@
-//! Reserving a call: the entries outside the scope's slot first, then the one script that
-//! inserts the record into its scope if the scope's version is unchanged.
+//! Reserving a call: its tenant's quota first (one script in the tenant's slot, which refuses
+//! before anything else is written), the entries outside the scope's slot next, then the one
+//! script that inserts the record into its scope if the scope's version is unchanged. A
+//! reservation that does not happen gives its quota share back.
 
 use super::RedisStore;
 use super::keys::{ScopeKeys, tag};
 use super::log::SweepEntry;
-use super::values::{corrupt, ttl_ms, vector_bytes, view_of};
+use super::values::{EXPIRY_GRACE_MS, corrupt, ttl_ms, vector_bytes, view_of};
 use crate::record::Record;
-use crate::store::{Reserved, SEP, StoreError};
+use crate::store::{Quota, QuotaExceeded, QuotaLimit, Reserved, SEP, StoreError, Usage};
 
 impl RedisStore {
     /// Inserts a record (with `seen`, only if its scope is still at that version).
     pub(super) async fn insert_with(
         &self,
         r: &Record,
+        quota: &Quota,
         seen: Option<u64>,
     ) -> Result<Reserved, StoreError> {
+        self.take_share(r, quota).await?;
+        let out = self.reserve_counted(r, seen).await;
+        if !matches!(out, Ok(Reserved::Inserted)) {
+            // Not stored (a conflict, or a failure that may or may not have stored it: then
+            // the sweep entry, if written, gives the share back again, which is a no-op).
+            if let Err(e) = self.give_share(&r.tenant, &r.session, &r.id).await {
+                tracing::debug!(%e, "giving back the quota share of an unstored call failed");
+            }
+        }
+        out
+    }
+
+    /// Counts `r` against its tenant's quota (`QUOTA_TAKE`), or refuses it.
+    async fn take_share(&self, r: &Record, quota: &Quota) -> Result<(), StoreError> {
+        let g = self.global();
+        let limit = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let mut inv = self.scripts.quota_take.prepare_invoke();
+        inv.key(g.held(&r.tenant))
+            .key(g.held_sessions(&r.tenant))
+            .arg(format!("{}{SEP}{}", r.session, r.id))
+            .arg(&r.session)
+            .arg(r.expires_at_ms)
+            .arg(limit(quota.max_records))
+            .arg(limit(quota.max_sessions))
+            .arg(r.created_at_ms.saturating_sub(EXPIRY_GRACE_MS));
+        let (code, count): (i64, u64) = self.run_write(async |c| inv.invoke_async(c).await).await?;
+        let (limit, max) = match code {
+            0 => return Ok(()),
+            1 => (QuotaLimit::Records, quota.max_records),
+            _ => (QuotaLimit::Sessions, quota.max_sessions),
+        };
+        Err(StoreError::Quota(QuotaExceeded {
+            tenant: r.tenant.clone(),
+            session: r.session.clone(),
+            limit,
+            max: max.unwrap_or_default(),
+            count,
+        }))
+    }
+
+    /// Gives back the quota share of record `id` (`QUOTA_GIVE`; once, however often called).
+    pub(super) async fn give_share(
+        &self,
+        tenant: &str,
+        session: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let g = self.global();
+        let mut inv = self.scripts.quota_give.prepare_invoke();
+        inv.key(g.held(tenant))
+            .key(g.held_sessions(tenant))
+            .arg(format!("{session}{SEP}{id}"))
+            .arg(session);
+        self.run_write(async |c| inv.invoke_async::<i64>(c).await)
+            .await
+            .map(|_| ())
+    }
+
+    /// What `tenant` holds (`Store::usage`).
+    pub(super) async fn usage_of(&self, tenant: &str) -> Result<Usage, StoreError> {
+        let g = self.global();
+        let (held, sessions) = (g.held(tenant), g.held_sessions(tenant));
+        let (records, sessions): (u64, u64) = self
+            .run(async |c| {
+                redis::pipe()
+                    .zcard(&held)
+                    .hlen(&sessions)
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        Ok(Usage { records, sessions })
+    }
+
+    /// The reservation of a call already counted against its quota.
+    async fn reserve_counted(&self, r: &Record, seen: Option<u64>) -> Result<Reserved, StoreError> {
         let json = serde_json::to_string(r).map_err(|e| corrupt(&r.id, e))?;
         let ttl = ttl_ms(r.created_at_ms, r.expires_at_ms);
         let g = self.global();
