@@ -107,7 +107,11 @@ mod otlp {
         endpoint: &str,
     ) -> Result<(impl Layer<S> + Send + Sync + 'static, SdkTracerProvider), TelemetryError>
     where
-        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+        S: tracing::Subscriber
+            + for<'a> tracing_subscriber::registry::LookupSpan<'a>
+            + Send
+            + Sync
+            + 'static,
     {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
