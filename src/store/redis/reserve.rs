@@ -1,7 +1,7 @@
-//! Reserving a call: its tenant's quota first (one script in the tenant's slot, which refuses
-//! before anything else is written), the entries outside the scope's slot next, then the one
-//! script that inserts the record into its scope if the scope's version is unchanged. A
-//! reservation that does not happen gives its quota share back.
+//! Reserving a call: its tenant's quota (one script in the tenant's slot) and the entries
+//! outside the scope's slot at once, then the one script that inserts the record into its
+//! scope if the scope's version is unchanged. A quota refusal undoes those entries before the
+//! record is ever written; a reservation that does not happen gives its quota share back.
 
 use super::RedisStore;
 use super::keys::{ScopeKeys, tag};
@@ -18,12 +18,12 @@ impl RedisStore {
         quota: &Quota,
         seen: Option<u64>,
     ) -> Result<Reserved, StoreError> {
-        self.take_share(r, quota).await?;
-        let out = self.reserve_counted(r, seen).await;
-        if !matches!(out, Ok(Reserved::Inserted)) {
+        let out = self.reserve_counted(r, quota, seen).await;
+        if !matches!(out, Ok(Reserved::Inserted) | Err(StoreError::Quota(_))) {
             // Not stored (a conflict, or a failure that may or may not have stored it: then
             // the sweep entry, if written, gives the share back again, which is a no-op).
-            if let Err(e) = self.give_share(&r.tenant, &r.session, &r.id).await {
+            let share = [(r.session.as_str(), r.id.as_str())];
+            if let Err(e) = self.give_shares(&r.tenant, &share).await {
                 tracing::debug!(%e, "giving back the quota share of an unstored call failed");
             }
         }
@@ -58,19 +58,22 @@ impl RedisStore {
         }))
     }
 
-    /// Gives back the quota share of record `id` (`QUOTA_GIVE`; once, however often called).
-    pub(super) async fn give_share(
+    /// Gives back the quota shares of `tenant`'s records (session, id) in one step
+    /// (`QUOTA_GIVE`; each once, however often called).
+    pub(super) async fn give_shares(
         &self,
         tenant: &str,
-        session: &str,
-        id: &str,
+        records: &[(&str, &str)],
     ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         let g = self.global();
         let mut inv = self.scripts.quota_give.prepare_invoke();
-        inv.key(g.held(tenant))
-            .key(g.held_sessions(tenant))
-            .arg(format!("{session}{SEP}{id}"))
-            .arg(session);
+        inv.key(g.held(tenant)).key(g.held_sessions(tenant));
+        for (session, id) in records {
+            inv.arg(format!("{session}{SEP}{id}")).arg(*session);
+        }
         self.run_write(async |c| inv.invoke_async::<i64>(c).await)
             .await
             .map(|_| ())
@@ -92,8 +95,13 @@ impl RedisStore {
         Ok(Usage { records, sessions })
     }
 
-    /// The reservation of a call already counted against its quota.
-    async fn reserve_counted(&self, r: &Record, seen: Option<u64>) -> Result<Reserved, StoreError> {
+    /// The reservation of a call, counted against its quota.
+    async fn reserve_counted(
+        &self,
+        r: &Record,
+        quota: &Quota,
+        seen: Option<u64>,
+    ) -> Result<Reserved, StoreError> {
         let json = serde_json::to_string(r).map_err(|e| corrupt(&r.id, e))?;
         let ttl = ttl_ms(r.created_at_ms, r.expires_at_ms);
         let g = self.global();
@@ -103,9 +111,20 @@ impl RedisStore {
         let log = g.session_log(&r.tenant, &r.session);
         let log_member = format!("{}{SEP}{scope_tag}", r.id);
         // Written before the reservation, so no acknowledged record lacks them; undone on a
-        // conflict (a leftover only names a record that does not exist, which readers skip).
-        self.pre_write(r, &scope_tag, ttl, &log, &log_member, &sweep_member)
-            .await?;
+        // conflict or a quota refusal (a leftover only names a record that does not exist,
+        // which readers skip). The quota is taken meanwhile: no round trip of its own.
+        let (taken, written) = tokio::join!(
+            self.take_share(r, quota),
+            self.pre_write(r, &scope_tag, ttl, &log, &log_member, &sweep_member)
+        );
+        if let Err(e) = taken {
+            if written.is_ok() {
+                self.undo_pre_write(r, &log, &log_member, &sweep_member)
+                    .await;
+            }
+            return Err(e);
+        }
+        written?;
         let k = ScopeKeys::of_tag(&self.prefix, &scope_tag);
         let vector = r.embedding.as_deref().map(vector_bytes).unwrap_or_default();
         let view = view_of(r);
@@ -130,6 +149,14 @@ impl RedisStore {
         if version >= 0 {
             return Ok(Reserved::Inserted);
         }
+        self.undo_pre_write(r, &log, &log_member, &sweep_member)
+            .await;
+        Ok(Reserved::Conflict)
+    }
+
+    /// Removes the entries `pre_write` wrote for a call that was not stored.
+    async fn undo_pre_write(&self, r: &Record, log: &str, log_member: &str, sweep_member: &str) {
+        let g = self.global();
         let (id_key, sweep) = (g.call_scope(&r.id), g.sweep());
         let undo = self
             .run(async |c| {
@@ -151,9 +178,8 @@ impl RedisStore {
             })
             .await;
         if let Err(e) = undo {
-            tracing::debug!(%e, "undoing the entries of a conflicting reservation failed");
+            tracing::debug!(%e, "undoing the entries of an unstored reservation failed");
         }
-        Ok(Reserved::Conflict)
     }
 
     /// The entries outside the scope's slot: call id to scope, the session's intent log, the

@@ -126,11 +126,14 @@ end
 return {0, 0}
 ";
 
-/// Gives back a record's share of its tenant's counts (once: a member already gone is not
-/// counted again). KEYS: held, held per session. ARGV: member, session.
+/// Gives back records' shares of their tenant's counts (each once: a member already gone is
+/// not counted again). KEYS: held, held per session. ARGV: member, session, member, session...
 const QUOTA_GIVE: &str = r"
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+for i = 1, #ARGV, 2 do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    local s = ARGV[i + 1]
+    if redis.call('HINCRBY', KEYS[2], s, -1) <= 0 then redis.call('HDEL', KEYS[2], s) end
+  end
 end
 return 1
 ";
