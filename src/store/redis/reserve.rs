@@ -166,12 +166,12 @@ impl RedisStore {
                     .query_async::<()>(c)
                     .await?;
                 redis::pipe()
-                    .zrem(&log, &log_member)
+                    .zrem(log, log_member)
                     .ignore()
                     .query_async::<()>(c)
                     .await?;
                 redis::pipe()
-                    .zrem(&sweep, &sweep_member)
+                    .zrem(&sweep, sweep_member)
                     .ignore()
                     .query_async::<()>(c)
                     .await
