@@ -27,6 +27,7 @@ run: models build
 lint: doc
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --features otlp --lib --test otlp -- -D warnings
 
 # API docs of the server and the client crate; a rustdoc warning fails.
 doc:
@@ -37,6 +38,7 @@ test: models redis-server
 
 test-steps:
 	$(CARGO) test --workspace
+	$(CARGO) test --features otlp --test otlp
 	bash scripts/check-client-crate.sh
 	IDEM_REQUIRE_SEMANTIC=1 bash tests/python/run.sh -q
 	bash tests/python/packages.sh

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::canonical::{CanonPolicy, normalize};
 
 mod ops;
-pub use ops::{AuthConfig, LogFormat, Role, TokenEntry, parse_digest};
+pub use ops::{AuthConfig, LimitsConfig, LogFormat, Role, TenantLimits, TokenEntry, parse_digest};
 
 /// Which store backend holds records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -474,6 +474,9 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Format of log lines on stderr.
     pub log_format: LogFormat,
+    /// OTLP/HTTP traces URL (e.g. `http://127.0.0.1:4318/v1/traces`) the spans are exported
+    /// to; needs a build with the `otlp` cargo feature. Off when unset.
+    pub otlp_endpoint: Option<String>,
     /// At shutdown, how long health answers NOT_SERVING before the listener closes (so a load
     /// balancer stops sending first); requests are still served meanwhile.
     pub shutdown_drain_ms: u64,
@@ -481,6 +484,8 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Tenants behind tokens.
     pub auth: AuthConfig,
+    /// Per-tenant quotas (records, sessions).
+    pub limits: LimitsConfig,
 }
 
 impl Default for ServerConfig {
@@ -502,9 +507,11 @@ impl Default for ServerConfig {
             tls_key: None,
             metrics_listen: None,
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
             shutdown_drain_ms: 0,
             shutdown_grace_secs: 30,
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -543,6 +550,7 @@ impl ServerConfig {
             &self.metrics_listen,
         )?;
         self.auth.validate()?;
+        self.limits.validate()?;
         self.defaults
             .validate()
             .map_err(|e| format!("defaults: {e}"))

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod record;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 
 /// Generated gRPC types for `idem.v1`, shared with the client crate (one copy of the wire).
 pub use idem_client::proto;

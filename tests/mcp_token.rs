@@ -1,7 +1,10 @@
 //! `idem mcp-proxy` passes its token on: against a server with `[auth] required = true`, a
 //! proxy given `--token` dedups `tools/call` (the repeat is replayed, the MCP server runs the
 //! tool once, the call is recorded in the token's tenant); without a token the call is refused
-//! and the tool never runs (fail closed). The MCP server is a small stdio stub in Python.
+//! and the tool never runs (fail closed). A tools config needs ConfigureSession, which is
+//! operator-only: with an agent token alone each call is refused with an error naming the role
+//! and the option, and nothing runs; with `--operator-token` the modes reach the session. The
+//! MCP server is a small stdio stub in Python.
 
 mod common;
 
@@ -18,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const TOKEN: &str = "tok-mcp-agent-5e1d";
+const OPERATOR: &str = "tok-mcp-operator-77c2";
 
 /// A stdio MCP server: answers initialize and tools/call (appending a line to the counter
 /// file per call it runs), `{}` to anything else with an id.
@@ -40,19 +44,29 @@ for line in sys.stdin:
     print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
 "#;
 
-async fn server() -> TestServer {
-    let digest: String = Sha256::digest(TOKEN.as_bytes())
+fn digest(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect();
+        .collect()
+}
+
+async fn server() -> TestServer {
     let config = ServerConfig {
         auth: AuthConfig {
             required: true,
-            tokens: vec![TokenEntry {
-                sha256: digest,
-                tenant: "a".into(),
-                role: Role::Agent,
-            }],
+            tokens: vec![
+                TokenEntry {
+                    sha256: digest(TOKEN),
+                    tenant: "a".into(),
+                    role: Role::Agent,
+                },
+                TokenEntry {
+                    sha256: digest(OPERATOR),
+                    tenant: "a".into(),
+                    role: Role::Operator,
+                },
+            ],
         },
         ..ServerConfig::default()
     };
@@ -62,6 +76,16 @@ async fn server() -> TestServer {
 /// Runs the proxy over the stub, sends initialize and the same tools/call twice; the two
 /// tools/call answers.
 async fn proxy(s: &TestServer, dir: &std::path::Path, token: Option<&str>) -> Vec<Value> {
+    proxy_with(s, dir, token, &[]).await
+}
+
+/// `proxy` with more proxy flags (before `--`).
+async fn proxy_with(
+    s: &TestServer,
+    dir: &std::path::Path,
+    token: Option<&str>,
+    flags: &[&str],
+) -> Vec<Value> {
     let stub = dir.join("stub.py");
     std::fs::write(&stub, STUB).unwrap();
     let counter = dir.join("ran.txt");
@@ -75,7 +99,9 @@ async fn proxy(s: &TestServer, dir: &std::path::Path, token: Option<&str>) -> Ve
             "--in-flight-wait-ms",
             "2000",
         ])
-        .env_remove("IDEM_TOKEN");
+        .args(flags)
+        .env_remove("IDEM_TOKEN")
+        .env_remove("IDEM_OPERATOR_TOKEN");
     if let Some(t) = token {
         cmd.env("IDEM_TOKEN", t);
     }
@@ -170,5 +196,68 @@ async fn without_a_token_the_proxy_refuses_and_runs_nothing() {
         assert!(a.get("error").is_some(), "refused: {a}");
     }
     assert_eq!(runs(dir.path()), 0, "fail closed: the tool never ran");
+    s.stop().await;
+}
+
+/// A tools config giving `send_email` mode exact; its path.
+fn tools_config(dir: &std::path::Path) -> String {
+    let p = dir.join("tools.toml");
+    std::fs::write(&p, "send_email = \"exact\"\n").unwrap();
+    p.display().to_string()
+}
+
+#[tokio::test]
+async fn a_tools_config_with_an_agent_token_alone_is_refused_naming_the_role_and_runs_nothing() {
+    let s = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tools_config(dir.path());
+    let answers = proxy_with(&s, dir.path(), Some(TOKEN), &["--tools-config", &cfg]).await;
+    assert_eq!(answers.len(), 2);
+    for a in &answers {
+        let msg = a["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("role operator") && msg.contains("--operator-token"),
+            "{a}"
+        );
+        assert_eq!(a["error"]["data"]["needs_role"], "operator", "{a}");
+    }
+    assert_eq!(
+        runs(dir.path()),
+        0,
+        "no tool ran under modes the session lacks"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn with_an_operator_token_the_tools_config_reaches_the_session_and_calls_dedup() {
+    let s = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tools_config(dir.path());
+    let answers = proxy_with(
+        &s,
+        dir.path(),
+        Some(TOKEN),
+        &["--tools-config", &cfg, "--operator-token", OPERATOR],
+    )
+    .await;
+    for a in &answers {
+        assert_eq!(a["result"]["content"][0]["text"], "sent", "{a}");
+    }
+    assert_eq!(runs(dir.path()), 1, "the repeat was replayed, not run");
+    let opts = ClientOptions::with_token(Some(TOKEN.into()));
+    let mut c = IdemClient::connect_with(&format!("http://{}", s.addr), &opts)
+        .await
+        .unwrap()
+        .raw();
+    let session = c
+        .get_session(proto::GetSessionRequest {
+            tenant: "a".into(),
+            session: "mcp".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(session.tools["send_email"].mode, "exact");
     s.stop().await;
 }

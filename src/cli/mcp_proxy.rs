@@ -6,6 +6,12 @@
 //! answered here with the stored `CallToolResult`; IN_FLIGHT waits (bounded), then replays.
 //! Tools whose mode is `off` (tools config, or `readOnlyHint`/`idempotentHint` learned from
 //! `tools/list` responses) are forwarded without asking idem.
+//!
+//! The tools config's other modes reach the server with `ConfigureSession`, an operator-only
+//! RPC on a server with `[auth]`: the proxy sends it with `--operator-token` when given, else
+//! with `--token`. If the server refuses it (PERMISSION_DENIED: an agent token), every guarded
+//! `tools/call` is answered with an error naming the fix and no tool runs, rather than
+//! deduplicating under modes the session does not have.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -57,6 +63,10 @@ pub struct McpProxyArgs {
     /// Do not treat `readOnlyHint`/`idempotentHint` tools as mode off.
     #[arg(long)]
     pub ignore_annotations: bool,
+    /// Operator token that sends the tools config (`ConfigureSession`, operator-only) to a
+    /// server with `[auth]`, when --token is an agent's [default: --token].
+    #[arg(long, env = "IDEM_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<String>,
     /// The MCP server command and its arguments (after `--`).
     #[arg(last = true, required = true, num_args = 1.., value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -172,12 +182,16 @@ impl std::fmt::Display for CallFailure {
 /// State shared by the proxy's tasks.
 struct Shared {
     guard: Guard,
+    /// The client that sends the tools config (the operator token's, else the guard's).
+    configurer: IdemClient,
     tenant: String,
     session: String,
     modes: Modes,
     pending: Mutex<HashMap<String, Pending>>,
     /// Set once the configured tool modes reached the server.
     modes_sent: OnceCell<()>,
+    /// Set when the server refused the tools config for good (the token's role): why.
+    modes_refused: std::sync::OnceLock<String>,
 }
 
 impl Shared {
@@ -192,8 +206,12 @@ impl Shared {
     }
 
     /// Sends the configured non-off modes to the server, once; retried on the next call after
-    /// a failure (the server may come up after the proxy).
-    async fn send_modes(&self) {
+    /// a failure (the server may come up after the proxy). `Err` (why, and the fix) when the
+    /// server refused them for the token's role: guarded calls then fail closed.
+    async fn send_modes(&self) -> Result<(), String> {
+        if let Some(why) = self.modes_refused.get() {
+            return Err(why.clone());
+        }
         let modes: BTreeMap<String, ToolMode> = self
             .modes
             .configured
@@ -202,19 +220,29 @@ impl Shared {
             .map(|(k, m)| (k.clone(), *m))
             .collect();
         if modes.is_empty() {
-            return;
+            return Ok(());
         }
         let r = self
             .modes_sent
             .get_or_try_init(|| async {
-                self.guard
-                    .client()
+                self.configurer
                     .set_tool_modes(&self.tenant, &self.session, &modes)
                     .await
             })
             .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "cannot send the tools config to idem; will retry");
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_permission_denied() => {
+                let why = format!(
+                    "idem refused the tools config ({e}): setting a session's tool modes                      (ConfigureSession) needs a token with role operator; give the proxy                      --operator-token (IDEM_OPERATOR_TOKEN), or set the modes on the server                      (`idem session set`, or the server's [defaults.tools]) and drop                      --tools-config. No tool runs until then"
+                );
+                tracing::error!("{why}");
+                Err(self.modes_refused.get_or_init(|| why).clone())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot send the tools config to idem; will retry");
+                Ok(())
+            }
         }
     }
 }
@@ -245,6 +273,16 @@ pub async fn run(a: McpProxyArgs) -> anyhow::Result<ExitCode> {
         None => BTreeMap::new(),
     };
     let client = IdemClient::connect_lazy_with(&a.conn.server, &a.conn.options())?;
+    let configurer = match a.operator_token.as_deref().filter(|t| !t.is_empty()) {
+        Some(t) => IdemClient::connect_lazy_with(
+            &a.conn.server,
+            &idem_client::ClientOptions {
+                token: Some(t.to_string()),
+                ..a.conn.options()
+            },
+        )?,
+        None => client.clone(),
+    };
     let policy = if a.fail_open {
         FailurePolicy::FailOpen
     } else {
@@ -258,6 +296,7 @@ pub async fn run(a: McpProxyArgs) -> anyhow::Result<ExitCode> {
         });
     let shared = Arc::new(Shared {
         guard,
+        configurer,
         tenant: a.tenant,
         session: a.session,
         modes: Modes {
@@ -267,6 +306,7 @@ pub async fn run(a: McpProxyArgs) -> anyhow::Result<ExitCode> {
         },
         pending: Mutex::new(HashMap::new()),
         modes_sent: OnceCell::new(),
+        modes_refused: std::sync::OnceLock::new(),
     });
 
     let (program, args) = a
@@ -477,7 +517,17 @@ async fn guarded_call(
         let _ = to_child.send(line).await;
         return;
     }
-    shared.send_modes().await;
+    if let Err(why) = shared.send_modes().await {
+        let _ = to_client
+            .send(rpc_error(
+                &id,
+                ERR_IDEM_REJECTED,
+                why,
+                json!({"needs_role": "operator", "rpc": "ConfigureSession"}),
+            ))
+            .await;
+        return;
+    }
     let (shared, id) = (&shared, &id);
     let forward = |action: Action| async move {
         let line = with_action_meta(line, &action);

@@ -135,12 +135,22 @@ pub struct ServeArgs {
     /// Log line format on stderr [default: text].
     #[arg(long, env = "IDEM_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Export spans to this OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces (a
+    /// build with `--features otlp`) [default: off].
+    #[arg(long, env = "IDEM_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// At shutdown, milliseconds health answers NOT_SERVING before the listener closes [default: 0].
     #[arg(long, env = "IDEM_SHUTDOWN_DRAIN_MS")]
     pub shutdown_drain_ms: Option<u64>,
     /// At shutdown, seconds in-flight requests may take to finish [default: 30].
     #[arg(long, env = "IDEM_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Records each tenant may hold (`limits.max_records`) [default: no limit].
+    #[arg(long, env = "IDEM_MAX_RECORDS")]
+    pub max_records: Option<u64>,
+    /// Sessions with records each tenant may have (`limits.max_sessions`) [default: no limit].
+    #[arg(long, env = "IDEM_MAX_SESSIONS")]
+    pub max_sessions: Option<u64>,
 }
 
 fn parse_policy(s: &str) -> Result<BorderlinePolicy, String> {
@@ -209,28 +219,18 @@ impl ServeArgs {
         if let Some(u) = &self.verifier_url {
             c.verifier.base_url = Some(u.clone());
         }
+        if let Some(u) = &self.otlp_endpoint {
+            c.otlp_endpoint = Some(u.clone());
+        }
+        if let Some(n) = self.max_records {
+            c.limits.max_records = Some(n);
+        }
+        if let Some(n) = self.max_sessions {
+            c.limits.max_sessions = Some(n);
+        }
         c.validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(c)
-    }
-}
-
-/// Logs to stderr in `format`; `RUST_LOG` filters (default `idem=info`).
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "idem=info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
     }
 }
 
@@ -268,7 +268,7 @@ async fn stop_signal() {
 /// verdict log written, the store closed.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.resolve()?;
-    init_logging(config.log_format);
+    let telemetry = crate::telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
     let store: Arc<dyn Store> = match config.store {
         StoreKind::Embedded => Arc::new(EmbeddedStore::open_with_cache(
             &config.data_dir,
@@ -359,9 +359,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok(engine) => tokio::task::spawn_blocking(move || drop(engine)).await?,
         Err(_) => tracing::warn!("engine still shared at exit; the store closes with the process"),
     }
+    tracing::info!("idem stopped");
+    // Buffered spans are sent before exit (a blocking flush: off the tokio workers).
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     served?;
     drained?;
-    tracing::info!("idem stopped");
     println!("idem stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,8 +1,8 @@
-//! Operations settings of the server: who may call it (`[auth]`), TLS, the metrics endpoint
-//! and the log format. Tokens are configured by their SHA-256 digest only, so a config file
+//! Operations settings of the server: who may call it (`[auth]`), how much each tenant may
+//! hold (`[limits]`), TLS, the metrics endpoint and the log format. Tokens are configured by their SHA-256 digest only, so a config file
 //! never holds a secret that works against the server.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -78,6 +78,59 @@ impl AuthConfig {
     }
 }
 
+/// One tenant's quotas (`[limits.tenants.NAME]`); an unset key inherits `[limits]`'s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantLimits {
+    pub max_records: Option<u64>,
+    pub max_sessions: Option<u64>,
+}
+
+/// `[limits]`: per-tenant quotas. The top-level keys apply to every tenant; `tenants` overrides
+/// them for one. Unset means unlimited. A record counts from its NEW until it is swept after
+/// its TTL; a session counts while it holds a record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Records a tenant may hold at once; a NEW past it is RESOURCE_EXHAUSTED.
+    pub max_records: Option<u64>,
+    /// Sessions with records a tenant may have at once; the first call of one more is
+    /// RESOURCE_EXHAUSTED.
+    pub max_sessions: Option<u64>,
+    /// Per-tenant overrides, by tenant name.
+    pub tenants: BTreeMap<String, TenantLimits>,
+}
+
+impl LimitsConfig {
+    /// The quota of `tenant`: its own keys, else the defaults.
+    pub fn quota_for(&self, tenant: &str) -> crate::store::Quota {
+        let own = self.tenants.get(tenant).copied().unwrap_or_default();
+        crate::store::Quota {
+            max_records: own.max_records.or(self.max_records),
+            max_sessions: own.max_sessions.or(self.max_sessions),
+        }
+    }
+
+    /// Checks every value; the error names the key at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        let zero = |v: Option<u64>| v == Some(0);
+        if zero(self.max_records) || zero(self.max_sessions) {
+            return Err(
+                "limits.max_records and limits.max_sessions must be > 0 (unset for no limit)"
+                    .into(),
+            );
+        }
+        for (t, l) in &self.tenants {
+            if zero(l.max_records) || zero(l.max_sessions) {
+                return Err(format!(
+                    "limits.tenants.{t}: max_records and max_sessions must be > 0 (unset to inherit)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The 32 bytes of a hex SHA-256 digest, or `None` if it is not 64 hex digits.
 pub fn parse_digest(hex: &str) -> Option<[u8; 32]> {
     let b = hex.as_bytes();
@@ -137,6 +190,23 @@ mod tests {
         assert_eq!(parse_digest(d).map(|b| b[0]), Some(0x9f));
         assert!(parse_digest(&d[..62]).is_none());
         assert!(parse_digest(&format!("{}zz", &d[..62])).is_none());
+    }
+
+    #[test]
+    fn a_tenant_limit_overrides_the_default_and_unset_keys_inherit() {
+        let l: LimitsConfig = toml::from_str(
+            "max_records = 100\nmax_sessions = 5\n[tenants.small]\nmax_records = 3\n",
+        )
+        .unwrap();
+        l.validate().unwrap();
+        let q = l.quota_for("small");
+        assert_eq!((q.max_records, q.max_sessions), (Some(3), Some(5)));
+        let q = l.quota_for("other");
+        assert_eq!((q.max_records, q.max_sessions), (Some(100), Some(5)));
+        let none = LimitsConfig::default().quota_for("x");
+        assert_eq!(none, crate::store::Quota::UNLIMITED);
+        let bad: LimitsConfig = toml::from_str("[tenants.a]\nmax_sessions = 0\n").unwrap();
+        assert!(bad.validate().unwrap_err().contains("limits.tenants.a"));
     }
 
     #[test]

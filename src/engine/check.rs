@@ -723,7 +723,8 @@ impl Engine {
         let to_backfill = semantic
             .filter(|_| !embedded)
             .map(|sim| (sim, ticket.record().clone()));
-        if let Err(e) = ticket.commit_unless_changed(p.seen.get()).await {
+        let quota = self.config.limits.quota_for(&p.req.tenant);
+        if let Err(e) = ticket.commit_unless_changed(p.seen.get(), &quota).await {
             if let Some(sim) = semantic
                 && embedded
             {

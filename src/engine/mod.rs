@@ -129,6 +129,11 @@ impl Engine {
         &self.stripe(scope).lock
     }
 
+    /// What `tenant` holds in the store: the counts its quota (`[limits]`) is checked against.
+    pub async fn usage(&self, tenant: &str) -> Result<crate::store::Usage, StoreError> {
+        self.store.usage(tenant).await
+    }
+
     /// Rebuilds vector indexes from the store (at start).
     pub async fn rebuild_indexes(&self) -> Result<usize, StoreError> {
         match &self.semantic {

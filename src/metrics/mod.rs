@@ -1,7 +1,7 @@
 //! Prometheus metrics: what the service counts per request, plus gauges read from the engine
 //! at scrape time, served as text on `metrics_listen` at `/metrics` (`serve`).
 //!
-//! Labels carry only bounded values (verdict, stage, shed reason), never a tenant, session or
+//! Labels carry only bounded values (verdict, stage, shed reason, quota limit), never a tenant, session or
 //! argument: the series count does not grow with traffic.
 
 mod http;
@@ -46,6 +46,7 @@ pub struct Metrics {
     replays: Counter,
     cost_avoided: Counter<f64, AtomicU64>,
     shed: Family<Label1, Counter>,
+    quota_refusals: Family<Label1, Counter>,
     store_errors: Counter,
 }
 
@@ -91,6 +92,13 @@ impl Metrics {
             "Checks refused with RESOURCE_EXHAUSTED because the server was at capacity",
             shed.clone(),
         );
+        let quota_refusals = Family::<Label1, Counter>::default();
+        registry.register(
+            "quota_refusals",
+            "New calls refused with RESOURCE_EXHAUSTED because their tenant was at a quota, by \
+             the limit (max_records, max_sessions)",
+            quota_refusals.clone(),
+        );
         let store_errors = Counter::default();
         registry.register(
             "store_errors",
@@ -113,6 +121,7 @@ impl Metrics {
             replays,
             cost_avoided,
             shed,
+            quota_refusals,
             store_errors,
         })
     }
@@ -141,12 +150,17 @@ impl Metrics {
         }
     }
 
-    /// Counts a refused request that is the server's doing (shed, store failure).
+    /// Counts a refused request that is the server's doing (shed, quota, store failure).
     pub fn error(&self, e: &IdemError) {
         match e {
             IdemError::Shed(reason, _) => {
                 self.shed
                     .get_or_create(&[("reason", reason.as_str())])
+                    .inc();
+            }
+            IdemError::Store(crate::store::StoreError::Quota(q)) => {
+                self.quota_refusals
+                    .get_or_create(&[("limit", q.limit.key())])
                     .inc();
             }
             IdemError::Store(_) => {

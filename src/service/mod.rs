@@ -92,7 +92,7 @@ fn grpc_timeout_ms<T>(req: &Request<T>) -> Option<u64> {
 
 #[tonic::async_trait]
 impl Idem for IdemService {
-    #[instrument(skip_all, fields(rpc = "CheckAndRecord", verdict))]
+    #[instrument(skip_all, fields(otel.name = "CheckAndRecord", rpc = "CheckAndRecord", verdict))]
     async fn check_and_record(
         &self,
         request: Request<proto::CheckRequest>,
@@ -119,7 +119,7 @@ impl Idem for IdemService {
         Ok(Response::new(convert::check_response(out)))
     }
 
-    #[instrument(skip_all, fields(rpc = "Complete"))]
+    #[instrument(skip_all, fields(otel.name = "Complete", rpc = "Complete"))]
     async fn complete(
         &self,
         request: Request<proto::CompleteRequest>,
@@ -158,7 +158,7 @@ impl Idem for IdemService {
         }))
     }
 
-    #[instrument(skip_all, fields(rpc = "ConfigureSession"))]
+    #[instrument(skip_all, fields(otel.name = "ConfigureSession", rpc = "ConfigureSession"))]
     async fn configure_session(
         &self,
         request: Request<proto::ConfigureSessionRequest>,
@@ -176,7 +176,7 @@ impl Idem for IdemService {
         )))
     }
 
-    #[instrument(skip_all, fields(rpc = "GetSession"))]
+    #[instrument(skip_all, fields(otel.name = "GetSession", rpc = "GetSession"))]
     async fn get_session(
         &self,
         request: Request<proto::GetSessionRequest>,
@@ -190,7 +190,7 @@ impl Idem for IdemService {
         )))
     }
 
-    #[instrument(skip_all, fields(rpc = "GetCall"))]
+    #[instrument(skip_all, fields(otel.name = "GetCall", rpc = "GetCall"))]
     async fn get_call(
         &self,
         request: Request<proto::GetCallRequest>,
@@ -202,7 +202,7 @@ impl Idem for IdemService {
         Ok(Response::new(convert::call_record(rec)))
     }
 
-    #[instrument(skip_all, fields(rpc = "WaitForCall"))]
+    #[instrument(skip_all, fields(otel.name = "WaitForCall", rpc = "WaitForCall"))]
     async fn wait_for_call(
         &self,
         request: Request<proto::WaitForCallRequest>,
@@ -220,7 +220,7 @@ impl Idem for IdemService {
         Ok(Response::new(convert::call_record(rec)))
     }
 
-    #[instrument(skip_all, fields(rpc = "ListCalls"))]
+    #[instrument(skip_all, fields(otel.name = "ListCalls", rpc = "ListCalls"))]
     async fn list_calls(
         &self,
         request: Request<proto::ListCallsRequest>,
@@ -241,7 +241,7 @@ impl Idem for IdemService {
         }))
     }
 
-    #[instrument(skip_all, fields(rpc = "GetStats"))]
+    #[instrument(skip_all, fields(otel.name = "GetStats", rpc = "GetStats"))]
     async fn get_stats(
         &self,
         request: Request<proto::GetStatsRequest>,
@@ -258,7 +258,7 @@ impl Idem for IdemService {
         Ok(Response::new(convert::stats(s)))
     }
 
-    #[instrument(skip_all, fields(rpc = "ReportFeedback"))]
+    #[instrument(skip_all, fields(otel.name = "ReportFeedback", rpc = "ReportFeedback"))]
     async fn report_feedback(
         &self,
         request: Request<proto::FeedbackRequest>,
@@ -280,7 +280,7 @@ impl Idem for IdemService {
         Ok(Response::new(proto::FeedbackResponse {}))
     }
 
-    #[instrument(skip_all, fields(rpc = "ExportPairs"))]
+    #[instrument(skip_all, fields(otel.name = "ExportPairs", rpc = "ExportPairs"))]
     async fn export_pairs(
         &self,
         request: Request<proto::ExportPairsRequest>,
@@ -300,7 +300,7 @@ impl Idem for IdemService {
         }))
     }
 
-    #[instrument(skip_all, fields(rpc = "GetVersion"))]
+    #[instrument(skip_all, fields(otel.name = "GetVersion", rpc = "GetVersion"))]
     async fn get_version(
         &self,
         request: Request<proto::GetVersionRequest>,

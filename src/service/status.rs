@@ -13,6 +13,9 @@ impl From<IdemError> for Status {
             IdemError::ResourceExhausted(m) => Status::resource_exhausted(m),
             IdemError::Shed(_, m) => Status::resource_exhausted(m),
             IdemError::DeadlineExceeded(m) => Status::deadline_exceeded(m),
+            IdemError::Store(crate::store::StoreError::Quota(q)) => {
+                Status::resource_exhausted(q.to_string())
+            }
             IdemError::Store(e) => {
                 tracing::error!(%e, "store failure");
                 Status::unavailable(format!("store unavailable: {e}"))

@@ -40,7 +40,7 @@ pub(crate) fn rec(session: &str, n: u32, created: Millis) -> Record {
 
 async fn insert_get_update(s: Arc<dyn Store>) {
     let mut r = rec("s1", 1, 1000);
-    s.insert(&r).await.unwrap();
+    s.insert(&r, &Quota::UNLIMITED).await.unwrap();
     assert_eq!(s.get(&r.id).await.unwrap().as_ref(), Some(&r));
     assert!(s.get("missing").await.unwrap().is_none());
     r.status = CallStatus::Succeeded;
@@ -61,8 +61,8 @@ async fn lookups_by_key_and_exact_return_the_newest(s: Arc<dyn Store>) {
     let a = rec("s1", 1, 1000);
     let mut b = rec("s1", 1, 2000);
     b.id = uuid::Uuid::now_v7().to_string();
-    s.insert(&a).await.unwrap();
-    s.insert(&b).await.unwrap();
+    s.insert(&a, &Quota::UNLIMITED).await.unwrap();
+    s.insert(&b, &Quota::UNLIMITED).await.unwrap();
     let scope = &a.match_scope;
     assert_eq!(
         s.latest_by_key(scope, "key1").await.unwrap().unwrap().id,
@@ -90,7 +90,7 @@ async fn candidates_are_windowed_and_newest_first(s: Arc<dyn Store>) {
     for n in 0..5 {
         let r = rec("s1", n, 1000 + i64::from(n) * 100);
         ids.push(r.id.clone());
-        s.insert(&r).await.unwrap();
+        s.insert(&r, &Quota::UNLIMITED).await.unwrap();
     }
     let scope = match_scope("t", "s1", false);
     let c = s.candidates(&scope, "send", "fp", 0, 10).await.unwrap();
@@ -134,9 +134,11 @@ async fn list_pages_newest_first_with_status_filter(s: Arc<dyn Store>) {
             r.status = CallStatus::Succeeded;
         }
         ids.push(r.id.clone());
-        s.insert(&r).await.unwrap();
+        s.insert(&r, &Quota::UNLIMITED).await.unwrap();
     }
-    s.insert(&rec("s2", 99, 1000)).await.unwrap();
+    s.insert(&rec("s2", 99, 1000), &Quota::UNLIMITED)
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     let mut token = None;
     loop {
@@ -174,8 +176,8 @@ async fn sweep_removes_expired_records_and_their_indexes(s: Arc<dyn Store>) {
     let mut young = rec("s1", 2, 0);
     young.expires_at_ms = 50_000;
     young.embedding = Some(vec![0.5; 4]);
-    s.insert(&old).await.unwrap();
-    s.insert(&young).await.unwrap();
+    s.insert(&old, &Quota::UNLIMITED).await.unwrap();
+    s.insert(&young, &Quota::UNLIMITED).await.unwrap();
     let swept = s.sweep(20_000).await.unwrap();
     assert_eq!(swept, vec![(old.id.clone(), old.match_scope.clone())]);
     assert!(s.get(&old.id).await.unwrap().is_none());
@@ -216,7 +218,7 @@ fn assert_near(got: &[f32], want: &[f32]) {
 
 async fn put_embedding_writes_only_the_embedding(s: Arc<dyn Store>) {
     let r = rec("s1", 1, 1000);
-    s.insert(&r).await.unwrap();
+    s.insert(&r, &Quota::UNLIMITED).await.unwrap();
     // The background embedder read the record (in progress) before the caller completed it...
     let read = s.get(&r.id).await.unwrap().unwrap();
     assert_eq!(read.status, CallStatus::InProgress);
@@ -240,7 +242,7 @@ async fn put_embedding_writes_only_the_embedding(s: Arc<dyn Store>) {
 
 async fn put_embedding_of_a_swept_record_stores_nothing(s: Arc<dyn Store>) {
     let r = rec("s1", 1, 0);
-    s.insert(&r).await.unwrap();
+    s.insert(&r, &Quota::UNLIMITED).await.unwrap();
     assert_eq!(s.sweep(r.expires_at_ms).await.unwrap().len(), 1);
     assert!(!s.put_embedding(&r.id, &[1.0, 0.0]).await.unwrap());
     assert!(!s.put_embedding("never-existed", &[1.0, 0.0]).await.unwrap());
@@ -283,19 +285,25 @@ async fn a_reservation_fails_once_the_scope_changed(s: Arc<dyn Store>) {
     let Some(seen) = s.scope_version(&a.match_scope).await.unwrap() else {
         // A backend only this process writes: the engine's lock serialises; it just inserts.
         assert_eq!(
-            s.insert_if_unchanged(&a, 0).await.unwrap(),
+            s.insert_if_unchanged(&a, &Quota::UNLIMITED, 0)
+                .await
+                .unwrap(),
             Reserved::Inserted
         );
         assert!(s.get(&a.id).await.unwrap().is_some());
         return;
     };
     assert_eq!(
-        s.insert_if_unchanged(&a, seen).await.unwrap(),
+        s.insert_if_unchanged(&a, &Quota::UNLIMITED, seen)
+            .await
+            .unwrap(),
         Reserved::Inserted
     );
     // Another check read the same version before `a` was inserted: it must decide again.
     assert_eq!(
-        s.insert_if_unchanged(&b, seen).await.unwrap(),
+        s.insert_if_unchanged(&b, &Quota::UNLIMITED, seen)
+            .await
+            .unwrap(),
         Reserved::Conflict
     );
     assert!(s.get(&b.id).await.unwrap().is_none());
@@ -323,16 +331,22 @@ async fn a_reservation_fails_once_the_scope_changed(s: Arc<dyn Store>) {
     let other_seen = s.scope_version(&other).await.unwrap().unwrap();
     let c = rec("s2", 3, 1000);
     assert_eq!(
-        s.insert_if_unchanged(&c, other_seen).await.unwrap(),
+        s.insert_if_unchanged(&c, &Quota::UNLIMITED, other_seen)
+            .await
+            .unwrap(),
         Reserved::Inserted
     );
     assert_eq!(
-        s.insert_if_unchanged(&b, now).await.unwrap(),
+        s.insert_if_unchanged(&b, &Quota::UNLIMITED, now)
+            .await
+            .unwrap(),
         Reserved::Inserted
     );
     // A plain insert moves the version too.
     let before = s.scope_version(&a.match_scope).await.unwrap().unwrap();
-    s.insert(&rec("s1", 4, 1000)).await.unwrap();
+    s.insert(&rec("s1", 4, 1000), &Quota::UNLIMITED)
+        .await
+        .unwrap();
     assert_ne!(
         s.scope_version(&a.match_scope).await.unwrap().unwrap(),
         before
@@ -355,16 +369,17 @@ async fn the_resource_state_is_the_newest_marked_calls(s: Arc<dyn Store>) {
     assert_eq!(s.resource_state(&scope, "res-1").await.unwrap(), None);
     // Outlives the next one: the state stays while any record on the resource lives.
     let enable = marked(1, "enable", 0, 1000, 90_000);
-    s.insert(&enable).await.unwrap();
+    s.insert(&enable, &Quota::UNLIMITED).await.unwrap();
     let disable = marked(2, "disable", 1, 2000, 20_000);
     s.insert_if_unchanged(
         &disable,
+        &Quota::UNLIMITED,
         s.scope_version(&scope).await.unwrap().unwrap_or(0),
     )
     .await
     .unwrap();
     // An unmarked record leaves the state alone.
-    s.insert(&rec("s1", 3, 3000)).await.unwrap();
+    s.insert(&rec("s1", 3, 3000), &Quota::UNLIMITED).await.unwrap();
     let want = ResourceState {
         tool: "disable".into(),
         generation: 1,
@@ -382,7 +397,106 @@ async fn the_resource_state_is_the_newest_marked_calls(s: Arc<dyn Store>) {
     assert_eq!(s.resource_state(&scope, "res-1").await.unwrap(), Some(want));
 }
 
+/// A tenant's counts follow inserts and sweeps; an insert past a quota is refused with the
+/// limit and the count, and writes nothing.
+async fn quotas_count_records_and_sessions_and_refuse_past_them(s: Arc<dyn Store>) {
+    let usage = |records, sessions| Usage { records, sessions };
+    let q = Quota {
+        max_records: Some(3),
+        max_sessions: Some(2),
+    };
+    assert_eq!(s.usage("t").await.unwrap(), usage(0, 0));
+    let a = rec("s1", 1, 1000);
+    let b = Record {
+        expires_at_ms: 50_000,
+        ..rec("s1", 2, 1000)
+    };
+    s.insert(&a, &q).await.unwrap();
+    s.insert(&b, &q).await.unwrap();
+    assert_eq!(s.usage("t").await.unwrap(), usage(2, 1));
+    assert_eq!(s.usage("other").await.unwrap(), usage(0, 0));
+    let c = rec("s2", 3, 1000);
+    s.insert(&c, &q).await.unwrap();
+    assert_eq!(s.usage("t").await.unwrap(), usage(3, 2));
+    // A fourth record, in a session the tenant has: the records quota refuses it.
+    let d = rec("s1", 4, 1000);
+    match s.insert(&d, &q).await {
+        Err(StoreError::Quota(e)) => {
+            assert_eq!((e.limit, e.max, e.count), (QuotaLimit::Records, 3, 3));
+            assert!(e.to_string().contains("max_records = 3"), "{e}");
+        }
+        other => panic!("a fourth record was not refused: {other:?}"),
+    }
+    assert!(
+        s.get(&d.id).await.unwrap().is_none(),
+        "a refused record was written"
+    );
+    assert!(
+        s.latest_by_exact(&d.match_scope, "hash4")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // With room for records, a third session is refused by the sessions quota.
+    let roomy = Quota {
+        max_records: Some(10),
+        ..q
+    };
+    let e = rec("s3", 5, 1000);
+    match s.insert(&e, &roomy).await {
+        Err(StoreError::Quota(x)) => {
+            assert_eq!((x.limit, x.max, x.count), (QuotaLimit::Sessions, 2, 2));
+            assert!(x.to_string().contains("\"s3\""), "{x}");
+        }
+        other => panic!("a third session was not refused: {other:?}"),
+    }
+    assert!(s.get(&e.id).await.unwrap().is_none());
+    let page = s
+        .list(&ListQuery {
+            tenant: "t".into(),
+            session: "s3".into(),
+            status: None,
+            page_size: 10,
+            page_token: None,
+        })
+        .await
+        .unwrap();
+    assert!(
+        page.records.is_empty(),
+        "a refused session has an intent log"
+    );
+    assert_eq!(s.usage("t").await.unwrap(), usage(3, 2));
+    // A quota binds per tenant: another tenant's counts are its own.
+    let other = Record {
+        tenant: "u".into(),
+        match_scope: match_scope("u", "s1", false),
+        ..rec("s1", 6, 1000)
+    };
+    s.insert(&other, &q).await.unwrap();
+    assert_eq!(s.usage("u").await.unwrap(), usage(1, 1));
+    // The sweep gives back each swept record's share; s2 held one record and closes.
+    s.sweep(20_000).await.unwrap();
+    assert_eq!(s.usage("t").await.unwrap(), usage(1, 1));
+    assert_eq!(s.usage("u").await.unwrap(), usage(0, 0));
+    s.insert(&e, &q).await.unwrap();
+    assert_eq!(s.usage("t").await.unwrap(), usage(2, 2));
+    s.sweep(60_000).await.unwrap();
+    assert_eq!(s.usage("t").await.unwrap(), usage(0, 0));
+    // A reservation that loses its race gives its share back.
+    if let Some(seen) = s.scope_version(&a.match_scope).await.unwrap() {
+        let f = rec("s1", 7, 70_000);
+        s.insert(&f, &q).await.unwrap();
+        let g = rec("s1", 8, 70_000);
+        assert_eq!(
+            s.insert_if_unchanged(&g, &q, seen).await.unwrap(),
+            Reserved::Conflict
+        );
+        assert_eq!(s.usage("t").await.unwrap(), usage(1, 1));
+    }
+}
+
 async fn run_all(make: impl Fn() -> Arc<dyn Store>) {
+    quotas_count_records_and_sessions_and_refuse_past_them(make()).await;
     the_resource_state_is_the_newest_marked_calls(make()).await;
     a_reservation_fails_once_the_scope_changed(make()).await;
     insert_get_update(make()).await;
@@ -425,7 +539,7 @@ async fn redis_sweep_takes_every_due_record_past_one_batch() {
         .unwrap();
     let records: Vec<Record> = (0..1500).map(|n| rec("s1", n, 0)).collect();
     for chunk in records.chunks(50) {
-        futures::future::join_all(chunk.iter().map(|r| s.insert(r)))
+        futures::future::join_all(chunk.iter().map(|r| s.insert(r, &Quota::UNLIMITED)))
             .await
             .into_iter()
             .collect::<Result<Vec<()>, _>>()
@@ -479,10 +593,98 @@ async fn embedded_store_survives_reopen() {
     let r = rec("s1", 1, 1000);
     {
         let s = EmbeddedStore::open(d.path()).unwrap();
-        s.insert(&r).await.unwrap();
+        s.insert(&r, &Quota::UNLIMITED).await.unwrap();
     }
     let s = EmbeddedStore::open(d.path()).unwrap();
     assert_eq!(s.get(&r.id).await.unwrap(), Some(r));
+}
+
+#[tokio::test]
+async fn embedded_store_counts_survive_reopen_and_a_format_3_store_is_counted() {
+    use redb::ReadableTable;
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (rec("s1", 1, 1000), rec("s2", 2, 1000));
+    let usage = Usage {
+        records: 2,
+        sessions: 2,
+    };
+    {
+        let s = EmbeddedStore::open(d.path()).unwrap();
+        s.insert(&a, &Quota::UNLIMITED).await.unwrap();
+        s.insert(&b, &Quota::UNLIMITED).await.unwrap();
+    }
+    let q = Quota {
+        max_records: Some(2),
+        max_sessions: None,
+    };
+    {
+        let s = EmbeddedStore::open(d.path()).unwrap();
+        assert_eq!(s.usage("t").await.unwrap(), usage);
+        assert!(matches!(
+            s.insert(&rec("s1", 3, 1000), &q).await,
+            Err(StoreError::Quota(_))
+        ));
+    }
+    // A store of format 3 (no counts kept): opened, it is counted from its records.
+    let meta = redb::TableDefinition::<&str, u64>::new("meta");
+    {
+        let db = redb::Database::create(d.path().join("idem.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(meta).unwrap().insert("format", 3).unwrap();
+        tx.delete_table(redb::TableDefinition::<&str, (u64, u64)>::new(
+            "tenant_usage",
+        ))
+        .unwrap();
+        tx.delete_table(redb::TableDefinition::<&str, u64>::new("session_usage"))
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let s = EmbeddedStore::open(d.path()).unwrap();
+    assert_eq!(s.usage("t").await.unwrap(), usage);
+    s.sweep(20_000).await.unwrap();
+    assert_eq!(s.usage("t").await.unwrap(), Usage::default());
+    drop(s);
+    let db = redb::Database::create(d.path().join("idem.redb")).unwrap();
+    let tx = db.begin_write().unwrap();
+    let format = tx
+        .open_table(meta)
+        .unwrap()
+        .get("format")
+        .unwrap()
+        .unwrap()
+        .value();
+    assert_eq!(format, 4);
+}
+
+#[tokio::test]
+async fn redis_counts_survive_a_new_connection() {
+    let server = redis_server::RedisServer::start();
+    let (a, b) = (rec("s1", 1, 1000), rec("s2", 2, 1000));
+    {
+        let s = RedisStore::connect(&RedisOptions::new(server.url()))
+            .await
+            .unwrap();
+        s.insert(&a, &Quota::UNLIMITED).await.unwrap();
+        s.insert(&b, &Quota::UNLIMITED).await.unwrap();
+    }
+    let s = RedisStore::connect(&RedisOptions::new(server.url()))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.usage("t").await.unwrap(),
+        Usage {
+            records: 2,
+            sessions: 2
+        }
+    );
+    let q = Quota {
+        max_records: None,
+        max_sessions: Some(2),
+    };
+    assert!(matches!(
+        s.insert(&rec("s3", 3, 1000), &q).await,
+        Err(StoreError::Quota(_))
+    ));
 }
 
 #[tokio::test]
@@ -557,7 +759,7 @@ async fn embedded_store_opens_a_format_2_store_and_marks_it_format_4() {
     let r = rec("s1", 1, 1000);
     {
         let s = EmbeddedStore::open(d.path()).unwrap();
-        s.insert(&r).await.unwrap();
+        s.insert(&r, &Quota::UNLIMITED).await.unwrap();
     }
     let meta = redb::TableDefinition::<&str, u64>::new("meta");
     {
@@ -588,7 +790,7 @@ async fn embedded_store_reports_a_damaged_record_as_corrupt() {
     let r = rec("s1", 1, 1000);
     {
         let s = EmbeddedStore::open(d.path()).unwrap();
-        s.insert(&r).await.unwrap();
+        s.insert(&r, &Quota::UNLIMITED).await.unwrap();
     }
     {
         let db = redb::Database::create(d.path().join("idem.redb")).unwrap();

@@ -19,8 +19,8 @@ use redb::{
 use super::codec;
 use super::writer::Writer;
 use super::{
-    Candidate, CheckLog, Feedback, ListQuery, Page, SEP, StatsSnapshot, Store, StoreError,
-    StoredVector, key,
+    Candidate, CheckLog, Feedback, ListQuery, Page, Quota, SEP, StatsSnapshot, Store, StoreError,
+    StoredVector, Usage, key,
 };
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
@@ -37,10 +37,11 @@ const EMBEDDINGS_V1: TableDefinition<&str, &[u8]> = TableDefinition::new("embedd
 const CONVERTING: TableDefinition<&str, &[u8]> = TableDefinition::new("records.converting");
 /// "format" -> the store format.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// The store format this code writes.
+/// The store format this code writes: the tenants' usage counts and the resource table.
 const STORE_FORMAT: u64 = 4;
-/// Format 2 and 3 records read as they are (the codec reads every format since 2), and the
-/// resource table is created at open, so such a store needs only its mark changed.
+/// Format 2 and 3 records read as they are (the codec reads every format since 2); the
+/// resource table is created at open and the usage is counted from `by_session`, so such a
+/// store needs only its mark changed.
 const STORE_FORMAT_2: u64 = 2;
 const STORE_FORMAT_3: u64 = 3;
 const BY_KEY: TableDefinition<&str, &str> = TableDefinition::new("by_key");
@@ -57,6 +58,10 @@ const STATS: TableDefinition<&str, &str> = TableDefinition::new("stats");
 const CHECKS: TableDefinition<&str, &str> = TableDefinition::new("checks");
 const CHECK_EXPIRY: TableDefinition<&str, ()> = TableDefinition::new("check_expiry");
 const FEEDBACK: TableDefinition<&str, &str> = TableDefinition::new("feedback");
+/// tenant -> (records, sessions holding any): what quotas are checked against.
+const TENANT_USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("tenant_usage");
+/// tenant SEP session -> records the session holds (absent at 0).
+const SESSION_USAGE: TableDefinition<&str, u64> = TableDefinition::new("session_usage");
 
 /// What one table of the embedded store holds on disk.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -149,6 +154,8 @@ fn check_format(tx: &redb::WriteTransaction, path: &Path) -> Result<(), StoreErr
         Some(STORE_FORMAT) => return Ok(()),
         Some(STORE_FORMAT_2 | STORE_FORMAT_3) => {
             meta.insert("format", STORE_FORMAT).map_err(be)?;
+            let n = count_usage(tx)?;
+            tracing::info!(tenants = n, path = %path.display(), "store usage counted (format 4)");
             return Ok(());
         }
         Some(newer) => {
@@ -169,6 +176,103 @@ fn check_format(tx: &redb::WriteTransaction, path: &Path) -> Result<(), StoreErr
         tracing::info!(records = n, path = %path.display(), "store converted from format 1");
     }
     meta.insert("format", STORE_FORMAT).map_err(be)?;
+    count_usage(tx)?;
+    Ok(())
+}
+
+/// Counts every tenant's records and sessions from `by_session` (a store written before the
+/// counts were kept); returns the tenants counted.
+fn count_usage(tx: &redb::WriteTransaction) -> Result<usize, StoreError> {
+    let mut tenants: std::collections::BTreeMap<String, Usage> = Default::default();
+    let mut sessions: std::collections::BTreeMap<String, u64> = Default::default();
+    {
+        let by_session = tx.open_table(BY_SESSION).map_err(be)?;
+        for entry in by_session.iter().map_err(be)? {
+            let (k, _) = entry.map_err(be)?;
+            let mut parts = k.value().splitn(3, SEP);
+            let (Some(tenant), Some(session)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let n = sessions.entry(key(&[tenant, session])).or_default();
+            *n += 1;
+            let u = tenants.entry(tenant.to_string()).or_default();
+            u.records += 1;
+            u.sessions += u64::from(*n == 1);
+        }
+    }
+    let mut t = tx.open_table(TENANT_USAGE).map_err(be)?;
+    for (tenant, u) in &tenants {
+        t.insert(tenant.as_str(), (u.records, u.sessions))
+            .map_err(be)?;
+    }
+    let mut s = tx.open_table(SESSION_USAGE).map_err(be)?;
+    for (k, n) in &sessions {
+        s.insert(k.as_str(), *n).map_err(be)?;
+    }
+    Ok(tenants.len())
+}
+
+fn read_usage(
+    t: &impl ReadableTable<&'static str, (u64, u64)>,
+    tenant: &str,
+) -> Result<Usage, StoreError> {
+    Ok(t.get(tenant)
+        .map_err(be)?
+        .map(|v| {
+            let (records, sessions) = v.value();
+            Usage { records, sessions }
+        })
+        .unwrap_or_default())
+}
+
+/// Counts a new record of `r`'s tenant and session, in the insert's transaction, or refuses
+/// it (writing nothing) when it would pass `quota`.
+fn take_share(tx: &redb::WriteTransaction, r: &Record, quota: &Quota) -> Result<(), StoreError> {
+    let mut tenants = tx.open_table(TENANT_USAGE).map_err(be)?;
+    let mut sessions = tx.open_table(SESSION_USAGE).map_err(be)?;
+    let sk = key(&[&r.tenant, &r.session]);
+    let held = sessions
+        .get(sk.as_str())
+        .map_err(be)?
+        .map_or(0, |v| v.value());
+    let mut u = read_usage(&tenants, &r.tenant)?;
+    quota.admit(&r.tenant, &r.session, u, held)?;
+    u.records += 1;
+    u.sessions += u64::from(held == 0);
+    tenants
+        .insert(r.tenant.as_str(), (u.records, u.sessions))
+        .map_err(be)?;
+    sessions.insert(sk.as_str(), held + 1).map_err(be)?;
+    Ok(())
+}
+
+/// Gives back a swept record's share of its tenant's and session's counts.
+fn give_share(
+    tenants: &mut redb::Table<&str, (u64, u64)>,
+    sessions: &mut redb::Table<&str, u64>,
+    r: &Record,
+) -> Result<(), StoreError> {
+    let sk = key(&[&r.tenant, &r.session]);
+    let held = sessions
+        .get(sk.as_str())
+        .map_err(be)?
+        .map_or(0, |v| v.value());
+    let closed = held <= 1;
+    if closed {
+        sessions.remove(sk.as_str()).map_err(be)?;
+    } else {
+        sessions.insert(sk.as_str(), held - 1).map_err(be)?;
+    }
+    let mut u = read_usage(tenants, &r.tenant)?;
+    u.records = u.records.saturating_sub(1);
+    u.sessions = u.sessions.saturating_sub(u64::from(closed));
+    if u.records == 0 {
+        tenants.remove(r.tenant.as_str()).map_err(be)?;
+    } else {
+        tenants
+            .insert(r.tenant.as_str(), (u.records, u.sessions))
+            .map_err(be)?;
+    }
     Ok(())
 }
 
@@ -250,6 +354,8 @@ impl EmbeddedStore {
             tx.open_table(CHECKS).map_err(be)?;
             tx.open_table(CHECK_EXPIRY).map_err(be)?;
             tx.open_table(FEEDBACK).map_err(be)?;
+            tx.open_table(TENANT_USAGE).map_err(be)?;
+            tx.open_table(SESSION_USAGE).map_err(be)?;
         }
         tx.commit().map_err(be)?;
         let db = Arc::new(db);
@@ -292,6 +398,8 @@ impl EmbeddedStore {
             usage(&tx, CHECKS)?,
             usage(&tx, CHECK_EXPIRY)?,
             usage(&tx, FEEDBACK)?,
+            usage(&tx, TENANT_USAGE)?,
+            usage(&tx, SESSION_USAGE)?,
         ])
     }
 
@@ -392,10 +500,12 @@ fn read_pointer(
 
 #[async_trait]
 impl Store for EmbeddedStore {
-    async fn insert(&self, r: &Record) -> Result<(), StoreError> {
-        let r = r.clone();
+    async fn insert(&self, r: &Record, quota: &Quota) -> Result<(), StoreError> {
+        let (r, quota) = (r.clone(), *quota);
         self.writer
             .write(true, move |tx| {
+                // First: a refused insert returns before it writes anything.
+                take_share(tx, &r, &quota)?;
                 let bytes = codec::encode(&r, None);
                 {
                     tx.open_table(RECORDS)
@@ -433,6 +543,15 @@ impl Store for EmbeddedStore {
                 Ok(())
             })
             .await
+    }
+
+    async fn usage(&self, tenant: &str) -> Result<Usage, StoreError> {
+        let tenant = tenant.to_string();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(be)?;
+            read_usage(&tx.open_table(TENANT_USAGE).map_err(be)?, &tenant)
+        })
+        .await
     }
 
     async fn update(&self, r: &Record) -> Result<(), StoreError> {
@@ -607,6 +726,8 @@ impl Store for EmbeddedStore {
                     let mut by_resource = tx.open_table(BY_RESOURCE).map_err(be)?;
                     let mut cands = tx.open_table(CANDIDATES).map_err(be)?;
                     let mut by_session = tx.open_table(BY_SESSION).map_err(be)?;
+                    let mut tenants = tx.open_table(TENANT_USAGE).map_err(be)?;
+                    let mut sessions = tx.open_table(SESSION_USAGE).map_err(be)?;
                     let expired = keys_before(&exp, &hi)?;
                     let mut checks = tx.open_table(CHECKS).map_err(be)?;
                     let mut check_exp = tx.open_table(CHECK_EXPIRY).map_err(be)?;
@@ -656,6 +777,7 @@ impl Store for EmbeddedStore {
                         by_session
                             .remove(key(&[&r.tenant, &r.session, &id]).as_str())
                             .map_err(be)?;
+                        give_share(&mut tenants, &mut sessions, &r)?;
                         swept.push((id, r.match_scope));
                     }
                 }

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    Candidate, CheckLog, Feedback, ListQuery, Page, StatsSnapshot, Store, StoreError, StoredVector,
-    key,
+    Candidate, CheckLog, Feedback, ListQuery, Page, Quota, StatsSnapshot, Store, StoreError,
+    StoredVector, Usage, key,
 };
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
@@ -27,6 +27,8 @@ struct Inner {
     stats: HashMap<String, StatsSnapshot>,
     checks: HashMap<String, CheckLog>,
     feedback: HashMap<String, Feedback>,
+    /// Per tenant: records held and sessions holding any (`by_session` has the sessions).
+    usage: HashMap<String, Usage>,
 }
 
 /// A store in process memory.
@@ -58,8 +60,17 @@ fn session_key(tenant: &str, session: &str) -> String {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn insert(&self, r: &Record) -> Result<(), StoreError> {
+    async fn insert(&self, r: &Record, quota: &Quota) -> Result<(), StoreError> {
         let mut g = self.lock()?;
+        let usage = g.usage.get(&r.tenant).copied().unwrap_or_default();
+        let in_session = g
+            .by_session
+            .get(&session_key(&r.tenant, &r.session))
+            .map_or(0, |s| s.len() as u64);
+        quota.admit(&r.tenant, &r.session, usage, in_session)?;
+        let u = g.usage.entry(r.tenant.clone()).or_default();
+        u.records += 1;
+        u.sessions += u64::from(in_session == 0);
         if let Some(k) = &r.idempotency_key {
             g.by_key.insert(key(&[&r.match_scope, k]), r.id.clone());
         }
@@ -84,6 +95,10 @@ impl Store for MemoryStore {
         g.expiry.insert((r.expires_at_ms, r.id.clone()));
         g.records.insert(r.id.clone(), r.clone());
         Ok(())
+    }
+
+    async fn usage(&self, tenant: &str) -> Result<Usage, StoreError> {
+        Ok(self.lock()?.usage.get(tenant).copied().unwrap_or_default())
     }
 
     async fn update(&self, r: &Record) -> Result<(), StoreError> {
@@ -224,10 +239,19 @@ impl Store for MemoryStore {
                 }
             }
             let sk = session_key(&r.tenant, &r.session);
+            let mut closed = false;
             if let Some(set) = g.by_session.get_mut(&sk) {
                 set.remove(id);
                 if set.is_empty() {
                     g.by_session.remove(&sk);
+                    closed = true;
+                }
+            }
+            if let Some(u) = g.usage.get_mut(&r.tenant) {
+                u.records = u.records.saturating_sub(1);
+                u.sessions = u.sessions.saturating_sub(u64::from(closed));
+                if u.records == 0 {
+                    g.usage.remove(&r.tenant);
                 }
             }
         }

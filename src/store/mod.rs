@@ -15,6 +15,7 @@ mod embedded;
 mod feedback;
 mod memory;
 mod pending;
+mod quota;
 mod redis;
 mod stats;
 mod writer;
@@ -26,6 +27,7 @@ pub use embedded::{DEFAULT_CACHE_BYTES, EmbeddedStore, TableUsage};
 pub use feedback::{CheckLog, Feedback};
 pub use memory::MemoryStore;
 pub use pending::{PendingInserts, Ticket};
+pub use quota::{Quota, QuotaExceeded, QuotaLimit, Usage};
 pub use redis::{RedisOptions, RedisStore};
 pub use stats::{StatsDelta, StatsSnapshot};
 
@@ -53,6 +55,9 @@ pub enum StoreError {
     /// A record to update does not exist.
     #[error("no record {0}")]
     Missing(String),
+    /// An insert would pass the tenant's quota: nothing was written.
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
 }
 
 /// A page of the intent log.
@@ -124,7 +129,10 @@ pub enum Reserved {
 ///
 /// Contract: an acknowledged write is durable where the backend is; `insert_if_unchanged`
 /// stores a record only if no record was inserted into its scope since `scope_version` was
-/// read, in one atomic step (so two instances sharing the store never both reserve).
+/// read, in one atomic step (so two instances sharing the store never both reserve). Every
+/// insert keeps the tenant's [`Usage`] in the same atomic step and is refused
+/// ([`StoreError::Quota`], nothing written) when the record would pass its [`Quota`]; the
+/// sweep gives each swept record's share back.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The scope's insert version, read before a check reads the scope's records; `None` for
@@ -137,12 +145,18 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_if_unchanged(
         &self,
         record: &Record,
+        quota: &Quota,
         _seen: u64,
     ) -> Result<Reserved, StoreError> {
-        self.insert(record).await.map(|()| Reserved::Inserted)
+        self.insert(record, quota)
+            .await
+            .map(|()| Reserved::Inserted)
     }
-    /// Adds a new record (and its embedding, if any); durable when this returns.
-    async fn insert(&self, record: &Record) -> Result<(), StoreError>;
+    /// Adds a new record (and its embedding, if any) unless it would pass the tenant's
+    /// `quota`; durable when this returns.
+    async fn insert(&self, record: &Record, quota: &Quota) -> Result<(), StoreError>;
+    /// What `tenant` holds now (the counts quotas are checked against).
+    async fn usage(&self, tenant: &str) -> Result<Usage, StoreError>;
     /// Replaces an existing record by id; durable when this returns.
     async fn update(&self, record: &Record) -> Result<(), StoreError>;
     /// Stores the embedding of an existing record, touching nothing else of it (a background

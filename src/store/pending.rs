@@ -17,8 +17,8 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 
 use super::{
-    Candidate, CheckLog, Feedback, ListQuery, Page, Reserved, StatsSnapshot, Store, StoreError,
-    StoredVector,
+    Candidate, CheckLog, Feedback, ListQuery, Page, Quota, Reserved, StatsSnapshot, Store,
+    StoreError, StoredVector, Usage,
 };
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
@@ -103,23 +103,28 @@ impl PendingInserts {
 }
 
 impl Ticket<'_> {
-    /// Writes the record durably; lookups that waited for it then read the store.
-    pub async fn commit(self) -> Result<(), StoreError> {
-        self.owner.inner.insert(&self.entry.record).await
+    /// Writes the record durably unless it passes `quota`; lookups that waited for it then
+    /// read the store.
+    pub async fn commit(self, quota: &Quota) -> Result<(), StoreError> {
+        self.owner.inner.insert(&self.entry.record, quota).await
         // Drop withdraws the registration and wakes the waiters.
     }
 
     /// Writes the record if its scope's version is still `seen` (a store several instances
-    /// share; `None`: unconditionally). `ScopeChanged` when another insert came first:
-    /// nothing is written and the registration is withdrawn.
-    pub async fn commit_unless_changed(self, seen: Option<u64>) -> Result<(), StoreError> {
+    /// share; `None`: unconditionally) and it fits `quota`. `ScopeChanged` when another
+    /// insert came first: nothing is written and the registration is withdrawn.
+    pub async fn commit_unless_changed(
+        self,
+        seen: Option<u64>,
+        quota: &Quota,
+    ) -> Result<(), StoreError> {
         let Some(v) = seen else {
-            return self.commit().await;
+            return self.commit(quota).await;
         };
         match self
             .owner
             .inner
-            .insert_if_unchanged(&self.entry.record, v)
+            .insert_if_unchanged(&self.entry.record, quota, v)
             .await?
         {
             Reserved::Inserted => Ok(()),
@@ -150,11 +155,12 @@ impl Store for PendingInserts {
     async fn insert_if_unchanged(
         &self,
         record: &Record,
+        quota: &Quota,
         seen: u64,
     ) -> Result<Reserved, StoreError> {
         match self
             .register(record.clone())
-            .commit_unless_changed(Some(seen))
+            .commit_unless_changed(Some(seen), quota)
             .await
         {
             Ok(()) => Ok(Reserved::Inserted),
@@ -163,8 +169,12 @@ impl Store for PendingInserts {
         }
     }
 
-    async fn insert(&self, record: &Record) -> Result<(), StoreError> {
-        self.register(record.clone()).commit().await
+    async fn insert(&self, record: &Record, quota: &Quota) -> Result<(), StoreError> {
+        self.register(record.clone()).commit(quota).await
+    }
+
+    async fn usage(&self, tenant: &str) -> Result<Usage, StoreError> {
+        self.inner.usage(tenant).await
     }
 
     async fn update(&self, record: &Record) -> Result<(), StoreError> {
@@ -356,7 +366,7 @@ mod tests {
             !lookup.is_finished(),
             "answered from a record not yet durable"
         );
-        ticket.commit().await.unwrap();
+        ticket.commit(&Quota::UNLIMITED).await.unwrap();
         let found = lookup
             .await
             .unwrap()
@@ -394,7 +404,10 @@ mod tests {
             uuid::Uuid::now_v7().to_string(),
             uuid::Uuid::now_v7().to_string(),
         );
-        store.insert(&record(&old_id, "h0")).await.unwrap();
+        store
+            .insert(&record(&old_id, "h0"), &Quota::UNLIMITED)
+            .await
+            .unwrap();
         let ticket = store.register(Record {
             created_at_ms: 20,
             ..record(&new_id, "h1")
@@ -419,7 +432,7 @@ mod tests {
             std::slice::from_ref(&new_id),
             "the limit holds"
         );
-        ticket.commit().await.unwrap();
+        ticket.commit(&Quota::UNLIMITED).await.unwrap();
         let c = store
             .candidates("scope", "send", "fp", 0, 10)
             .await

@@ -62,6 +62,12 @@ impl ClientError {
         matches!(self, Self::Rpc { status, .. } if status.code() == tonic::Code::ResourceExhausted)
     }
 
+    /// True when the token may not make this call (PERMISSION_DENIED): an agent token on an
+    /// operator-only RPC, or a request naming another tenant. Retrying does not help.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, Self::Rpc { status, .. } if status.code() == tonic::Code::PermissionDenied)
+    }
+
     /// True when the server does not have the RPC (an older server).
     pub fn is_unimplemented(&self) -> bool {
         matches!(self, Self::Rpc { status, .. } if status.code() == tonic::Code::Unimplemented)

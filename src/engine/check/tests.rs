@@ -7,8 +7,8 @@ use super::*;
 use crate::config::{ServerConfig, SessionOverrides};
 use crate::engine::{CompleteRequest, Outcome};
 use crate::store::{
-    CheckLog, Feedback, ListQuery, MemoryStore, Page, StatsSnapshot, Store, StoreError,
-    StoredVector,
+    CheckLog, Feedback, ListQuery, MemoryStore, Page, Quota, StatsSnapshot, Store, StoreError,
+    StoredVector, Usage,
 };
 
 fn request(args: &str) -> CheckRequest {
@@ -89,14 +89,17 @@ struct GatedStore {
 
 #[async_trait]
 impl Store for GatedStore {
-    async fn insert(&self, r: &Record) -> Result<(), StoreError> {
+    async fn insert(&self, r: &Record, quota: &Quota) -> Result<(), StoreError> {
         if r.arguments_json.contains("gate") {
             let permit = self.gate.acquire().await;
             permit
                 .map_err(|_| StoreError::Backend("disk on fire".into()))?
                 .forget();
         }
-        self.inner.insert(r).await
+        self.inner.insert(r, quota).await
+    }
+    async fn usage(&self, tenant: &str) -> Result<Usage, StoreError> {
+        self.inner.usage(tenant).await
     }
     async fn update(&self, r: &Record) -> Result<(), StoreError> {
         self.inner.update(r).await

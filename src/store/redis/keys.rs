@@ -114,6 +114,17 @@ impl GlobalKeys<'_> {
         format!("{}:{{t{}}}:stats", self.prefix, tag(tenant))
     }
 
+    /// The records a tenant holds (what its quota counts): members `session SEP id`, scored
+    /// by the record's expiry.
+    pub(super) fn held(&self, tenant: &str) -> String {
+        format!("{}:{{t{}}}:held", self.prefix, tag(tenant))
+    }
+
+    /// Records held per session of a tenant (a field per session holding any).
+    pub(super) fn held_sessions(&self, tenant: &str) -> String {
+        format!("{}:{{t{}}}:held_s", self.prefix, tag(tenant))
+    }
+
     /// A tenant's judgements by check id, as JSON.
     pub(super) fn feedback(&self, tenant: &str) -> String {
         format!("{}:{{t{}}}:fb", self.prefix, tag(tenant))
@@ -156,6 +167,9 @@ mod tests {
         ];
         let first = hashed(&keys[0]).to_string();
         assert!(keys.iter().all(|key| hashed(key) == first), "{keys:?}");
+        let g = GlobalKeys { prefix: "idem" };
+        assert_eq!(hashed(&g.held("acme")), hashed(&g.held_sessions("acme")));
+        assert_eq!(hashed(&g.held("acme")), hashed(&g.stats("acme")));
         let other = ScopeKeys::of_scope("idem", "acme\u{1f}run-43");
         assert_ne!(hashed(&other.version()), first);
     }

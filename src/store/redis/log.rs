@@ -50,9 +50,10 @@ impl SweepEntry {
 }
 
 impl RedisStore {
-    /// Deletes one swept record's keys; `true` if this call removed its sweep entry (so
-    /// several instances sweeping at once report each record once).
-    async fn forget(&self, member: &str) -> Result<Option<(String, String)>, StoreError> {
+    /// Deletes one swept record's keys; its entry if this call removed its sweep entry (so
+    /// several instances sweeping at once report each record once, and give its quota share
+    /// back once).
+    async fn forget(&self, member: &str) -> Result<Option<SweepEntry>, StoreError> {
         let g = self.global();
         let sweep = g.sweep();
         let removed: i64 = self.run(async |c| c.zrem(&sweep, member).await).await?;
@@ -81,7 +82,7 @@ impl RedisStore {
             c.del::<_, ()>(&id_key).await
         })
         .await?;
-        Ok(Some((e.id, e.scope)))
+        Ok(Some(e))
     }
 
     /// Fetches the records of intent-log members (`id SEP scope tag`), in order.
@@ -151,9 +152,23 @@ impl RedisStore {
                 .await?;
             seen += due.len();
             for chunk in due.chunks(SWEEP_PARALLEL) {
-                for gone in join_all(chunk.iter().map(|m| self.forget(m))).await {
-                    swept.extend(gone?);
+                let mut gone = Vec::new();
+                for e in join_all(chunk.iter().map(|m| self.forget(m))).await {
+                    gone.extend(e?);
                 }
+                // Quota shares go back per tenant, one script each.
+                let mut by_tenant: std::collections::BTreeMap<&str, Vec<(&str, &str)>> =
+                    Default::default();
+                for e in &gone {
+                    by_tenant
+                        .entry(e.tenant.as_str())
+                        .or_default()
+                        .push((e.session.as_str(), e.id.as_str()));
+                }
+                for (tenant, records) in &by_tenant {
+                    self.give_shares(tenant, records).await?;
+                }
+                swept.extend(gone.into_iter().map(|e| (e.id, e.scope)));
             }
             if (due.len() as isize) < SWEEP_BATCH {
                 break;
@@ -181,7 +196,7 @@ impl RedisStore {
                 let bytes: Option<Vec<u8>> = self.run(async |c| c.get(&k).await).await?;
                 bytes
                     .map(|b| {
-                        Ok(StoredVector {
+                        Ok::<_, StoreError>(StoredVector {
                             vector: vector_of(&e.id, &b)?,
                             id: e.id,
                             match_scope: e.scope,

@@ -23,8 +23,8 @@ use self::keys::{GlobalKeys, ScopeKeys};
 use self::scripts::Scripts;
 use self::values::{candidate_of, corrupt, decode, vector_bytes, vector_of};
 use super::{
-    Candidate, CheckLog, Feedback, ListQuery, Page, Reserved, StatsSnapshot, Store, StoreError,
-    StoredVector,
+    Candidate, CheckLog, Feedback, ListQuery, Page, Quota, Reserved, StatsSnapshot, Store,
+    StoreError, StoredVector, Usage,
 };
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
@@ -143,12 +143,21 @@ impl Store for RedisStore {
         Ok(Some(v.unwrap_or(0)))
     }
 
-    async fn insert_if_unchanged(&self, r: &Record, seen: u64) -> Result<Reserved, StoreError> {
-        self.insert_with(r, Some(seen)).await
+    async fn insert_if_unchanged(
+        &self,
+        r: &Record,
+        quota: &Quota,
+        seen: u64,
+    ) -> Result<Reserved, StoreError> {
+        self.insert_with(r, quota, Some(seen)).await
     }
 
-    async fn insert(&self, r: &Record) -> Result<(), StoreError> {
-        self.insert_with(r, None).await.map(|_| ())
+    async fn insert(&self, r: &Record, quota: &Quota) -> Result<(), StoreError> {
+        self.insert_with(r, quota, None).await.map(|_| ())
+    }
+
+    async fn usage(&self, tenant: &str) -> Result<Usage, StoreError> {
+        self.usage_of(tenant).await
     }
 
     async fn update(&self, r: &Record) -> Result<(), StoreError> {

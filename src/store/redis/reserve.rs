@@ -1,18 +1,105 @@
-//! Reserving a call: the entries outside the scope's slot first, then the one script that
-//! inserts the record into its scope if the scope's version is unchanged.
+//! Reserving a call: its tenant's quota (one script in the tenant's slot) and the entries
+//! outside the scope's slot at once, then the one script that inserts the record into its
+//! scope if the scope's version is unchanged. A quota refusal undoes those entries before the
+//! record is ever written; a reservation that does not happen gives its quota share back.
 
 use super::RedisStore;
 use super::keys::{ScopeKeys, tag};
 use super::log::SweepEntry;
-use super::values::{corrupt, ttl_ms, vector_bytes, view_of};
+use super::values::{EXPIRY_GRACE_MS, corrupt, ttl_ms, vector_bytes, view_of};
 use crate::record::{Record, ResourceState};
-use crate::store::{Reserved, SEP, StoreError};
+use crate::store::{Quota, QuotaExceeded, QuotaLimit, Reserved, SEP, StoreError, Usage};
 
 impl RedisStore {
     /// Inserts a record (with `seen`, only if its scope is still at that version).
     pub(super) async fn insert_with(
         &self,
         r: &Record,
+        quota: &Quota,
+        seen: Option<u64>,
+    ) -> Result<Reserved, StoreError> {
+        let out = self.reserve_counted(r, quota, seen).await;
+        if !matches!(out, Ok(Reserved::Inserted) | Err(StoreError::Quota(_))) {
+            // Not stored (a conflict, or a failure that may or may not have stored it: then
+            // the sweep entry, if written, gives the share back again, which is a no-op).
+            let share = [(r.session.as_str(), r.id.as_str())];
+            if let Err(e) = self.give_shares(&r.tenant, &share).await {
+                tracing::debug!(%e, "giving back the quota share of an unstored call failed");
+            }
+        }
+        out
+    }
+
+    /// Counts `r` against its tenant's quota (`QUOTA_TAKE`), or refuses it.
+    async fn take_share(&self, r: &Record, quota: &Quota) -> Result<(), StoreError> {
+        let g = self.global();
+        let limit = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let mut inv = self.scripts.quota_take.prepare_invoke();
+        inv.key(g.held(&r.tenant))
+            .key(g.held_sessions(&r.tenant))
+            .arg(format!("{}{SEP}{}", r.session, r.id))
+            .arg(&r.session)
+            .arg(r.expires_at_ms)
+            .arg(limit(quota.max_records))
+            .arg(limit(quota.max_sessions))
+            .arg(r.created_at_ms.saturating_sub(EXPIRY_GRACE_MS));
+        let (code, count): (i64, u64) = self.run_write(async |c| inv.invoke_async(c).await).await?;
+        let (limit, max) = match code {
+            0 => return Ok(()),
+            1 => (QuotaLimit::Records, quota.max_records),
+            _ => (QuotaLimit::Sessions, quota.max_sessions),
+        };
+        Err(StoreError::Quota(QuotaExceeded {
+            tenant: r.tenant.clone(),
+            session: r.session.clone(),
+            limit,
+            max: max.unwrap_or_default(),
+            count,
+        }))
+    }
+
+    /// Gives back the quota shares of `tenant`'s records (session, id) in one step
+    /// (`QUOTA_GIVE`; each once, however often called).
+    pub(super) async fn give_shares(
+        &self,
+        tenant: &str,
+        records: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let g = self.global();
+        let mut inv = self.scripts.quota_give.prepare_invoke();
+        inv.key(g.held(tenant)).key(g.held_sessions(tenant));
+        for (session, id) in records {
+            inv.arg(format!("{session}{SEP}{id}")).arg(*session);
+        }
+        self.run_write(async |c| inv.invoke_async::<i64>(c).await)
+            .await
+            .map(|_| ())
+    }
+
+    /// What `tenant` holds (`Store::usage`).
+    pub(super) async fn usage_of(&self, tenant: &str) -> Result<Usage, StoreError> {
+        let g = self.global();
+        let (held, sessions) = (g.held(tenant), g.held_sessions(tenant));
+        let (records, sessions): (u64, u64) = self
+            .run(async |c| {
+                redis::pipe()
+                    .zcard(&held)
+                    .hlen(&sessions)
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        Ok(Usage { records, sessions })
+    }
+
+    /// The reservation of a call, counted against its quota.
+    async fn reserve_counted(
+        &self,
+        r: &Record,
+        quota: &Quota,
         seen: Option<u64>,
     ) -> Result<Reserved, StoreError> {
         let json = serde_json::to_string(r).map_err(|e| corrupt(&r.id, e))?;
@@ -24,9 +111,20 @@ impl RedisStore {
         let log = g.session_log(&r.tenant, &r.session);
         let log_member = format!("{}{SEP}{scope_tag}", r.id);
         // Written before the reservation, so no acknowledged record lacks them; undone on a
-        // conflict (a leftover only names a record that does not exist, which readers skip).
-        self.pre_write(r, &scope_tag, ttl, &log, &log_member, &sweep_member)
-            .await?;
+        // conflict or a quota refusal (a leftover only names a record that does not exist,
+        // which readers skip). The quota is taken meanwhile: no round trip of its own.
+        let (taken, written) = tokio::join!(
+            self.take_share(r, quota),
+            self.pre_write(r, &scope_tag, ttl, &log, &log_member, &sweep_member)
+        );
+        if let Err(e) = taken {
+            if written.is_ok() {
+                self.undo_pre_write(r, &log, &log_member, &sweep_member)
+                    .await;
+            }
+            return Err(e);
+        }
+        written?;
         let k = ScopeKeys::of_tag(&self.prefix, &scope_tag);
         let vector = r.embedding.as_deref().map(vector_bytes).unwrap_or_default();
         let view = view_of(r);
@@ -62,6 +160,14 @@ impl RedisStore {
         if version >= 0 {
             return Ok(Reserved::Inserted);
         }
+        self.undo_pre_write(r, &log, &log_member, &sweep_member)
+            .await;
+        Ok(Reserved::Conflict)
+    }
+
+    /// Removes the entries `pre_write` wrote for a call that was not stored.
+    async fn undo_pre_write(&self, r: &Record, log: &str, log_member: &str, sweep_member: &str) {
+        let g = self.global();
         let (id_key, sweep) = (g.call_scope(&r.id), g.sweep());
         let undo = self
             .run(async |c| {
@@ -71,21 +177,20 @@ impl RedisStore {
                     .query_async::<()>(c)
                     .await?;
                 redis::pipe()
-                    .zrem(&log, &log_member)
+                    .zrem(log, log_member)
                     .ignore()
                     .query_async::<()>(c)
                     .await?;
                 redis::pipe()
-                    .zrem(&sweep, &sweep_member)
+                    .zrem(&sweep, sweep_member)
                     .ignore()
                     .query_async::<()>(c)
                     .await
             })
             .await;
         if let Err(e) = undo {
-            tracing::debug!(%e, "undoing the entries of a conflicting reservation failed");
+            tracing::debug!(%e, "undoing the entries of an unstored reservation failed");
         }
-        Ok(Reserved::Conflict)
     }
 
     /// The entries outside the scope's slot: call id to scope, the session's intent log, the

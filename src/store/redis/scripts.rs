@@ -1,6 +1,8 @@
-//! The Lua scripts: each touches the keys of one scope only (one slot), so each is one atomic
-//! step on a standalone server and on a cluster alike. `RESERVE` is the reservation: it
-//! inserts a call only if the scope's version is still the one the check read.
+//! The Lua scripts: each touches the keys of one slot only (a scope's, or a tenant's for the
+//! quota scripts), so each is one atomic step on a standalone server and on a cluster alike.
+//! `RESERVE` is the reservation: it inserts a call only if the scope's version is still the
+//! one the check read; `QUOTA_TAKE` comes before it and counts the call against its tenant's
+//! quota (given back by `QUOTA_GIVE` if the reservation does not happen, and by the sweep).
 
 use redis::Script;
 
@@ -105,6 +107,45 @@ if KEYS[6] and redis.call('GET', KEYS[6]) == ARGV[1] then redis.call('DEL', KEYS
 return 1
 ";
 
+/// Counts a new record against its tenant's quota, or refuses it. First gives back the
+/// share of up to 64 records that expired more than the grace ago and were never swept (a
+/// reservation cut off between this script and its sweep entry), so such a leak heals.
+/// Returns `{0, 0}` when counted, `{1, records}` or `{2, sessions}` when a quota refuses.
+///
+/// KEYS: held, held per session. ARGV: member (`session SEP id`), session, expiry ms,
+/// max records ("" for none), max sessions ("" for none), prune below ms.
+const QUOTA_TAKE: &str = r"
+local sep = string.char(31)
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[6], 'LIMIT', 0, 64)) do
+  redis.call('ZREM', KEYS[1], m)
+  local s = string.sub(m, 1, string.find(m, sep, 1, true) - 1)
+  if redis.call('HINCRBY', KEYS[2], s, -1) <= 0 then redis.call('HDEL', KEYS[2], s) end
+end
+local records = redis.call('ZCARD', KEYS[1])
+if ARGV[4] ~= '' and records >= tonumber(ARGV[4]) then return {1, records} end
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+if held == 0 and ARGV[5] ~= '' then
+  local sessions = redis.call('HLEN', KEYS[2])
+  if sessions >= tonumber(ARGV[5]) then return {2, sessions} end
+end
+if redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+end
+return {0, 0}
+";
+
+/// Gives back records' shares of their tenant's counts (each once: a member already gone is
+/// not counted again). KEYS: held, held per session. ARGV: member, session, member, session...
+const QUOTA_GIVE: &str = r"
+for i = 1, #ARGV, 2 do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    local s = ARGV[i + 1]
+    if redis.call('HINCRBY', KEYS[2], s, -1) <= 0 then redis.call('HDEL', KEYS[2], s) end
+  end
+end
+return 1
+";
+
 /// The scripts, loaded by hash (re-sent when a restarted server lost its script cache).
 pub(super) struct Scripts {
     pub(super) reserve: Script,
@@ -113,6 +154,8 @@ pub(super) struct Scripts {
     pub(super) candidates: Script,
     pub(super) latest: Script,
     pub(super) forget: Script,
+    pub(super) quota_take: Script,
+    pub(super) quota_give: Script,
 }
 
 impl Scripts {
@@ -124,6 +167,8 @@ impl Scripts {
             candidates: Script::new(CANDIDATES),
             latest: Script::new(LATEST),
             forget: Script::new(FORGET),
+            quota_take: Script::new(QUOTA_TAKE),
+            quota_give: Script::new(QUOTA_GIVE),
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::record::Record;
 
 /// How long Redis keeps a record past its expiry, so the sweep (which also drops it from
 /// the vector indexes) finds it; Redis deletes it then even when no instance sweeps.
-const EXPIRY_GRACE_MS: i64 = 10 * 60 * 1000;
+pub(super) const EXPIRY_GRACE_MS: i64 = 10 * 60 * 1000;
 
 pub(super) fn ttl_ms(created: Millis, expires: Millis) -> i64 {
     expires
