@@ -5,6 +5,7 @@ use super::RedisStore;
 use super::keys::{ScopeKeys, tag};
 use super::log::SweepEntry;
 use super::values::{corrupt, ttl_ms, vector_bytes, view_of};
+use super::vlog::VECTOR_LOG_LEN;
 use crate::record::Record;
 use crate::store::{Reserved, SEP, StoreError};
 
@@ -36,7 +37,9 @@ impl RedisStore {
             .key(k.vector(&r.id))
             .key(k.candidate(&r.id))
             .key(k.candidates(&r.tool, &r.identity_fingerprint))
-            .key(k.by_exact(&r.exact_hash));
+            .key(k.by_exact(&r.exact_hash))
+            .key(k.vector_log())
+            .key(k.vector_ids());
         if let Some(key) = &r.idempotency_key {
             inv.key(k.by_key(key));
         }
@@ -46,7 +49,8 @@ impl RedisStore {
             .arg(vector)
             .arg(view)
             .arg(r.created_at_ms)
-            .arg(ttl);
+            .arg(ttl)
+            .arg(VECTOR_LOG_LEN);
         let version: i64 = self.run_write(async |c| inv.invoke_async(c).await).await?;
         if version >= 0 {
             return Ok(Reserved::Inserted);
