@@ -96,6 +96,11 @@ async fn one_new_per_action(url: &str) {
         "local",
         "--models-dir",
         models,
+        // The count is what this test checks; a busy machine's disk can stall the
+        // `appendfsync always` server past the 250 ms default (tests/redis_faults.rs covers
+        // the deadline behaviour).
+        "--redis-timeout-ms",
+        "3000",
     ];
     let instances = [IdemProcess::start(&args), IdemProcess::start(&args)];
     let mut first = instances[0].client().await;

@@ -22,6 +22,10 @@ fn two_instances(redis: &RedisServer) -> [IdemProcess; 2] {
         &url,
         "--embedder",
         "none",
+        // What these tests check is the protocol; a busy machine's disk can stall the
+        // `appendfsync always` server past the 250 ms default.
+        "--redis-timeout-ms",
+        "3000",
     ];
     [IdemProcess::start(&args), IdemProcess::start(&args)]
 }

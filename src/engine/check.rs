@@ -378,6 +378,11 @@ impl Engine {
                     out.read_ahead = Some((inserts_seen, c, scan));
                     return Ok(out);
                 };
+                // What other instances stored since this instance last looked (a shared
+                // store's vector log): their calls need no embedding here.
+                if let Err(e) = sim.catch_up(self.store.as_ref(), &p.scope).await {
+                    tracing::warn!(%e, scope = %p.scope, "vector log not read: candidates this instance has no vector for are embedded again");
+                }
                 // Candidates that may match but were recorded without an embedding (nothing to
                 // compare with then, or their backfill is still queued) are embedded with the
                 // call, in the same batch.

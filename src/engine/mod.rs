@@ -19,12 +19,14 @@ mod sessions;
 mod similarity;
 mod types;
 mod validate;
+mod vector_feed;
 
 pub use advice::Warning;
 pub use calls::{DEFAULT_WAIT, MAX_WAIT, unknown_call};
 pub use feedback::{Export, unknown_verdict};
 pub use similarity::Similarity;
 pub use types::*;
+pub use vector_feed::FeedCounts;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,6 +118,11 @@ impl Engine {
     /// The server configuration.
     pub fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// The similarity parts (embedder, indexes), when the semantic stages are on.
+    pub fn similarity(&self) -> Option<&Arc<Similarity>> {
+        self.semantic.as_ref()
     }
 
     fn stripe(&self, scope: &str) -> &Stripe {

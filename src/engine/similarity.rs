@@ -21,6 +21,8 @@ use crate::index::{IndexConfig, ScopeIndexes};
 use crate::record::{Record, vector_id};
 use crate::store::{Store, StoreError};
 
+use super::vector_feed::{FeedCounts, VectorFeed};
+
 /// Backfill embeddings allowed at once (queued or running); more are dropped, and a later
 /// check that needs such a call's vector embeds it then.
 const MAX_BACKFILLS: usize = 64;
@@ -32,6 +34,8 @@ pub struct Similarity {
     verifier: Option<Arc<Verifier>>,
     backfills: TaskTracker,
     backfill_slots: Arc<Semaphore>,
+    /// Cursors into a shared store's vector logs (unused on stores only this process writes).
+    feed: VectorFeed,
 }
 
 impl Similarity {
@@ -48,6 +52,7 @@ impl Similarity {
             verifier: verifier.map(Arc::new),
             backfills: TaskTracker::new(),
             backfill_slots: Arc::new(Semaphore::new(MAX_BACKFILLS)),
+            feed: VectorFeed::default(),
         }
     }
 
@@ -123,9 +128,23 @@ impl Similarity {
         }
     }
 
+    /// Brings `scope`'s index up to date with what other instances stored, from a shared
+    /// store's vector log (a no-op on a store only this process writes).
+    pub async fn catch_up(&self, store: &dyn Store, scope: &str) -> Result<(), StoreError> {
+        self.feed.catch_up(&self.indexes, store, scope).await
+    }
+
+    /// What keeping the indexes current from a shared store's vector log did so far.
+    pub fn feed_counts(&self) -> FeedCounts {
+        self.feed.counts()
+    }
+
     /// Takes in the embedding a check computed for an earlier call that had none: indexed now,
     /// stored in the background (only the embedding: `put_embedding`), so a restart keeps it.
     pub async fn adopt(&self, scope: &str, call_id: &str, vector: Vec<f32>, store: Arc<dyn Store>) {
+        self.feed
+            .embedded_again
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.add_vector(scope, call_id, vector.clone()).await;
         // Bounded like the backfills; without a slot the vector is only indexed (a restart
         // embeds it again when a check needs it).
@@ -187,8 +206,12 @@ impl Similarity {
         });
     }
 
-    /// Rebuilds every scope's index from the stored embeddings.
+    /// Rebuilds every scope's index from the stored embeddings. A store with a vector log is
+    /// not read here: each scope is rebuilt when a check first needs it (`catch_up`).
     pub async fn rebuild(&self, store: &dyn Store, now: Millis) -> Result<usize, StoreError> {
+        if store.has_vector_log() {
+            return Ok(0);
+        }
         let vectors = store.vectors(now).await?;
         let indexes = self.indexes.clone();
         tokio::task::spawn_blocking(move || {

@@ -290,6 +290,30 @@ impl ScopeIndexes {
         n
     }
 
+    /// Replaces `scope`'s index with one built from `vectors` (id, vector), as when a scope is
+    /// rebuilt from a store several instances share; an empty list drops the scope. The old
+    /// index is retired under its lock first, so a write racing the swap retries on the new
+    /// one. Blocking.
+    pub fn replace_scope(&self, scope: &str, vectors: Vec<(u64, Vec<f32>)>) {
+        if let Some(old) = self.existing(scope) {
+            match old.state.write() {
+                Ok(mut state) => state.retired = true,
+                Err(p) => p.into_inner().retired = true,
+            }
+            self.unlink(scope, &old);
+        }
+        if vectors.is_empty() {
+            return;
+        }
+        let index = AdaptiveIndex::build(
+            self.dim,
+            self.config.clone(),
+            vectors.iter().map(|(id, v)| (*id, v.as_slice())),
+        );
+        drop(vectors);
+        self.scopes.insert(scope.to_string(), self.new_scope(index));
+    }
+
     /// Sizes of the map. Takes each scope's read lock in turn, never a shard lock meanwhile.
     pub fn counts(&self) -> Result<IndexCounts, IndexError> {
         let entries: Vec<(String, Arc<ScopeIndex>)> = self
@@ -549,6 +573,23 @@ mod tests {
                 .iter()
                 .all(|h| h.0 != 3)
         );
+    }
+
+    #[test]
+    fn replace_scope_swaps_one_scope_and_an_empty_list_drops_it() {
+        let map = ScopeIndexes::new(DIM, config(1_000));
+        let v = unit_vectors(4, DIM, 5);
+        map.insert("a", 1, &v[0]).unwrap();
+        map.insert("b", 2, &v[1]).unwrap();
+        map.replace_scope("a", vec![(3, v[2].clone()), (4, v[3].clone())]);
+        assert!(!map.contains("a", 1).unwrap());
+        assert!(map.contains("a", 3).unwrap() && map.contains("a", 4).unwrap());
+        assert!(map.contains("b", 2).unwrap(), "another scope is untouched");
+        map.insert("a", 1, &v[0]).unwrap();
+        assert_eq!(map.counts().unwrap().vectors, 4);
+        map.replace_scope("a", Vec::new());
+        assert!(map.scopes.get("a").is_none());
+        assert_eq!(map.counts().unwrap().vectors, 1);
     }
 
     #[test]

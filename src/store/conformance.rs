@@ -250,6 +250,76 @@ async fn put_embedding_of_a_swept_record_stores_nothing(s: Arc<dyn Store>) {
     assert!(s.get(&r.id).await.unwrap().is_none());
 }
 
+/// A store with a vector log: the log follows stored embeddings and sweeps from a cursor, a
+/// scope's vectors page by id from the log's head, and a cursor past the trimmed part is a gap.
+async fn vector_log_follows_embeddings_and_sweeps(s: Arc<dyn Store>) {
+    if !s.has_vector_log() {
+        return;
+    }
+    let scope = match_scope("t", "s1", false);
+    let first = s.scope_vectors(&scope, None, 10).await.unwrap();
+    assert!(first.vectors.is_empty() && first.read == 0);
+    let start = first.head.unwrap();
+    let mut a = rec("s1", 1, 1000);
+    a.embedding = Some(vec![0.6, 0.8]);
+    s.insert(&a, &Quota::UNLIMITED).await.unwrap();
+    let b = rec("s1", 2, 1000);
+    s.insert(&b, &Quota::UNLIMITED).await.unwrap();
+    assert!(s.put_embedding(&b.id, &[1.0, 0.0]).await.unwrap());
+    // A Complete that carries the same embedding does not log it again.
+    s.update(&a).await.unwrap();
+    let VectorLog::Changes { changes, next } = s.vector_log(&scope, &start, 10).await.unwrap()
+    else {
+        panic!("no gap yet");
+    };
+    assert_eq!(
+        changes,
+        vec![
+            VectorChange::Added(a.id.clone()),
+            VectorChange::Added(b.id.clone())
+        ]
+    );
+    // Pages of one vector each, in id order (a is older, so its uuid is smaller).
+    let p1 = s.scope_vectors(&scope, None, 1).await.unwrap();
+    assert_eq!(p1.head.as_ref(), Some(&next));
+    assert_eq!(p1.vectors.len(), 1);
+    assert_eq!(p1.vectors[0].0, a.id);
+    let p2 = s
+        .scope_vectors(&scope, p1.last.as_deref(), 1)
+        .await
+        .unwrap();
+    assert!(p2.head.is_none());
+    assert_eq!(p2.vectors[0].0, b.id);
+    assert_near(&p2.vectors[0].1, &[1.0, 0.0]);
+    let got = s
+        .vectors_of(&scope, &[b.id.clone(), "missing".into()])
+        .await
+        .unwrap();
+    assert!(got[1].is_none());
+    assert_near(got[0].as_ref().unwrap(), &[1.0, 0.0]);
+    // A sweep logs the removals; nothing is left to page.
+    assert_eq!(s.sweep(a.expires_at_ms).await.unwrap().len(), 2);
+    let VectorLog::Changes { mut changes, .. } = s.vector_log(&scope, &next, 10).await.unwrap()
+    else {
+        panic!("no gap yet");
+    };
+    changes.sort_by_key(|c| format!("{c:?}"));
+    let mut gone = vec![
+        VectorChange::Removed(a.id.clone()),
+        VectorChange::Removed(b.id),
+    ];
+    gone.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(changes, gone);
+    assert_eq!(s.scope_vectors(&scope, None, 10).await.unwrap().read, 0);
+    // Entries read in batches of one: the cursor moves one at a time.
+    let VectorLog::Changes { changes, next: one } = s.vector_log(&scope, &start, 1).await.unwrap()
+    else {
+        panic!("no gap yet");
+    };
+    assert_eq!(changes, vec![VectorChange::Added(a.id)]);
+    assert_ne!(one, start);
+}
+
 async fn sessions_and_stats_round_trip(s: Arc<dyn Store>) {
     assert!(s.get_session("t", "s1").await.unwrap().is_none());
     let o = SessionOverrides {
@@ -379,7 +449,9 @@ async fn the_resource_state_is_the_newest_marked_calls(s: Arc<dyn Store>) {
     .await
     .unwrap();
     // An unmarked record leaves the state alone.
-    s.insert(&rec("s1", 3, 3000), &Quota::UNLIMITED).await.unwrap();
+    s.insert(&rec("s1", 3, 3000), &Quota::UNLIMITED)
+        .await
+        .unwrap();
     let want = ResourceState {
         tool: "disable".into(),
         generation: 1,
@@ -507,6 +579,7 @@ async fn run_all(make: impl Fn() -> Arc<dyn Store>) {
     put_embedding_writes_only_the_embedding(make()).await;
     put_embedding_of_a_swept_record_stores_nothing(make()).await;
     sessions_and_stats_round_trip(make()).await;
+    vector_log_follows_embeddings_and_sweeps(make()).await;
 }
 
 #[tokio::test]
@@ -517,10 +590,20 @@ async fn memory_store_conforms() {
 #[path = "../../tests/redis_server/mod.rs"]
 mod redis_server;
 
+/// Options for a test server: these tests check what the store does, not how fast, and a
+/// busy test machine's disk can stall the `appendfsync always` server past the 250 ms
+/// default (the deadline behaviour is tested in `tests/redis_faults.rs`).
+fn test_options(url: String) -> RedisOptions {
+    RedisOptions {
+        timeout: std::time::Duration::from_secs(5),
+        ..RedisOptions::new(url)
+    }
+}
+
 #[tokio::test]
 async fn redis_store_conforms() {
     let server = redis_server::RedisServer::start();
-    let base = RedisStore::connect(&RedisOptions::new(server.url()))
+    let base = RedisStore::connect(&test_options(server.url()))
         .await
         .unwrap();
     let n = std::sync::atomic::AtomicUsize::new(0);
@@ -534,7 +617,7 @@ async fn redis_store_conforms() {
 #[tokio::test]
 async fn redis_sweep_takes_every_due_record_past_one_batch() {
     let server = redis_server::RedisServer::start();
-    let s = RedisStore::connect(&RedisOptions::new(server.url()))
+    let s = RedisStore::connect(&test_options(server.url()))
         .await
         .unwrap();
     let records: Vec<Record> = (0..1500).map(|n| rec("s1", n, 0)).collect();
@@ -557,9 +640,70 @@ async fn redis_sweep_takes_every_due_record_past_one_batch() {
 }
 
 #[tokio::test]
+async fn redis_vector_log_trimmed_past_a_cursor_is_a_gap() {
+    let server = redis_server::RedisServer::start();
+    let s = RedisStore::connect(&test_options(server.url()))
+        .await
+        .unwrap();
+    let scope = match_scope("t", "s1", false);
+    let start = s
+        .scope_vectors(&scope, None, 1)
+        .await
+        .unwrap()
+        .head
+        .unwrap();
+    let mut records = Vec::new();
+    for n in 0..3 {
+        let mut r = rec("s1", n, 1000);
+        r.embedding = Some(vec![1.0, n as f32]);
+        s.insert(&r, &Quota::UNLIMITED).await.unwrap();
+        records.push(r);
+    }
+    let VectorLog::Changes {
+        next: after_one, ..
+    } = s.vector_log(&scope, &start, 1).await.unwrap()
+    else {
+        panic!("no gap yet");
+    };
+    let key = format!("idem:{{s{}}}:vl", super::redis::tag_of(&scope));
+    // Trimming up to the cursor loses nothing it has not read.
+    assert!(
+        server
+            .command(&format!("XTRIM {key} MAXLEN 2"))
+            .unwrap()
+            .starts_with(":1")
+    );
+    assert!(matches!(
+        s.vector_log(&scope, &after_one, 10).await.unwrap(),
+        VectorLog::Changes { ref changes, .. } if changes.len() == 2
+    ));
+    // Past it: a gap, also for the cursor from before the first entry.
+    assert!(
+        server
+            .command(&format!("XTRIM {key} MAXLEN 1"))
+            .unwrap()
+            .starts_with(":1")
+    );
+    assert_eq!(
+        s.vector_log(&scope, &after_one, 10).await.unwrap(),
+        VectorLog::Gap
+    );
+    assert_eq!(
+        s.vector_log(&scope, &start, 10).await.unwrap(),
+        VectorLog::Gap
+    );
+    // A log that is gone (deleted) after entries were read is a gap too.
+    server.command(&format!("DEL {key}")).unwrap();
+    assert_eq!(
+        s.vector_log(&scope, &after_one, 10).await.unwrap(),
+        VectorLog::Gap
+    );
+}
+
+#[tokio::test]
 async fn redis_cluster_store_conforms() {
     let cluster = redis_server::RedisCluster::start();
-    let base = RedisStore::connect(&RedisOptions::new(cluster.url()))
+    let base = RedisStore::connect(&test_options(cluster.url()))
         .await
         .unwrap();
     let n = std::sync::atomic::AtomicUsize::new(0);
@@ -661,13 +805,13 @@ async fn redis_counts_survive_a_new_connection() {
     let server = redis_server::RedisServer::start();
     let (a, b) = (rec("s1", 1, 1000), rec("s2", 2, 1000));
     {
-        let s = RedisStore::connect(&RedisOptions::new(server.url()))
+        let s = RedisStore::connect(&test_options(server.url()))
             .await
             .unwrap();
         s.insert(&a, &Quota::UNLIMITED).await.unwrap();
         s.insert(&b, &Quota::UNLIMITED).await.unwrap();
     }
-    let s = RedisStore::connect(&RedisOptions::new(server.url()))
+    let s = RedisStore::connect(&test_options(server.url()))
         .await
         .unwrap();
     assert_eq!(

@@ -116,6 +116,46 @@ pub struct StoredVector {
     pub vector: Vec<f32>,
 }
 
+/// A position in a scope's vector log (opaque to the engine; the store's own format).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogCursor(pub String);
+
+/// One change to a scope's stored vectors, as its vector log has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VectorChange {
+    /// The call's embedding was stored.
+    Added(String),
+    /// The call was swept.
+    Removed(String),
+}
+
+/// What a scope's vector log holds after a cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VectorLog {
+    /// The changes after the cursor, oldest first (at most the limit asked for), and the
+    /// cursor after the last of them.
+    Changes {
+        changes: Vec<VectorChange>,
+        next: LogCursor,
+    },
+    /// Entries past the cursor were trimmed (or the log is gone): rebuild the scope.
+    Gap,
+}
+
+/// A page of a scope's stored vectors, for rebuilding the scope's index.
+#[derive(Debug, Clone)]
+pub struct ScopeVectors {
+    /// The log's head, read before the page (on the first page only): changes after it are
+    /// replayed from the log.
+    pub head: Option<LogCursor>,
+    /// The last id the page read (with or without a vector): the next page starts after it.
+    pub last: Option<String>,
+    /// Ids the page read: fewer than the limit asked for on the last page.
+    pub read: usize,
+    /// (call id, embedding), in id order.
+    pub vectors: Vec<(String, Vec<f32>)>,
+}
+
 /// What a conditional insert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reserved {
@@ -151,6 +191,39 @@ pub trait Store: Send + Sync + 'static {
         self.insert(record, quota)
             .await
             .map(|()| Reserved::Inserted)
+    }
+    /// Whether the store keeps a per-scope vector log (a store several instances share):
+    /// each instance then feeds its indexes from the log, scope by scope, instead of loading
+    /// every vector at start.
+    fn has_vector_log(&self) -> bool {
+        false
+    }
+    /// The changes to `scope`'s stored vectors after `after`, at most `limit`.
+    async fn vector_log(
+        &self,
+        _scope: &str,
+        _after: &LogCursor,
+        _limit: usize,
+    ) -> Result<VectorLog, StoreError> {
+        Err(StoreError::Backend("this store keeps no vector log".into()))
+    }
+    /// A page of `scope`'s stored vectors with ids after `after` (`None`: the first page,
+    /// which also carries the log's head), at most `limit`.
+    async fn scope_vectors(
+        &self,
+        _scope: &str,
+        _after: Option<&str>,
+        _limit: usize,
+    ) -> Result<ScopeVectors, StoreError> {
+        Err(StoreError::Backend("this store keeps no vector log".into()))
+    }
+    /// The stored embeddings of calls of `scope`, in the order asked (`None`: none stored).
+    async fn vectors_of(
+        &self,
+        _scope: &str,
+        _ids: &[String],
+    ) -> Result<Vec<Option<Vec<f32>>>, StoreError> {
+        Err(StoreError::Backend("this store keeps no vector log".into()))
     }
     /// Adds a new record (and its embedding, if any) unless it would pass the tenant's
     /// `quota`; durable when this returns.

@@ -17,8 +17,8 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 
 use super::{
-    Candidate, CheckLog, Feedback, ListQuery, Page, Quota, Reserved, StatsSnapshot, Store,
-    StoreError, StoredVector, Usage,
+    Candidate, CheckLog, Feedback, ListQuery, LogCursor, Page, Quota, Reserved, ScopeVectors,
+    StatsSnapshot, Store, StoreError, StoredVector, Usage, VectorLog,
 };
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
@@ -259,6 +259,36 @@ impl Store for PendingInserts {
 
     async fn vectors(&self, now: Millis) -> Result<Vec<StoredVector>, StoreError> {
         self.inner.vectors(now).await
+    }
+
+    fn has_vector_log(&self) -> bool {
+        self.inner.has_vector_log()
+    }
+
+    async fn vector_log(
+        &self,
+        scope: &str,
+        after: &LogCursor,
+        limit: usize,
+    ) -> Result<VectorLog, StoreError> {
+        self.inner.vector_log(scope, after, limit).await
+    }
+
+    async fn scope_vectors(
+        &self,
+        scope: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ScopeVectors, StoreError> {
+        self.inner.scope_vectors(scope, after, limit).await
+    }
+
+    async fn vectors_of(
+        &self,
+        scope: &str,
+        ids: &[String],
+    ) -> Result<Vec<Option<Vec<f32>>>, StoreError> {
+        self.inner.vectors_of(scope, ids).await
     }
 
     async fn put_session(

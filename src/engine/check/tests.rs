@@ -7,8 +7,8 @@ use super::*;
 use crate::config::{ServerConfig, SessionOverrides};
 use crate::engine::{CompleteRequest, Outcome};
 use crate::store::{
-    CheckLog, Feedback, ListQuery, MemoryStore, Page, Quota, StatsSnapshot, Store, StoreError,
-    StoredVector, Usage,
+    CheckLog, Feedback, ListQuery, LogCursor, MemoryStore, Page, Quota, ScopeVectors,
+    StatsSnapshot, Store, StoreError, StoredVector, Usage, VectorLog,
 };
 
 fn request(args: &str) -> CheckRequest {
@@ -141,6 +141,36 @@ impl Store for GatedStore {
     }
     async fn vectors(&self, now: Millis) -> Result<Vec<StoredVector>, StoreError> {
         self.inner.vectors(now).await
+    }
+
+    fn has_vector_log(&self) -> bool {
+        self.inner.has_vector_log()
+    }
+
+    async fn vector_log(
+        &self,
+        scope: &str,
+        after: &LogCursor,
+        limit: usize,
+    ) -> Result<VectorLog, StoreError> {
+        self.inner.vector_log(scope, after, limit).await
+    }
+
+    async fn scope_vectors(
+        &self,
+        scope: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ScopeVectors, StoreError> {
+        self.inner.scope_vectors(scope, after, limit).await
+    }
+
+    async fn vectors_of(
+        &self,
+        scope: &str,
+        ids: &[String],
+    ) -> Result<Vec<Option<Vec<f32>>>, StoreError> {
+        self.inner.vectors_of(scope, ids).await
     }
     async fn put_session(&self, t: &str, s: &str, o: &SessionOverrides) -> Result<(), StoreError> {
         self.inner.put_session(t, s, o).await

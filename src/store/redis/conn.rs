@@ -109,9 +109,11 @@ fn unavailable(url: &str, what: &str) -> StoreError {
 }
 
 /// The least time a command gets even when the request's deadline is (nearly) past: a check
-/// that runs late (a slow embedding) still finishes on a healthy Redis, which answers in well
-/// under this even on a loaded machine; only a stalled one times out.
-const MIN_WAIT: Duration = Duration::from_millis(50);
+/// that runs late (a slow embedding) still finishes on a healthy Redis; only a stalled one
+/// times out. Above the stalls a healthy Redis makes: with `appendfsync always` it fsyncs in
+/// its main thread before it answers anything (reads included), which took up to 88 ms on the
+/// loaded test machine, and a busy client process may not read a reply for tens of ms.
+const MIN_WAIT: Duration = Duration::from_millis(150);
 
 /// What bounds one Redis operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use crate::store::SEP;
 
 /// A short, brace-free digest of a name: the hash tag of its keys.
-pub(super) fn tag(name: &str) -> String {
+pub(crate) fn tag(name: &str) -> String {
     let h = blake3::hash(name.as_bytes());
     h.to_hex()[..20].to_string()
 }
@@ -37,6 +37,18 @@ impl ScopeKeys {
     /// The scope's insert version (bumped by every insert).
     pub(super) fn version(&self) -> String {
         format!("{}ver", self.base)
+    }
+
+    /// The scope's vector log: a stream of `a id` (embedding stored) and `d id` (swept)
+    /// entries, trimmed to about `VECTOR_LOG_LEN`, from which instances keep their index.
+    pub(super) fn vector_log(&self) -> String {
+        format!("{}vl", self.base)
+    }
+
+    /// Ids of the scope's calls with a stored embedding (a sorted set, by id), for rebuilding
+    /// the scope's index.
+    pub(super) fn vector_ids(&self) -> String {
+        format!("{}vs", self.base)
     }
 
     /// A record, as JSON.
@@ -164,6 +176,8 @@ mod tests {
             k.by_key("{k}"),
             k.by_exact("h"),
             k.resource("r"),
+            k.vector_log(),
+            k.vector_ids(),
         ];
         let first = hashed(&keys[0]).to_string();
         assert!(keys.iter().all(|key| hashed(key) == first), "{keys:?}");

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::RedisStore;
 use super::keys::{ScopeKeys, tag};
 use super::values::{corrupt, decode, vector_of};
+use super::vlog::VECTOR_LOG_LEN;
 use crate::clock::Millis;
 use crate::record::Record;
 use crate::store::{ListQuery, Page, SEP, StoreError, StoredVector};
@@ -69,11 +70,13 @@ impl RedisStore {
             .key(k.vector(&e.id))
             .key(k.candidate(&e.id))
             .key(k.candidates(&e.tool, &e.fingerprint))
-            .key(k.by_exact(&e.exact));
+            .key(k.by_exact(&e.exact))
+            .key(k.vector_log())
+            .key(k.vector_ids());
         if let Some(key) = &e.key {
             inv.key(k.by_key(key));
         }
-        inv.arg(&e.id);
+        inv.arg(&e.id).arg(VECTOR_LOG_LEN);
         self.run(async |c| inv.invoke_async::<i64>(c).await).await?;
         let (log, id_key) = (g.session_log(&e.tenant, &e.session), g.call_scope(&e.id));
         let log_member = format!("{}{SEP}{scope_tag}", e.id);

@@ -10,8 +10,11 @@ mod meta;
 mod reserve;
 mod scripts;
 mod values;
+mod vlog;
 
 pub use conn::RedisOptions;
+#[cfg(test)]
+pub(crate) use keys::tag as tag_of;
 
 use std::time::Duration;
 
@@ -22,9 +25,10 @@ use self::conn::{Bound, Conn, timed};
 use self::keys::{GlobalKeys, ScopeKeys};
 use self::scripts::Scripts;
 use self::values::{candidate_of, corrupt, decode, vector_bytes, vector_of};
+use self::vlog::VECTOR_LOG_LEN;
 use super::{
-    Candidate, CheckLog, Feedback, ListQuery, Page, Quota, Reserved, StatsSnapshot, Store,
-    StoreError, StoredVector, Usage,
+    Candidate, CheckLog, Feedback, ListQuery, LogCursor, Page, Quota, Reserved, ScopeVectors,
+    StatsSnapshot, Store, StoreError, StoredVector, Usage, VectorLog,
 };
 use crate::clock::Millis;
 use crate::config::SessionOverrides;
@@ -160,6 +164,36 @@ impl Store for RedisStore {
         self.usage_of(tenant).await
     }
 
+    fn has_vector_log(&self) -> bool {
+        true
+    }
+
+    async fn vector_log(
+        &self,
+        scope: &str,
+        after: &LogCursor,
+        limit: usize,
+    ) -> Result<VectorLog, StoreError> {
+        self.log_after(scope, after, limit).await
+    }
+
+    async fn scope_vectors(
+        &self,
+        scope: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ScopeVectors, StoreError> {
+        self.vector_page(scope, after, limit).await
+    }
+
+    async fn vectors_of(
+        &self,
+        scope: &str,
+        ids: &[String],
+    ) -> Result<Vec<Option<Vec<f32>>>, StoreError> {
+        self.stored_vectors(scope, ids).await
+    }
+
     async fn update(&self, r: &Record) -> Result<(), StoreError> {
         let Some(scope_tag) = self.scope_tag_of(&r.id).await? else {
             return Err(StoreError::Missing(r.id.clone()));
@@ -170,8 +204,12 @@ impl Store for RedisStore {
         let mut inv = self.scripts.update.prepare_invoke();
         inv.key(k.record(&r.id))
             .key(k.vector(&r.id))
+            .key(k.vector_log())
+            .key(k.vector_ids())
             .arg(json)
-            .arg(vector);
+            .arg(vector)
+            .arg(VECTOR_LOG_LEN)
+            .arg(&r.id);
         let done: i64 = self.run_write(async |c| inv.invoke_async(c).await).await?;
         if done == 0 {
             return Err(StoreError::Missing(r.id.clone()));
@@ -187,7 +225,11 @@ impl Store for RedisStore {
         let mut inv = self.scripts.put_embedding.prepare_invoke();
         inv.key(k.record(id))
             .key(k.vector(id))
-            .arg(vector_bytes(vector));
+            .key(k.vector_log())
+            .key(k.vector_ids())
+            .arg(vector_bytes(vector))
+            .arg(VECTOR_LOG_LEN)
+            .arg(id);
         let done: i64 = self.run(async |c| inv.invoke_async(c).await).await?;
         Ok(done == 1)
     }

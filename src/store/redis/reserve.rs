@@ -7,6 +7,7 @@ use super::RedisStore;
 use super::keys::{ScopeKeys, tag};
 use super::log::SweepEntry;
 use super::values::{EXPIRY_GRACE_MS, corrupt, ttl_ms, vector_bytes, view_of};
+use super::vlog::VECTOR_LOG_LEN;
 use crate::record::{Record, ResourceState};
 use crate::store::{Quota, QuotaExceeded, QuotaLimit, Reserved, SEP, StoreError, Usage};
 
@@ -147,6 +148,7 @@ impl RedisStore {
                 String::new()
             }
         };
+        inv.key(k.vector_log()).key(k.vector_ids());
         inv.arg(seen.map(|v| v.to_string()).unwrap_or_default())
             .arg(&r.id)
             .arg(json)
@@ -155,7 +157,8 @@ impl RedisStore {
             .arg(r.created_at_ms)
             .arg(ttl)
             .arg(if r.idempotency_key.is_some() { "1" } else { "" })
-            .arg(resource);
+            .arg(resource)
+            .arg(VECTOR_LOG_LEN);
         let version: i64 = self.run_write(async |c| inv.invoke_async(c).await).await?;
         if version >= 0 {
             return Ok(Reserved::Inserted);
