@@ -52,6 +52,9 @@ pub(crate) struct Token {
     pub(crate) name_like: bool,
     /// Carries a value: digits, `@`, `://`, a currency sign, quotes.
     pub(crate) value_like: bool,
+    /// A value only by its quotes (a plain word in quotation marks): the same word unquoted
+    /// on the other side is the same value ("Egypt 'freezes' assets" / "Egypt freezes assets").
+    pub(crate) quoted_word: bool,
 }
 
 /// Splits a text into tokens (at most `MAX_TOKENS`).
@@ -67,11 +70,11 @@ pub(crate) fn tokenize(text: &str) -> Vec<Token> {
         }
         let lower = word.to_lowercase();
         let quoted = raw.starts_with(['\'', '"', '`']) || raw.ends_with(['\'', '"', '`']);
-        let value_like = word.chars().any(|c| c.is_ascii_digit())
+        let marked = word.chars().any(|c| c.is_ascii_digit())
             || word.contains('@')
             || raw.contains("://")
-            || word.contains(['$', '€', '£'])
-            || quoted;
+            || word.contains(['$', '€', '£']);
+        let value_like = marked || quoted;
         let first_upper = word.chars().next().is_some_and(char::is_uppercase);
         let all_caps = word.chars().filter(|c| c.is_alphabetic()).count() >= 2
             && word
@@ -84,6 +87,7 @@ pub(crate) fn tokenize(text: &str) -> Vec<Token> {
             lower,
             name_like,
             value_like,
+            quoted_word: quoted && !marked,
         });
         sentence_start = ends_sentence;
         if out.len() >= MAX_TOKENS {
@@ -142,10 +146,20 @@ pub fn similarity_bound(a: &str, b: &str) -> f64 {
     1.0 - a_only.max(b_only) as f64 / longest as f64
 }
 
-/// The value-like tokens (numbers, amounts, emails, URLs, quoted strings) of the two texts
-/// differ as multisets.
+/// The values written in the two texts differ: the numbers, amounts, emails and URLs as
+/// multisets, and a word in quotes that the other text does not contain at all (quoted or
+/// not: quotation marks are punctuation in prose, "Obama praises Mandela 'inspiration'" /
+/// "Obama hails Mandela's inspiration").
 pub(crate) fn values_differ(a: &[Token], b: &[Token]) -> bool {
-    multiset(a.iter().filter(|t| t.value_like)) != multiset(b.iter().filter(|t| t.value_like))
+    let marked = |t: &&Token| t.value_like && !t.quoted_word;
+    if multiset(a.iter().filter(marked)) != multiset(b.iter().filter(marked)) {
+        return true;
+    }
+    let unmatched_quote = |x: &[Token], y: &[Token]| {
+        x.iter()
+            .any(|t| t.quoted_word && !y.iter().any(|o| o.lower == t.lower))
+    };
+    unmatched_quote(a, b) || unmatched_quote(b, a)
 }
 
 fn multiset<'a>(tokens: impl Iterator<Item = &'a Token>) -> HashMap<&'a str, usize> {
@@ -219,6 +233,26 @@ mod tests {
         );
         assert_eq!(
             conflict("connect to 'maindb'", "connect to 'finance_db'"),
+            Some(Conflict::Values)
+        );
+    }
+
+    #[test]
+    fn a_quoted_word_is_the_same_word_unquoted_both_ways() {
+        let (a, b) = (
+            "South Korean President 'sorry' for ferry response",
+            "South Korean president sorry for ferry response",
+        );
+        assert_eq!(conflict(a, b), None);
+        assert_eq!(conflict(b, a), None);
+        // A quoted word the other text lacks is still a changed value, either way round.
+        let c = "South Korean President 'apologises' for ferry response";
+        assert_eq!(conflict(a, c), Some(Conflict::Values));
+        assert_eq!(conflict(b, c), Some(Conflict::Values));
+        assert_eq!(conflict(c, b), Some(Conflict::Values));
+        // Quotes do not launder a number: '5' is still 5.
+        assert_eq!(
+            conflict("retry '5' times", "retry 6 times"),
             Some(Conflict::Values)
         );
     }
