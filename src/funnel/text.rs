@@ -50,6 +50,9 @@ pub(crate) struct Token<'a> {
     pub(crate) name_like: bool,
     /// Carries a value: digits, `@`, `://`, a currency sign, quotes.
     pub(crate) value_like: bool,
+    /// A value only by its quotes (a plain word in quotation marks): the same word unquoted
+    /// on the other side is the same value ("Egypt 'freezes' assets" / "Egypt freezes assets").
+    pub(crate) quoted_word: bool,
 }
 
 /// Where a word is in a text's fuzzy form and what it carries (compact: a prepared text is
@@ -60,6 +63,7 @@ struct Span {
     end: u32,
     name_like: bool,
     value_like: bool,
+    quoted_word: bool,
 }
 
 /// A text split into words (at most `MAX_TOKENS`) once: the lower-case words joined by single
@@ -94,11 +98,11 @@ impl Tokens {
             }
             let lower = &form[start..];
             let quoted = raw.starts_with(['\'', '"', '`']) || raw.ends_with(['\'', '"', '`']);
-            let value_like = word.chars().any(|c| c.is_ascii_digit())
+            let marked = word.chars().any(|c| c.is_ascii_digit())
                 || word.contains('@')
                 || raw.contains("://")
-                || word.contains(['$', '€', '£'])
-                || quoted;
+                || word.contains(['$', '€', '£']);
+            let value_like = marked || quoted;
             let first_upper = word.chars().next().is_some_and(char::is_uppercase);
             let all_caps = word.chars().filter(|c| c.is_alphabetic()).count() >= 2
                 && word
@@ -112,6 +116,7 @@ impl Tokens {
                 end: offset(form.len()),
                 name_like,
                 value_like,
+                quoted_word: quoted && !marked,
             });
             sentence_start = ends_sentence;
             if spans.len() >= MAX_TOKENS {
@@ -148,6 +153,7 @@ impl Tokens {
                 .unwrap_or(""),
             name_like: s.name_like,
             value_like: s.value_like,
+            quoted_word: s.quoted_word,
         }
     }
 
@@ -218,8 +224,11 @@ pub fn similarity_bound(a: &str, b: &str) -> f64 {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PreparedText {
     tokens: Tokens,
-    /// Indices of the value-like words, sorted by word: equal multisets are equal sequences.
+    /// Indices of the words that carry a value by their characters (digits, `@`, `://`, a
+    /// currency sign), sorted by word: equal multisets are equal sequences.
     values: Vec<u32>,
+    /// Indices of the words that are values only because they are in quotes.
+    quoted: Vec<u32>,
     /// (preposition, value) word indices of the directional roles, in order.
     roles: Vec<(u32, u32)>,
 }
@@ -230,7 +239,11 @@ impl PreparedText {
         let tokens = Tokens::new(text);
         let t = tokens.tokens();
         let mut values: Vec<u32> = (0..t.len())
-            .filter(|&i| t[i].value_like)
+            .filter(|&i| t[i].value_like && !t[i].quoted_word)
+            .map(|i| i as u32)
+            .collect();
+        let quoted: Vec<u32> = (0..t.len())
+            .filter(|&i| t[i].quoted_word)
             .map(|i| i as u32)
             .collect();
         values.sort_by(|&x, &y| t[x as usize].lower.cmp(t[y as usize].lower));
@@ -242,6 +255,7 @@ impl PreparedText {
         Self {
             tokens,
             values,
+            quoted,
             roles,
         }
     }
@@ -268,8 +282,21 @@ impl PreparedText {
             .collect()
     }
 
-    /// The hard conflict between the two texts, if any: their values differ (as multisets),
-    /// or two values swap directional roles.
+    /// Whether the text has `word` (lower case) anywhere, quoted or not.
+    fn has_word(&self, word: &str) -> bool {
+        (0..self.tokens.len()).any(|i| self.tokens.token(i).lower == word)
+    }
+
+    /// A word this text has only in quotes that `other` does not contain at all.
+    fn quote_missing_in(&self, other: &PreparedText) -> bool {
+        self.quoted.iter().any(|&i| !other.has_word(self.word(i)))
+    }
+
+    /// The hard conflict between the two texts, if any: their values differ (numbers,
+    /// amounts, emails and URLs as multisets; a word in quotes that the other text does not
+    /// contain at all, quoted or not: quotation marks are punctuation in prose, "Obama
+    /// praises Mandela 'inspiration'" / "Obama hails Mandela's inspiration"), or two values
+    /// swap directional roles.
     pub fn conflict_with(&self, other: &PreparedText) -> Option<Conflict> {
         let same_values = self.values.len() == other.values.len()
             && self
@@ -277,7 +304,7 @@ impl PreparedText {
                 .iter()
                 .zip(&other.values)
                 .all(|(&a, &b)| self.word(a) == other.word(b));
-        if !same_values {
+        if !same_values || self.quote_missing_in(other) || other.quote_missing_in(self) {
             return Some(Conflict::Values);
         }
         if self.roles.is_empty() || other.roles.is_empty() {
@@ -289,7 +316,7 @@ impl PreparedText {
     /// Heap bytes held (for the text cache's accounting).
     pub fn heap_bytes(&self) -> usize {
         self.tokens.heap_bytes()
-            + self.values.capacity() * std::mem::size_of::<u32>()
+            + (self.values.capacity() + self.quoted.capacity()) * std::mem::size_of::<u32>()
             + self.roles.capacity() * std::mem::size_of::<(u32, u32)>()
     }
 }
@@ -346,6 +373,26 @@ mod tests {
         );
         assert_eq!(
             conflict("connect to 'maindb'", "connect to 'finance_db'"),
+            Some(Conflict::Values)
+        );
+    }
+
+    #[test]
+    fn a_quoted_word_is_the_same_word_unquoted_both_ways() {
+        let (a, b) = (
+            "South Korean President 'sorry' for ferry response",
+            "South Korean president sorry for ferry response",
+        );
+        assert_eq!(conflict(a, b), None);
+        assert_eq!(conflict(b, a), None);
+        // A quoted word the other text lacks is still a changed value, either way round.
+        let c = "South Korean President 'apologises' for ferry response";
+        assert_eq!(conflict(a, c), Some(Conflict::Values));
+        assert_eq!(conflict(b, c), Some(Conflict::Values));
+        assert_eq!(conflict(c, b), Some(Conflict::Values));
+        // Quotes do not launder a number: '5' is still 5.
+        assert_eq!(
+            conflict("retry '5' times", "retry 6 times"),
             Some(Conflict::Values)
         );
     }
