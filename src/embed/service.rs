@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Embedder, LocalEmbedder, LocalEmbedderConfig, RemoteEmbedder, RemoteEmbedderConfig};
+use super::{
+    Embedder, LocalEmbedder, LocalEmbedderConfig, RemoteEmbedder, RemoteEmbedderConfig,
+    WordVectors,
+};
 use crate::config::{EmbedderKind, SemanticConfig};
 use crate::error::IdemError;
 
@@ -122,8 +125,10 @@ impl EmbedService {
 
     /// Embeds a text a check waits for, before `deadline`.
     pub async fn embed(&self, text: &str, deadline: Instant) -> Result<Vec<f32>, IdemError> {
-        self.embed_for(Waiter::Check { admit_by: deadline }, text, deadline)
-            .await
+        Ok(self
+            .embed_for(Waiter::Check { admit_by: deadline }, text, deadline)
+            .await?
+            .0)
     }
 
     /// [`EmbedService::embed`], admitted only when the expected wait ends by `admit_by` (else
@@ -134,6 +139,18 @@ impl EmbedService {
         admit_by: Instant,
         deadline: Instant,
     ) -> Result<Vec<f32>, IdemError> {
+        Ok(self.embed_words_admitted_by(text, admit_by, deadline).await?.0)
+    }
+
+    /// [`EmbedService::embed_admitted_by`], with the text's word vectors from the same model
+    /// call when the embedder gives them (`None` when the embedding came from the cache or
+    /// from another caller's call: only the sentence vectors are kept there).
+    pub async fn embed_words_admitted_by(
+        &self,
+        text: &str,
+        admit_by: Instant,
+        deadline: Instant,
+    ) -> Result<(Vec<f32>, Option<WordVectors>), IdemError> {
         self.embed_for(Waiter::Check { admit_by }, text, deadline)
             .await
     }
@@ -141,6 +158,14 @@ impl EmbedService {
     /// Embeds a text nobody waits for, behind every check's (never shed: it never delays a
     /// check by more than one model call).
     pub async fn embed_background(&self, text: &str) -> Result<Vec<f32>, IdemError> {
+        Ok(self.embed_background_words(text).await?.0)
+    }
+
+    /// [`EmbedService::embed_background`] with the word vectors, as `embed_words_admitted_by`.
+    pub async fn embed_background_words(
+        &self,
+        text: &str,
+    ) -> Result<(Vec<f32>, Option<WordVectors>), IdemError> {
         self.embed_for(Waiter::Nobody, text, Instant::now() + BACKGROUND_DEADLINE)
             .await
     }
@@ -150,7 +175,7 @@ impl EmbedService {
         waiter: Waiter,
         text: &str,
         deadline: Instant,
-    ) -> Result<Vec<f32>, IdemError> {
+    ) -> Result<(Vec<f32>, Option<WordVectors>), IdemError> {
         // Seen before: from the cache. Being embedded right now for another caller: wait for
         // that one; if it fails, the next waiter takes over.
         let key = *blake3::hash(text.as_bytes()).as_bytes();
@@ -160,7 +185,7 @@ impl EmbedService {
         )
         .await
         {
-            Ok(Ok(v)) => return Ok(v.as_ref().clone()),
+            Ok(Ok(v)) => return Ok((v.as_ref().clone(), None)),
             Ok(Err(guard)) => guard,
             Err(_) => {
                 return Err(IdemError::DeadlineExceeded(
@@ -168,16 +193,16 @@ impl EmbedService {
                 ));
             }
         };
-        let v = match waiter {
+        let (v, words) = match waiter {
             Waiter::Check { admit_by } => {
                 self.admit(text, admit_by, deadline)?;
-                self.embedder.embed(text, deadline).await?
+                self.embedder.embed_words(text, deadline).await?
             }
-            Waiter::Nobody => self.embedder.embed_background(text, deadline).await?,
+            Waiter::Nobody => self.embedder.embed_background_words(text, deadline).await?,
         };
         // Err only when the entry was replaced meanwhile; the value is ours either way.
         let _ = guard.insert(Arc::new(v.clone()));
-        Ok(v)
+        Ok((v, words))
     }
 
     /// Sheds a check at once when the batches ahead cannot be embedded by `admit_by`; a text
