@@ -37,7 +37,8 @@ enum Waiter {
 pub struct EmbedService {
     embedder: Arc<dyn Embedder>,
     /// Embeddings of recently seen texts by the text's hash, and the texts being embedded.
-    cache: quick_cache::sync::Cache<[u8; 32], Arc<Vec<f32>>>,
+    /// With the words' vectors of the model call, when the embedder gave them.
+    cache: quick_cache::sync::Cache<[u8; 32], Arc<(Vec<f32>, Option<WordVectors>)>>,
 }
 
 impl EmbedService {
@@ -185,7 +186,7 @@ impl EmbedService {
         )
         .await
         {
-            Ok(Ok(v)) => return Ok((v.as_ref().clone(), None)),
+            Ok(Ok(v)) => return Ok(v.as_ref().clone()),
             Ok(Err(guard)) => guard,
             Err(_) => {
                 return Err(IdemError::DeadlineExceeded(
@@ -201,8 +202,9 @@ impl EmbedService {
             Waiter::Nobody => self.embedder.embed_background_words(text, deadline).await?,
         };
         // Err only when the entry was replaced meanwhile; the value is ours either way.
-        let _ = guard.insert(Arc::new(v.clone()));
-        Ok((v, words))
+        let out = (v, words);
+        let _ = guard.insert(Arc::new(out.clone()));
+        Ok(out)
     }
 
     /// Sheds a check at once when the batches ahead cannot be embedded by `admit_by`; a text
