@@ -602,7 +602,8 @@ pub struct SemanticConfig {
     pub embed_workers: usize,
     /// Pending embeddings allowed; more are shed with RESOURCE_EXHAUSTED.
     pub embed_queue: usize,
-    /// Recent free texts whose embedding is kept (about 1.6 KB each), so a text seen again
+    /// Recent free texts whose embedding is kept (about 1.6 KB each, plus 2-8 KB of word
+    /// vectors for the judge's alignment with the local model), so a text seen again
     /// (a retried paraphrase, the same body to another recipient) is not embedded twice. At
     /// least 64 are kept whatever this says: the same table lets concurrent checks of one
     /// text share one embedding.

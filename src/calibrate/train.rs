@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::funnel::alignment::{WordSims, align};
 use crate::funnel::features::measure;
-use crate::funnel::judge::{self, AlignedModel, Model, Platt, aligned_feature_names, feature_names};
+use crate::funnel::judge::{
+    self, AlignedModel, Model, Platt, aligned_feature_names, feature_names,
+};
 
 /// One labelled text pair, as stored for training (`cosine` filled in by the embedder once).
 #[derive(Debug, Clone, Serialize, Deserialize)]

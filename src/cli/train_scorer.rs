@@ -105,7 +105,9 @@ async fn fill_cosines(pairs: &mut [TextPair], models_dir: &Path) -> anyhow::Resu
             let (va, wa) = embedder.embed_words(&a, deadline()).await?;
             let (vb, wb) = embedder.embed_words(&b, deadline()).await?;
             bar_ref.inc(1);
-            let sims = wa.zip(wb).map(|(wa, wb)| rounded(WordSims::between(&wa, &wb)));
+            let sims = wa
+                .zip(wb)
+                .map(|(wa, wb)| rounded(WordSims::between(&wa, &wb)));
             Ok::<_, anyhow::Error>((i, f64::from(crate::embed::cosine(&va, &vb)), sims))
         })
         .buffered(16)
@@ -139,11 +141,13 @@ pub fn split_report(judge: &Judge, pairs: &[TextPair], split: &str) -> serde_jso
         .iter()
         .filter(|p| p.split == split)
         .filter_map(|p| {
-            p.cosine
-                .map(|c| {
-                    let al = p.word_sims.as_ref().map(align);
-                    (p, judge.probability_aligned(&measure(&p.a, &p.b), c, al.as_ref()))
-                })
+            p.cosine.map(|c| {
+                let al = p.word_sims.as_ref().map(align);
+                (
+                    p,
+                    judge.probability_aligned(&measure(&p.a, &p.b), c, al.as_ref()),
+                )
+            })
         })
         .collect();
     let figures = |sel: &[&(&TextPair, f64)]| {

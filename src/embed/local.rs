@@ -682,7 +682,11 @@ fn token_states(batch: &SingleBatchOutput) -> Result<(&[f32], usize, usize), Str
     let (shape, data) = value
         .try_extract_tensor::<f32>()
         .map_err(|e| e.to_string())?;
-    match shape.iter().map(|&d| usize::try_from(d)).collect::<Vec<_>>()[..] {
+    match shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Vec<_>>()[..]
+    {
         [Ok(_), Ok(pieces), Ok(dim)] => Ok((data, pieces, dim)),
         _ => Err(format!("token states of shape {shape:?}")),
     }
@@ -858,7 +862,8 @@ mod tests {
     #[test]
     fn a_transient_batch_failure_is_retried_text_by_text() {
         let out = embed_or_isolate(&["a", "bb", "ccc"], model_failing("-", 1), |_| true);
-        let want: Vec<Retried<Vec<f32>>> = [1.0, 2.0, 3.0].map(|x| Retried::Embedded(vec![x])).into();
+        let want: Vec<Retried<Vec<f32>>> =
+            [1.0, 2.0, 3.0].map(|x| Retried::Embedded(vec![x])).into();
         assert_eq!(out, want);
     }
 
@@ -1030,7 +1035,11 @@ mod tests {
         assert_eq!(ours.len(), texts.len());
         for ((v, words), r) in ours.iter().zip(&reference) {
             assert_eq!(v.len(), EMBEDDING_DIM);
-            let worst = v.iter().zip(r).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let worst = v
+                .iter()
+                .zip(r)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
             assert!(worst <= 1e-6, "sentence vector differs by {worst}");
             assert!(!words.is_empty());
         }
@@ -1038,12 +1047,25 @@ mod tests {
         let listed: Vec<&str> = (0..w.len()).map(|i| w.word(i)).collect();
         assert_eq!(
             listed,
-            ["a", "woman", "is", "slicing", "an", "unbelievably", "large", "onion", "quickly"]
+            [
+                "a",
+                "woman",
+                "is",
+                "slicing",
+                "an",
+                "unbelievably",
+                "large",
+                "onion",
+                "quickly"
+            ]
         );
         // A word is closest to itself in another sentence of the same meaning, and a
         // synonym is closer than an unrelated word.
         let mut m = |t: &str| embed_with_words(&mut model, &[t]).unwrap().remove(0).1;
-        let (a, b) = (m("a woman is slicing an onion"), m("a lady is slicing an onion"));
+        let (a, b) = (
+            m("a woman is slicing an onion"),
+            m("a lady is slicing an onion"),
+        );
         let c = m("a truck is slicing an onion");
         assert!(a.cosine(1, &b, 1) > a.cosine(1, &c, 1) + 0.05);
     }

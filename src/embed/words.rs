@@ -32,7 +32,10 @@ impl WordVectors {
                 0.0
             };
             let start = values.len();
-            values.extend(v.iter().map(|x| (x * scale).round().clamp(-127.0, 127.0) as i8));
+            values.extend(
+                v.iter()
+                    .map(|x| (x * scale).round().clamp(-127.0, 127.0) as i8),
+            );
             let norm = values[start..]
                 .iter()
                 .map(|&q| f32::from(q) * f32::from(q))
@@ -187,15 +190,7 @@ mod tests {
         let text = "Hi, unbelievable";
         let states: Vec<f32> = [0., 0., 1., 0., 0., 1., 2., 4., 3., 6., 5., 8., 0., 0.].to_vec();
         let word_of = [None, Some(0), Some(1), Some(2), Some(2), Some(2), None];
-        let spans = [
-            (0, 0),
-            (0, 2),
-            (2, 3),
-            (4, 6),
-            (6, 11),
-            (11, 16),
-            (0, 0),
-        ];
+        let spans = [(0, 0), (0, 2), (2, 3), (4, 6), (6, 11), (11, 16), (0, 0)];
         let w = pool_words(text, 2, &states, &word_of, &spans);
         assert_eq!(w.len(), 2);
         assert_eq!(w.word(0), "hi");

@@ -405,10 +405,9 @@ impl Engine {
         };
         let t = std::time::Instant::now();
         let query = embed.embed_words_admitted_by(text, p.embed_admit_by, p.embed_deadline);
-        let others =
-            futures::future::join_all(unembedded.iter().map(|c| {
-                embed.embed_words_admitted_by(&c.free_text, p.embed_admit_by, p.embed_deadline)
-            }));
+        let others = futures::future::join_all(unembedded.iter().map(|c| {
+            embed.embed_words_admitted_by(&c.free_text, p.embed_admit_by, p.embed_deadline)
+        }));
         let (embedded, others) = tokio::join!(query, others);
         let micros = t.elapsed().as_micros() as u64;
         for (c, v) in unembedded.iter().zip(others) {

@@ -27,7 +27,8 @@ const LOW_CAP: f64 = 4.0;
 
 /// Range of each feature (low, high): the judge's best probability over all values of the
 /// features is at a corner of this box.
-pub const ALIGN_RANGE: [(f64, f64); N_ALIGN] = [(-1.0, 1.0), (-1.0, 1.0), (0.0, LOW_CAP), (0.0, 1.0)];
+pub const ALIGN_RANGE: [(f64, f64); N_ALIGN] =
+    [(-1.0, 1.0), (-1.0, 1.0), (0.0, LOW_CAP), (0.0, 1.0)];
 
 /// The content words of two texts and the cosine of every pair of them: all the alignment
 /// features need, computed once from the word vectors (training stores it beside each pair).
@@ -123,13 +124,22 @@ pub fn align(s: &WordSims) -> Alignment {
         })
         .collect();
     let best_b: Vec<f64> = (0..nb)
-        .map(|j| (0..na).map(|i| s.sim(i, j)).fold(f64::NEG_INFINITY, f64::max))
+        .map(|j| {
+            (0..na)
+                .map(|i| s.sim(i, j))
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
         .collect();
     let all: Vec<(&str, f64)> = best_a
         .iter()
         .enumerate()
         .map(|(i, (_, c))| (s.a[i].as_str(), *c))
-        .chain(best_b.iter().enumerate().map(|(j, c)| (s.b[j].as_str(), *c)))
+        .chain(
+            best_b
+                .iter()
+                .enumerate()
+                .map(|(j, c)| (s.b[j].as_str(), *c)),
+        )
         .collect();
     let worst = all
         .iter()
@@ -193,9 +203,11 @@ mod tests {
 
     #[test]
     fn a_swap_keeps_the_matches_and_breaks_their_order() {
-        let s = sims(&["dog", "bit", "man"], &["man", "bit", "dog"], &[
-            0.2, 0.3, 0.9, 0.3, 0.9, 0.3, 0.9, 0.3, 0.2,
-        ]);
+        let s = sims(
+            &["dog", "bit", "man"],
+            &["man", "bit", "dog"],
+            &[0.2, 0.3, 0.9, 0.3, 0.9, 0.3, 0.9, 0.3, 0.2],
+        );
         let a = align(&s);
         assert!(a.x[0] > 0.85);
         assert_eq!(a.x[3], 1.0);

@@ -225,7 +225,11 @@ impl Linear {
     }
 
     fn align_score(&self, a: &Alignment) -> f64 {
-        self.w_align.iter().zip(a.x.iter()).map(|(w, x)| w * x).sum()
+        self.w_align
+            .iter()
+            .zip(a.x.iter())
+            .map(|(w, x)| w * x)
+            .sum()
     }
 
     /// The highest alignment score any alignment could give: a linear score over a box is
@@ -347,9 +351,7 @@ impl Judge {
         }
         std::iter::once(&self.base)
             .chain(self.aligned.as_ref())
-            .map(|m| {
-                m.calibrated(m.text_score(t) + m.best_cosine_score() + m.best_align_score())
-            })
+            .map(|m| m.calibrated(m.text_score(t) + m.best_cosine_score() + m.best_align_score()))
             .fold(0.0, f64::max)
     }
 
