@@ -602,7 +602,8 @@ pub struct SemanticConfig {
     pub embed_workers: usize,
     /// Pending embeddings allowed; more are shed with RESOURCE_EXHAUSTED.
     pub embed_queue: usize,
-    /// Recent free texts whose embedding is kept (about 1.6 KB each), so a text seen again
+    /// Recent free texts whose embedding is kept (about 1.6 KB each, plus 2-8 KB of word
+    /// vectors for the judge's alignment with the local model), so a text seen again
     /// (a retried paraphrase, the same body to another recipient) is not embedded twice. At
     /// least 64 are kept whatever this says: the same table lets concurrent checks of one
     /// text share one embedding.
@@ -611,6 +612,10 @@ pub struct SemanticConfig {
     /// 0.5-1 KB each), so a check compares with its window's candidates without splitting
     /// their texts again; 0 turns it off.
     pub text_cache: usize,
+    /// Recent calls whose content words' vectors are kept for the judge's word alignment
+    /// (int8, about 400 bytes a content word: 2-6 KB a call, 1-3 MB at the default 512). A
+    /// candidate not kept is judged without the alignment; 0 turns the alignment off.
+    pub word_cache: usize,
     /// Longest expected wait for the embedder a check is admitted with, as a share of its own
     /// budget; a longer backlog answers RESOURCE_EXHAUSTED at once. The embedding deadline
     /// (the budget less a reserve for the stages after it) bounds the wait too, so the default
@@ -638,6 +643,7 @@ impl Default for SemanticConfig {
             embed_queue: 256,
             embed_cache: 1024,
             text_cache: 2048,
+            word_cache: 512,
             max_embed_wait_share: 1.0,
             embed_nice: 5,
             remote_url: None,

@@ -8,8 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::funnel::alignment::{WordSims, align};
 use crate::funnel::features::measure;
-use crate::funnel::judge::{self, Model, Platt, feature_names};
+use crate::funnel::judge::{
+    self, AlignedModel, Model, Platt, aligned_feature_names, feature_names,
+};
 
 /// One labelled text pair, as stored for training (`cosine` filled in by the embedder once).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +29,10 @@ pub struct TextPair {
     /// Cosine of the two texts' embeddings under the shipped model.
     #[serde(default)]
     pub cosine: Option<f64>,
+    /// The cosines of the two texts' content words under the shipped model (the word
+    /// alignment's input), filled in by the embedder once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub word_sims: Option<WordSims>,
 }
 
 /// Why training failed.
@@ -57,6 +64,13 @@ const DISTINCT_WEIGHT: f64 = 3.0;
 /// The model's feature vector of a pair: cosine first, then the text features.
 pub fn feature_vector(p: &TextPair) -> Option<Vec<f64>> {
     Some(judge::feature_vector(&measure(&p.a, &p.b), p.cosine?))
+}
+
+/// The aligned variant's feature vector: the model's, then the alignment features.
+pub fn aligned_feature_vector(p: &TextPair) -> Option<Vec<f64>> {
+    let mut x = feature_vector(p)?;
+    x.extend(align(p.word_sims.as_ref()?).x);
+    Some(x)
 }
 
 /// Pairs a hard conflict already decides (the judge gives them 0 whatever the weights).
@@ -148,9 +162,15 @@ fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
-/// Trains the judge: the logistic fit on the `train` split, Platt scaling on `calib`. Pairs
-/// with a hard conflict are left out of both (the judge never scores them).
-pub fn train(pairs: &[TextPair]) -> Result<Model, TrainError> {
+/// One fitted linear score with its Platt calibration: (weights, bias, platt).
+type Fitted = (Vec<f64>, f64, Platt);
+
+/// The logistic fit on the `train` split and Platt scaling on `calib`, with the feature
+/// vectors `features` gives. Pairs with a hard conflict are left out of both.
+fn fit_split(
+    pairs: &[TextPair],
+    features: impl Fn(&TextPair) -> Option<Vec<f64>>,
+) -> Result<Fitted, TrainError> {
     let split = |name: &'static str| -> Result<(Vec<Vec<f64>>, Vec<bool>), TrainError> {
         let mut xs = Vec::new();
         let mut ys = Vec::new();
@@ -158,7 +178,7 @@ pub fn train(pairs: &[TextPair]) -> Result<Model, TrainError> {
             if p.split != name || hard_conflict(p) {
                 continue;
             }
-            xs.push(feature_vector(p).ok_or(TrainError::NoCosine(i + 1))?);
+            xs.push(features(p).ok_or(TrainError::NoCosine(i + 1))?);
             ys.push(p.duplicate);
         }
         if !(ys.iter().any(|y| *y) && ys.iter().any(|y| !*y)) {
@@ -176,6 +196,36 @@ pub fn train(pairs: &[TextPair]) -> Result<Model, TrainError> {
         .map(|x| vec![b + x.iter().zip(&w).map(|(a, c)| a * c).sum::<f64>()])
         .collect();
     let (pa, pb) = fit_logistic(&z, &yc, 0.0)?;
+    let platt = Platt {
+        a: round6(pa.first().copied().unwrap_or(1.0)),
+        b: round6(pb),
+    };
+    Ok((w, b, platt))
+}
+
+/// Trains the judge: the logistic fit on the `train` split, Platt scaling on `calib`. Pairs
+/// with a hard conflict are left out of both (the judge never scores them). When every pair
+/// of those splits carries its word cosines, the aligned variant is fitted too, on the same
+/// pairs.
+pub fn train(pairs: &[TextPair]) -> Result<Model, TrainError> {
+    let (w, b, platt) = fit_split(pairs, feature_vector)?;
+    let fit_split_pairs = pairs
+        .iter()
+        .filter(|p| p.split == "train" || p.split == "calib");
+    let aligned = if fit_split_pairs
+        .clone()
+        .all(|p| p.word_sims.is_some() || hard_conflict(p))
+    {
+        let (weights, bias, platt) = fit_split(pairs, aligned_feature_vector)?;
+        Some(AlignedModel {
+            features: aligned_feature_names(),
+            weights,
+            bias,
+            platt,
+        })
+    } else {
+        None
+    };
     let count = |s: &str, d: bool| {
         pairs
             .iter()
@@ -187,15 +237,13 @@ pub fn train(pairs: &[TextPair]) -> Result<Model, TrainError> {
         features: feature_names(),
         weights: w,
         bias: b,
-        platt: Platt {
-            a: round6(pa.first().copied().unwrap_or(1.0)),
-            b: round6(pb),
-        },
+        platt,
         trained_on: serde_json::json!({
             "train": {"duplicate": count("train", true), "distinct": count("train", false)},
             "calib": {"duplicate": count("calib", true), "distinct": count("calib", false)},
             "l2": L2, "iterations": ITERS, "distinct_weight": DISTINCT_WEIGHT,
         }),
+        aligned,
     })
 }
 

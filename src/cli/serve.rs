@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Candidates' free texts kept prepared for comparison; 0 turns it off [default: 2048].
     #[arg(long, env = "IDEM_TEXT_CACHE")]
     pub text_cache: Option<usize>,
+    /// Recent calls whose word vectors are kept for the judge's word alignment; 0 turns the
+    /// alignment off [default: 512].
+    #[arg(long, env = "IDEM_WORD_CACHE")]
+    pub word_cache: Option<usize>,
     /// Longest expected embedder wait a check is admitted with, as a share of its budget
     /// [default: 1.0].
     #[arg(long, env = "IDEM_MAX_EMBED_WAIT_SHARE")]
@@ -188,6 +192,7 @@ impl ServeArgs {
             embedder => semantic.embedder, models_dir => semantic.models_dir,
             embed_workers => semantic.embed_workers, embed_queue => semantic.embed_queue,
             embed_cache => semantic.embed_cache, text_cache => semantic.text_cache,
+            word_cache => semantic.word_cache,
             max_embed_wait_share => semantic.max_embed_wait_share,
             embed_nice => semantic.embed_nice,
             hnsw_threshold => semantic.hnsw_threshold, verifier_model => verifier.model,

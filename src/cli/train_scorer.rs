@@ -15,9 +15,10 @@ use serde_json::json;
 
 use crate::calibrate::train::{TextPair, train};
 use crate::calibrate::{Confusion, wilson_upper};
-use crate::config::{EmbedderKind, ServerConfig, SessionSettings};
-use crate::embed::EmbedService;
+use crate::config::SessionSettings;
+use crate::embed::{Embedder, LocalEmbedder, LocalEmbedderConfig};
 use crate::funnel::Judge;
+use crate::funnel::alignment::{WordSims, align};
 use crate::funnel::features::measure;
 
 /// Arguments of `idem train-scorer`.
@@ -56,13 +57,15 @@ fn write_scores(judge: &Judge, pairs: &[TextPair], path: &Path) -> anyhow::Resul
                     .zip(t.x)
                     .map(|(n, x)| ((*n).to_string(), json!(x)))
                     .collect();
-            let j = p.cosine.map(|c| judge.judge(&t, c));
+            let al = p.word_sims.as_ref().map(align);
+            let j = p.cosine.map(|c| judge.judge_aligned(&t, c, al.as_ref()));
             json!({
                 "kind": p.kind, "split": p.split, "duplicate": p.duplicate, "a": p.a, "b": p.b,
                 "cosine": p.cosine, "conflict": t.conflict.map(|c| c.as_str()),
                 "probability": j.as_ref().map(|j| j.probability),
                 "explain": j.as_ref().map(crate::funnel::Judgement::explain),
                 "features": features,
+                "alignment": al.as_ref().map(|a| json!({"x": a.x, "worst": a.worst})),
             })
             .to_string()
         })
@@ -71,44 +74,64 @@ fn write_scores(judge: &Judge, pairs: &[TextPair], path: &Path) -> anyhow::Resul
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Embeds, once, the pairs that lack a cosine or their word cosines, with the local model;
+/// returns how many were embedded. A cosine already there is kept (the base model is refitted
+/// on the very cosines it was fitted on); the word cosines come from the same model call.
 async fn fill_cosines(pairs: &mut [TextPair], models_dir: &Path) -> anyhow::Result<usize> {
     let missing: Vec<usize> = (0..pairs.len())
-        .filter(|&i| pairs[i].cosine.is_none())
+        .filter(|&i| pairs[i].cosine.is_none() || pairs[i].word_sims.is_none())
         .collect();
     if missing.is_empty() {
         return Ok(0);
     }
-    let mut config = ServerConfig::default();
-    config.semantic.embedder = EmbedderKind::Local;
-    config.semantic.models_dir = models_dir.to_path_buf();
-    config.semantic.max_embed_wait_share = 1.0;
-    let sem = EmbedService::from_config(&config.semantic)?.context("no embedder configured")?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let embedder = LocalEmbedder::new(LocalEmbedderConfig {
+        models_dir: models_dir.to_path_buf(),
+        intra_threads: cores,
+        queue_capacity: 64,
+        nice: 0,
+        ..LocalEmbedderConfig::default()
+    })?;
     let bar = indicatif::ProgressBar::new(missing.len() as u64);
-    let sem = &sem;
-    let bar_ref = &bar;
+    let (embedder, bar_ref) = (&embedder, &bar);
     let texts: Vec<(usize, String, String)> = missing
         .iter()
         .map(|&i| (i, pairs[i].a.clone(), pairs[i].b.clone()))
         .collect();
-    let done: Vec<(usize, f64)> = futures::stream::iter(texts)
+    type Filled = (usize, f64, Option<WordSims>);
+    let done: Vec<Filled> = futures::stream::iter(texts)
         .map(|(i, a, b)| async move {
             let deadline = || tokio::time::Instant::now() + Duration::from_secs(600);
-            let va = sem.embed(&a, deadline()).await?;
-            let vb = sem.embed(&b, deadline()).await?;
+            let (va, wa) = embedder.embed_words(&a, deadline()).await?;
+            let (vb, wb) = embedder.embed_words(&b, deadline()).await?;
             bar_ref.inc(1);
-            Ok::<_, anyhow::Error>((i, f64::from(crate::embed::cosine(&va, &vb))))
+            let sims = wa
+                .zip(wb)
+                .map(|(wa, wb)| rounded(WordSims::between(&wa, &wb)));
+            Ok::<_, anyhow::Error>((i, f64::from(crate::embed::cosine(&va, &vb)), sims))
         })
-        .buffer_unordered(16)
+        .buffered(16)
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<anyhow::Result<_>>()?;
     bar.finish_and_clear();
-    for (i, c) in &done {
+    for (i, c, sims) in done {
         // Six decimals: the file stays readable and training stays reproducible.
-        pairs[*i].cosine = Some((c * 1e6).round() / 1e6);
+        let p = &mut pairs[i];
+        p.cosine = p.cosine.or(Some((c * 1e6).round() / 1e6));
+        p.word_sims = p.word_sims.take().or(sims);
     }
-    Ok(done.len())
+    Ok(missing.len())
+}
+
+/// Word cosines to four decimals (the file stays small; the int8 word vectors are no more
+/// precise than that).
+fn rounded(mut s: WordSims) -> WordSims {
+    for x in &mut s.sims {
+        *x = (*x * 1e4).round() / 1e4;
+    }
+    s
 }
 
 /// Figures of `judge` on the pairs of `split` at the default thresholds, per kind.
@@ -118,8 +141,13 @@ pub fn split_report(judge: &Judge, pairs: &[TextPair], split: &str) -> serde_jso
         .iter()
         .filter(|p| p.split == split)
         .filter_map(|p| {
-            p.cosine
-                .map(|c| (p, judge.probability(&measure(&p.a, &p.b), c)))
+            p.cosine.map(|c| {
+                let al = p.word_sims.as_ref().map(align);
+                (
+                    p,
+                    judge.probability_aligned(&measure(&p.a, &p.b), c, al.as_ref()),
+                )
+            })
         })
         .collect();
     let figures = |sel: &[&(&TextPair, f64)]| {
@@ -189,7 +217,15 @@ pub async fn run(a: TrainScorerArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = &a.scores_out {
         write_scores(&judge, &pairs, p)?;
     }
-    let report = split_report(&judge, &pairs, "heldout");
+    let mut report = split_report(&judge, &pairs, "heldout");
+    if model.aligned.is_some() {
+        // The same split judged without the word alignment (a cache miss at run time).
+        let base = Judge::from_model(&crate::funnel::judge::Model {
+            aligned: None,
+            ..model.clone()
+        })?;
+        report["without_alignment"] = split_report(&base, &pairs, "heldout");
+    }
     if a.json || a.out.is_none() {
         eprintln!("{report}");
     } else {

@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fastembed::{
-    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
+    InitOptionsUserDefined, OutputKey, Pooling, SingleBatchOutput, TextEmbedding, TokenizerFiles,
+    UserDefinedEmbeddingModel,
 };
 use tokio::sync::oneshot;
 
 use super::lanes::{Lane, Lanes, PushError};
 use super::pipeline::{BatchCost, Batcher, CostModel, Pipeline, Waiting, estimate_tokens};
+use super::words::{WordVectors, pool_words};
 use super::{EMBEDDING_DIM, EmbedError, Embedder, Embedding, ExpectedWait, l2_normalize};
 
 /// The ONNX model file, in the models folder.
@@ -85,8 +87,12 @@ struct Job {
     /// Estimated word pieces of `text`.
     tokens: u32,
     deadline: std::time::Instant,
-    reply: oneshot::Sender<Result<Embedding, EmbedError>>,
+    reply: oneshot::Sender<Result<Embedded, EmbedError>>,
 }
+
+/// What one model call gives a text: its sentence embedding and its words' vectors (from the
+/// same forward pass).
+type Embedded = (Embedding, WordVectors);
 
 /// Embeds texts with the local model on dedicated threads; cheap to share behind an `Arc`.
 ///
@@ -243,7 +249,7 @@ impl LocalEmbedder {
         lane: Lane,
         text: &str,
         deadline: std::time::Instant,
-    ) -> Result<oneshot::Receiver<Result<Embedding, EmbedError>>, EmbedError> {
+    ) -> Result<oneshot::Receiver<Result<Embedded, EmbedError>>, EmbedError> {
         let (reply, answer) = oneshot::channel();
         let text = truncate_chars(text, self.max_chars);
         let job = Job {
@@ -261,13 +267,13 @@ impl LocalEmbedder {
         }
     }
 
-    /// Queues `text` in `lane` and waits for its embedding until `deadline`.
+    /// Queues `text` in `lane` and waits for its embedding and word vectors until `deadline`.
     async fn embed_in(
         &self,
         lane: Lane,
         text: &str,
         deadline: tokio::time::Instant,
-    ) -> Result<Embedding, EmbedError> {
+    ) -> Result<Embedded, EmbedError> {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             return Err(EmbedError::DeadlineExceeded);
@@ -301,7 +307,17 @@ impl Embedder for LocalEmbedder {
         text: &str,
         deadline: tokio::time::Instant,
     ) -> Result<Embedding, EmbedError> {
-        self.embed_in(Lane::Request, text, deadline).await
+        Ok(self.embed_in(Lane::Request, text, deadline).await?.0)
+    }
+
+    /// The embedding and the word vectors of the same model call.
+    async fn embed_words(
+        &self,
+        text: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Embedding, Option<WordVectors>), EmbedError> {
+        let (v, w) = self.embed_in(Lane::Request, text, deadline).await?;
+        Ok((v, Some(w)))
     }
 
     /// Queues the text behind every waiting request: workers take it only when idle.
@@ -310,7 +326,16 @@ impl Embedder for LocalEmbedder {
         text: &str,
         deadline: tokio::time::Instant,
     ) -> Result<Embedding, EmbedError> {
-        self.embed_in(Lane::Background, text, deadline).await
+        Ok(self.embed_in(Lane::Background, text, deadline).await?.0)
+    }
+
+    async fn embed_background_words(
+        &self,
+        text: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Embedding, Option<WordVectors>), EmbedError> {
+        let (v, w) = self.embed_in(Lane::Background, text, deadline).await?;
+        Ok((v, Some(w)))
     }
 
     fn load(&self) -> Option<super::EmbedLoad> {
@@ -569,7 +594,7 @@ impl Worker<'_> {
         );
         for (job, outcome) in group.into_iter().zip(outcomes) {
             let _ = job.reply.send(match outcome {
-                Retried::Embedded(v) => l2_normalize(v),
+                Retried::Embedded((v, w)) => l2_normalize(v).map(|v| (v, w)),
                 Retried::Failed(message) => Err(EmbedError::Backend(message)),
                 Retried::Late => Err(EmbedError::DeadlineExceeded),
             });
@@ -578,15 +603,15 @@ impl Worker<'_> {
     }
 }
 
-/// One model call: the vectors of `texts`, or why there are none (an error, a panic inside
-/// the model, or a count that does not match).
-fn run_model(model: &mut TextEmbedding, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+/// One model call: the vectors of `texts` and their words', or why there are none (an
+/// error, a panic inside the model, or a count that does not match).
+fn run_model(model: &mut TextEmbedding, texts: &[&str]) -> Result<Vec<Embedded>, String> {
     // A panic inside the model must not take the worker (and the queue) down with it.
-    match catch_unwind(AssertUnwindSafe(|| model.embed(texts, Some(texts.len())))) {
-        Ok(Ok(vectors)) if vectors.len() == texts.len() => Ok(vectors),
-        Ok(Ok(vectors)) => Err(format!(
+    match catch_unwind(AssertUnwindSafe(|| embed_with_words(model, texts))) {
+        Ok(Ok(out)) if out.len() == texts.len() => Ok(out),
+        Ok(Ok(out)) => Err(format!(
             "the model returned {} embeddings for {} texts",
-            vectors.len(),
+            out.len(),
             texts.len()
         )),
         Ok(Err(e)) => Err(format!("the embedding model failed: {e}")),
@@ -594,11 +619,91 @@ fn run_model(model: &mut TextEmbedding, texts: &[&str]) -> Result<Vec<Vec<f32>>,
     }
 }
 
+/// Where the token states are among the model's outputs: fastembed's own order of preference
+/// (the model has one output, `last_hidden_state`).
+const STATE_OUTPUT: [OutputKey; 4] = [
+    OutputKey::OnlyOne,
+    OutputKey::ByName("text_embeds"),
+    OutputKey::ByName("last_hidden_state"),
+    OutputKey::ByName("sentence_embedding"),
+];
+
+/// One forward pass for `texts` (`TextEmbedding::transform`, one batch): each text's
+/// sentence vector, mean-pooled and normalised as `TextEmbedding::embed` does it (the same
+/// pooling call), and its words' vectors from the same token states.
+fn embed_with_words(model: &mut TextEmbedding, texts: &[&str]) -> Result<Vec<Embedded>, String> {
+    let batches = model
+        .transform(texts, Some(texts.len().max(1)))
+        .map_err(|e| e.to_string())?
+        .into_raw();
+    let [batch] = batches.as_slice() else {
+        return Err(format!("{} model batches for one call", batches.len()));
+    };
+    // The same tokenisation the model call used (fastembed encodes with special tokens and
+    // pads to the longest text), for each piece's word and span.
+    let encodings = model
+        .tokenizer
+        .encode_batch(texts.to_vec(), true)
+        .map_err(|e| format!("tokenizer: {e}"))?;
+    let pooled = batch
+        .select_and_pool_output(&STATE_OUTPUT.as_slice(), Some(Pooling::Mean))
+        .map_err(|e| e.to_string())?;
+    let (states, pieces, dim) = token_states(batch)?;
+    let mut out = Vec::with_capacity(texts.len());
+    for (row, sentence) in pooled.rows().into_iter().enumerate() {
+        let (Some(text), Some(enc)) = (texts.get(row), encodings.get(row)) else {
+            return Err("more pooled rows than texts".to_owned());
+        };
+        let vector = unit(&sentence.iter().copied().collect::<Vec<f32>>());
+        let start = row * pieces * dim;
+        let words = pool_words(
+            text,
+            dim,
+            states.get(start..start + pieces * dim).unwrap_or(&[]),
+            enc.get_word_ids(),
+            enc.get_offsets(),
+        );
+        out.push((vector, words));
+    }
+    Ok(out)
+}
+
+/// The batch's token states: (values, pieces per text, dim).
+fn token_states(batch: &SingleBatchOutput) -> Result<(&[f32], usize, usize), String> {
+    let value = match batch.outputs.as_slice() {
+        [(_, only)] => only,
+        all => {
+            &all.iter()
+                .find(|(n, _)| n == "last_hidden_state")
+                .ok_or("the model has no token states output")?
+                .1
+        }
+    };
+    let (shape, data) = value
+        .try_extract_tensor::<f32>()
+        .map_err(|e| e.to_string())?;
+    match shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Vec<_>>()[..]
+    {
+        [Ok(_), Ok(pieces), Ok(dim)] => Ok((data, pieces, dim)),
+        _ => Err(format!("token states of shape {shape:?}")),
+    }
+}
+
+/// `v` scaled to unit norm as fastembed's `embed` does it (a tiny epsilon, no refusal: the
+/// caller's `l2_normalize` refuses a zero vector afterwards, as it does for `embed`).
+fn unit(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|&x| x / (norm + 1e-12)).collect()
+}
+
 /// What became of one text of a batch.
 #[derive(Debug, PartialEq)]
-enum Retried {
-    /// Its vector.
-    Embedded(Vec<f32>),
+enum Retried<T> {
+    /// Its vectors.
+    Embedded(T),
     /// The model failed on it alone too; the error of that call.
     Failed(String),
     /// The batch failed and its check can no longer be answered in time.
@@ -608,11 +713,11 @@ enum Retried {
 /// Runs `texts` as one batch; if that fails, runs each text for which `still_wanted` holds on
 /// its own (at most one more model call per text), so one bad text or one transient error
 /// does not fail the others.
-fn embed_or_isolate(
+fn embed_or_isolate<T>(
     texts: &[&str],
-    mut run: impl FnMut(&[&str]) -> Result<Vec<Vec<f32>>, String>,
+    mut run: impl FnMut(&[&str]) -> Result<Vec<T>, String>,
     still_wanted: impl Fn(usize) -> bool,
-) -> Vec<Retried> {
+) -> Vec<Retried<T>> {
     let error = match run(texts) {
         Ok(vectors) => return vectors.into_iter().map(Retried::Embedded).collect(),
         Err(error) => error,
@@ -757,7 +862,8 @@ mod tests {
     #[test]
     fn a_transient_batch_failure_is_retried_text_by_text() {
         let out = embed_or_isolate(&["a", "bb", "ccc"], model_failing("-", 1), |_| true);
-        let want: Vec<Retried> = [1.0, 2.0, 3.0].map(|x| Retried::Embedded(vec![x])).into();
+        let want: Vec<Retried<Vec<f32>>> =
+            [1.0, 2.0, 3.0].map(|x| Retried::Embedded(vec![x])).into();
         assert_eq!(out, want);
     }
 
@@ -911,6 +1017,57 @@ mod tests {
             futures::future::join_all(texts.iter().map(|t| embedder.embed(t, soon()))).await;
         let batched = batched[0].as_ref().unwrap();
         assert!(cosine(&alone, batched) > 0.999);
+    }
+
+    /// The sentence vector pooled here from the token states is the one fastembed's `embed`
+    /// gives, and the word vectors come from the same call.
+    #[test]
+    fn word_vectors_come_from_the_same_pass_and_leave_the_sentence_vector_unchanged() {
+        load_onnx_runtime(&check_files(&models_dir(), None).unwrap()).unwrap();
+        let mut model = load_model(read_model(&models_dir()).unwrap(), 1).unwrap();
+        let texts = [
+            "Send the quarterly report to the finance team",
+            "A woman is slicing an unbelievably large onion, quickly!",
+            "hi",
+        ];
+        let reference = model.embed(texts, Some(texts.len())).unwrap();
+        let ours = embed_with_words(&mut model, &texts).unwrap();
+        assert_eq!(ours.len(), texts.len());
+        for ((v, words), r) in ours.iter().zip(&reference) {
+            assert_eq!(v.len(), EMBEDDING_DIM);
+            let worst = v
+                .iter()
+                .zip(r)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(worst <= 1e-6, "sentence vector differs by {worst}");
+            assert!(!words.is_empty());
+        }
+        let w = &ours[1].1;
+        let listed: Vec<&str> = (0..w.len()).map(|i| w.word(i)).collect();
+        assert_eq!(
+            listed,
+            [
+                "a",
+                "woman",
+                "is",
+                "slicing",
+                "an",
+                "unbelievably",
+                "large",
+                "onion",
+                "quickly"
+            ]
+        );
+        // A word is closest to itself in another sentence of the same meaning, and a
+        // synonym is closer than an unrelated word.
+        let mut m = |t: &str| embed_with_words(&mut model, &[t]).unwrap().remove(0).1;
+        let (a, b) = (
+            m("a woman is slicing an onion"),
+            m("a lady is slicing an onion"),
+        );
+        let c = m("a truck is slicing an onion");
+        assert!(a.cosine(1, &b, 1) > a.cosine(1, &c, 1) + 0.05);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ pub mod local;
 pub mod pipeline;
 pub mod remote;
 mod service;
+pub mod words;
 
 use std::path::PathBuf;
 
@@ -17,6 +18,7 @@ pub use load::EmbedLoad;
 pub use local::{LocalEmbedder, LocalEmbedderConfig};
 pub use remote::{RemoteEmbedder, RemoteEmbedderConfig};
 pub use service::EmbedService;
+pub use words::WordVectors;
 
 /// Dimension of the local model's embeddings (all-MiniLM-L6-v2).
 pub const EMBEDDING_DIM: usize = 384;
@@ -59,6 +61,15 @@ pub trait Embedder: Send + Sync + 'static {
         text: &str,
         deadline: tokio::time::Instant,
     ) -> Result<Embedding, EmbedError>;
+    /// Embeds one text before `deadline`, with its words' vectors from the same model call
+    /// when the embedder can give them (the local model can; a remote API cannot: `None`).
+    async fn embed_words(
+        &self,
+        text: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Embedding, Option<WordVectors>), EmbedError> {
+        Ok((self.embed(text, deadline).await?, None))
+    }
     /// Embeds a text nobody is waiting for (a call recorded without its embedding), behind
     /// every check's request. Embedders without priorities embed it like any other.
     async fn embed_background(
@@ -67,6 +78,14 @@ pub trait Embedder: Send + Sync + 'static {
         deadline: tokio::time::Instant,
     ) -> Result<Embedding, EmbedError> {
         self.embed(text, deadline).await
+    }
+    /// [`Embedder::embed_background`] with the words' vectors, as [`Embedder::embed_words`].
+    async fn embed_background_words(
+        &self,
+        text: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Embedding, Option<WordVectors>), EmbedError> {
+        Ok((self.embed_background(text, deadline).await?, None))
     }
     /// How long a check's text queued now, needed by `deadline`, would wait for its
     /// embedding, for admission control; `None` when the embedder cannot tell (it is then

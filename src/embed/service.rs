@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Embedder, LocalEmbedder, LocalEmbedderConfig, RemoteEmbedder, RemoteEmbedderConfig};
+use super::{
+    Embedder, LocalEmbedder, LocalEmbedderConfig, RemoteEmbedder, RemoteEmbedderConfig, WordVectors,
+};
 use crate::config::{EmbedderKind, SemanticConfig};
 use crate::error::IdemError;
 
@@ -20,6 +22,10 @@ const BACKGROUND_DEADLINE: Duration = Duration::from_secs(10);
 /// Entries the cache keeps at least: it is also the table of texts being embedded right now,
 /// which single flight needs whatever `embed_cache` says.
 const MIN_CACHE_ENTRIES: usize = 64;
+
+/// A text's embedding and, when the embedder gave them, its words' vectors (about 400 bytes
+/// a word: a cached entry costs 1.6 KB plus 2-8 KB for 5-20 words).
+type Embedded = (Vec<f32>, Option<WordVectors>);
 
 /// Who waits for an embedding.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +40,8 @@ enum Waiter {
 pub struct EmbedService {
     embedder: Arc<dyn Embedder>,
     /// Embeddings of recently seen texts by the text's hash, and the texts being embedded.
-    cache: quick_cache::sync::Cache<[u8; 32], Arc<Vec<f32>>>,
+    /// With the words' vectors of the model call, when the embedder gave them.
+    cache: quick_cache::sync::Cache<[u8; 32], Arc<Embedded>>,
 }
 
 impl EmbedService {
@@ -122,8 +129,10 @@ impl EmbedService {
 
     /// Embeds a text a check waits for, before `deadline`.
     pub async fn embed(&self, text: &str, deadline: Instant) -> Result<Vec<f32>, IdemError> {
-        self.embed_for(Waiter::Check { admit_by: deadline }, text, deadline)
-            .await
+        Ok(self
+            .embed_for(Waiter::Check { admit_by: deadline }, text, deadline)
+            .await?
+            .0)
     }
 
     /// [`EmbedService::embed`], admitted only when the expected wait ends by `admit_by` (else
@@ -134,6 +143,21 @@ impl EmbedService {
         admit_by: Instant,
         deadline: Instant,
     ) -> Result<Vec<f32>, IdemError> {
+        Ok(self
+            .embed_words_admitted_by(text, admit_by, deadline)
+            .await?
+            .0)
+    }
+
+    /// [`EmbedService::embed_admitted_by`], with the text's word vectors from the same model
+    /// call when the embedder gives them (`None` when the embedding came from the cache or
+    /// from another caller's call: only the sentence vectors are kept there).
+    pub async fn embed_words_admitted_by(
+        &self,
+        text: &str,
+        admit_by: Instant,
+        deadline: Instant,
+    ) -> Result<(Vec<f32>, Option<WordVectors>), IdemError> {
         self.embed_for(Waiter::Check { admit_by }, text, deadline)
             .await
     }
@@ -141,6 +165,14 @@ impl EmbedService {
     /// Embeds a text nobody waits for, behind every check's (never shed: it never delays a
     /// check by more than one model call).
     pub async fn embed_background(&self, text: &str) -> Result<Vec<f32>, IdemError> {
+        Ok(self.embed_background_words(text).await?.0)
+    }
+
+    /// [`EmbedService::embed_background`] with the word vectors, as `embed_words_admitted_by`.
+    pub async fn embed_background_words(
+        &self,
+        text: &str,
+    ) -> Result<(Vec<f32>, Option<WordVectors>), IdemError> {
         self.embed_for(Waiter::Nobody, text, Instant::now() + BACKGROUND_DEADLINE)
             .await
     }
@@ -150,7 +182,7 @@ impl EmbedService {
         waiter: Waiter,
         text: &str,
         deadline: Instant,
-    ) -> Result<Vec<f32>, IdemError> {
+    ) -> Result<(Vec<f32>, Option<WordVectors>), IdemError> {
         // Seen before: from the cache. Being embedded right now for another caller: wait for
         // that one; if it fails, the next waiter takes over.
         let key = *blake3::hash(text.as_bytes()).as_bytes();
@@ -168,16 +200,17 @@ impl EmbedService {
                 ));
             }
         };
-        let v = match waiter {
+        let (v, words) = match waiter {
             Waiter::Check { admit_by } => {
                 self.admit(text, admit_by, deadline)?;
-                self.embedder.embed(text, deadline).await?
+                self.embedder.embed_words(text, deadline).await?
             }
-            Waiter::Nobody => self.embedder.embed_background(text, deadline).await?,
+            Waiter::Nobody => self.embedder.embed_background_words(text, deadline).await?,
         };
         // Err only when the entry was replaced meanwhile; the value is ours either way.
-        let _ = guard.insert(Arc::new(v.clone()));
-        Ok(v)
+        let out = (v, words);
+        let _ = guard.insert(Arc::new(out.clone()));
+        Ok(out)
     }
 
     /// Sheds a check at once when the batches ahead cannot be embedded by `admit_by`; a text

@@ -14,7 +14,9 @@ use crate::clock::Millis;
 use crate::config::{
     BorderlinePolicy, LeaseExpiry, ScopeMode, SessionSettings, ToolMode, canon_policy,
 };
+use crate::embed::WordVectors;
 use crate::error::IdemError;
+use crate::funnel::alignment::content_words;
 use crate::funnel::{
     CheckContext, Finding, Found, FunnelResult, FuzzyScan, MatchFilter, PreparedText,
     ResourceWindow, StageKind, StageOutcome, StageReport, StopReason, fuzzy_scan, load_candidates,
@@ -217,6 +219,7 @@ impl Engine {
             let embed_micros = before.embedding.as_ref().map_or(0, |(_, micros)| *micros);
             let embedded = before.embedding.is_some();
             ctx.embedding = before.embedding.map(|(v, _)| v);
+            ctx.words = before.words.map(|w| Arc::new(content_words(w)));
             // Nothing inserted under this stripe since the read ahead: it is still complete.
             match before.read_ahead {
                 Some((seen, c, scan)) if stripe.inserts.load(Ordering::Acquire) == seen => {
@@ -401,21 +404,28 @@ impl Engine {
             Err(_) => Vec::new(),
         };
         let t = std::time::Instant::now();
-        let query = embed.embed_admitted_by(text, p.embed_admit_by, p.embed_deadline);
-        let others =
-            futures::future::join_all(unembedded.iter().map(|c| {
-                embed.embed_admitted_by(&c.free_text, p.embed_admit_by, p.embed_deadline)
-            }));
+        let query = embed.embed_words_admitted_by(text, p.embed_admit_by, p.embed_deadline);
+        let others = futures::future::join_all(unembedded.iter().map(|c| {
+            embed.embed_words_admitted_by(&c.free_text, p.embed_admit_by, p.embed_deadline)
+        }));
         let (embedded, others) = tokio::join!(query, others);
         let micros = t.elapsed().as_micros() as u64;
         for (c, v) in unembedded.iter().zip(others) {
             match v {
-                Ok(v) => sim.adopt(&p.scope, &c.id, v, self.store.clone()).await,
+                Ok((v, words)) => {
+                    if let Some(w) = words {
+                        self.texts.put_words(&c.id, &c.free_text, w);
+                    }
+                    sim.adopt(&p.scope, &c.id, v, self.store.clone()).await
+                }
                 Err(e) => tracing::debug!(%e, call = %c.id, "candidate not embedded"),
             }
         }
         match embedded {
-            Ok(v) => out.embedding = Some((v, micros)),
+            Ok((v, words)) => {
+                out.embedding = Some((v, micros));
+                out.words = words;
+            }
             Err(IdemError::DeadlineExceeded(_)) => {
                 out.missed = Some(StageReport {
                     stage: StageKind::Semantic,
@@ -452,6 +462,7 @@ impl Engine {
             candidates: None,
             fuzzy_ahead: None,
             embedding: None,
+            words: None,
             none_comparable: false,
             nearest: None,
             window: None,
@@ -701,6 +712,10 @@ impl Engine {
             self.texts
                 .put(&record.id, &record.free_text, q.as_ref().clone());
         }
+        if let (Some(_), Some(w)) = (semantic, &ctx.words) {
+            self.texts
+                .put_words(&record.id, &record.free_text, w.as_ref().clone());
+        }
         let ticket = self.pending.register(record);
         let stripe = self.stripe(&p.scope);
         stripe.inserts.fetch_add(1, Ordering::Release);
@@ -743,7 +758,7 @@ impl Engine {
         }
         drop(lock);
         if let Some((sim, record)) = to_backfill {
-            sim.backfill(&record, self.store.clone());
+            sim.backfill(&record, self.store.clone(), self.texts.clone());
         }
         Ok(CheckOutcome {
             previous_attempt_unknown,
@@ -926,6 +941,8 @@ enum Waited<'a> {
 struct BeforeLock {
     /// The free text's embedding and the microseconds it took.
     embedding: Option<(Vec<f32>, u64)>,
+    /// The free text's word vectors, from the same model call.
+    words: Option<WordVectors>,
     /// Whether the call could be embedded at all (semantic mode, free text, an embedder).
     may_embed: bool,
     /// No candidate read ahead may match whatever the cosine (so nothing was embedded).

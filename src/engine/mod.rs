@@ -97,7 +97,10 @@ impl Engine {
         }
         let admission = Arc::new(Semaphore::new(config.max_concurrent_checks));
         let pending = Arc::new(PendingInserts::new(store));
-        let texts = Arc::new(TextCache::new(config.semantic.text_cache));
+        let texts = Arc::new(TextCache::with_words(
+            config.semantic.text_cache,
+            config.semantic.word_cache,
+        ));
         Self {
             store: pending.clone(),
             pending,

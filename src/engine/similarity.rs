@@ -16,7 +16,7 @@ use crate::clock::Millis;
 use crate::config::ServerConfig;
 use crate::embed::{EMBEDDING_DIM, EmbedService};
 use crate::error::IdemError;
-use crate::funnel::{FuzzyStage, SemanticStage, Stage, Verifier, VerifyStage};
+use crate::funnel::{FuzzyStage, SemanticStage, Stage, TextCache, Verifier, VerifyStage};
 use crate::index::{IndexConfig, ScopeIndexes};
 use crate::record::{Record, vector_id};
 use crate::store::{Store, StoreError};
@@ -164,7 +164,8 @@ impl Similarity {
     /// deadline) in the background lane, stores the embedding alone and then indexes it, so
     /// later rewordings can find it. Bounded: with every slot taken the call is embedded when a
     /// check needs it.
-    pub fn backfill(&self, record: &Record, store: Arc<dyn Store>) {
+    /// The call's content-word vectors, from the same model call, are kept in `texts`.
+    pub fn backfill(&self, record: &Record, store: Arc<dyn Store>, texts: Arc<TextCache>) {
         let Some(embed) = self.embed.clone() else {
             return;
         };
@@ -183,8 +184,13 @@ impl Similarity {
         );
         self.backfills.spawn(async move {
             let _slot = slot;
-            let v = match embed.embed_background(&text).await {
-                Ok(v) => v,
+            let v = match embed.embed_background_words(&text).await {
+                Ok((v, words)) => {
+                    if let Some(w) = words {
+                        texts.put_words(&id, &text, w);
+                    }
+                    v
+                }
                 Err(e) => {
                     tracing::warn!(%e, call = %id, "background embedding failed");
                     return;

@@ -196,7 +196,7 @@ impl TextFeatures {
     }
 }
 
-fn is_function(w: &str) -> bool {
+pub(super) fn is_function(w: &str) -> bool {
     FUNCTION_WORDS.contains(&w)
 }
 

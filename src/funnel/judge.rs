@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
+use super::alignment::{ALIGN_FEATURES, ALIGN_RANGE, Alignment, N_ALIGN};
 use super::features::{N_TEXT, TEXT_FEATURES, TextFeatures, measure_prepared};
 use super::text::PreparedText;
 use crate::config::SessionSettings;
@@ -92,6 +93,21 @@ pub struct Model {
     /// What it was trained on (free-form provenance: files, counts, hashes).
     #[serde(default)]
     pub trained_on: serde_json::Value,
+    /// The variant that also reads the word alignment (`funnel::alignment`), used when both
+    /// texts' word vectors are at hand; the model above judges the pairs without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aligned: Option<AlignedModel>,
+}
+
+/// The judge's variant with the word-alignment features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlignedModel {
+    /// Feature names: those of the base model, then `alignment::ALIGN_FEATURES`.
+    pub features: Vec<String>,
+    /// One weight per feature.
+    pub weights: Vec<f64>,
+    pub bias: f64,
+    pub platt: Platt,
 }
 
 /// Feature names in model order.
@@ -104,13 +120,30 @@ pub fn feature_names() -> Vec<String> {
         .collect()
 }
 
-/// A loaded, validated model.
+/// Feature names of the aligned variant, in model order.
+pub fn aligned_feature_names() -> Vec<String> {
+    let mut names = feature_names();
+    names.extend(ALIGN_FEATURES.iter().map(|n| (*n).to_string()));
+    names
+}
+
+/// One loaded linear score with its calibration.
 #[derive(Debug, Clone)]
-pub struct Judge {
+struct Linear {
     w_cos: [f64; N_COS],
     w: [f64; N_TEXT],
+    /// Zero for the base model.
+    w_align: [f64; N_ALIGN],
     bias: f64,
     platt: Platt,
+}
+
+/// A loaded, validated model: the base judgement, and the aligned variant when the model
+/// has one.
+#[derive(Debug, Clone)]
+pub struct Judge {
+    base: Linear,
+    aligned: Option<Linear>,
 }
 
 /// The judge's view of one pair.
@@ -133,37 +166,137 @@ impl Judgement {
     }
 }
 
+/// Validates one linear score's names and coefficients.
+fn linear(
+    features: &[String],
+    weights: &[f64],
+    bias: f64,
+    platt: Platt,
+    with_alignment: bool,
+) -> Result<Linear, JudgeError> {
+    let expected = if with_alignment {
+        aligned_feature_names()
+    } else {
+        feature_names()
+    };
+    if features != expected {
+        return Err(JudgeError::Features {
+            found: features.to_vec(),
+            expected,
+        });
+    }
+    let n = expected.len();
+    if weights.len() != n {
+        return Err(JudgeError::Malformed(format!(
+            "{} weights for {n} features",
+            weights.len()
+        )));
+    }
+    let mut all = weights.iter().chain([&bias, &platt.a, &platt.b]);
+    if all.any(|x| !x.is_finite()) {
+        return Err(JudgeError::Malformed("a coefficient is not finite".into()));
+    }
+    let mut w_cos = [0.0; N_COS];
+    w_cos.copy_from_slice(&weights[..N_COS]);
+    let mut w = [0.0; N_TEXT];
+    w.copy_from_slice(&weights[N_COS..N_COS + N_TEXT]);
+    let mut w_align = [0.0; N_ALIGN];
+    if with_alignment {
+        w_align.copy_from_slice(&weights[N_COS + N_TEXT..]);
+    }
+    Ok(Linear {
+        w_cos,
+        w,
+        w_align,
+        bias,
+        platt,
+    })
+}
+
+impl Linear {
+    fn text_score(&self, t: &TextFeatures) -> f64 {
+        self.bias
+            + self
+                .w
+                .iter()
+                .zip(t.x.iter())
+                .map(|(w, x)| w * x)
+                .sum::<f64>()
+    }
+
+    fn align_score(&self, a: &Alignment) -> f64 {
+        self.w_align
+            .iter()
+            .zip(a.x.iter())
+            .map(|(w, x)| w * x)
+            .sum()
+    }
+
+    /// The highest alignment score any alignment could give: a linear score over a box is
+    /// highest at a corner.
+    fn best_align_score(&self) -> f64 {
+        self.w_align
+            .iter()
+            .zip(ALIGN_RANGE)
+            .map(|(w, (lo, hi))| (w * lo).max(w * hi))
+            .sum()
+    }
+
+    fn cosine_score(&self, cosine: f64) -> f64 {
+        self.w_cos
+            .iter()
+            .zip(cosine_terms(cosine))
+            .map(|(w, x)| w * x)
+            .sum()
+    }
+
+    /// The best cosine score over [-1, 1]: at a knot or an end (piecewise linear).
+    fn best_cosine_score(&self) -> f64 {
+        [-1.0, 1.0]
+            .into_iter()
+            .chain(COSINE_KNOTS)
+            .map(|c| self.cosine_score(c))
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    fn calibrated(&self, z: f64) -> f64 {
+        1.0 / (1.0 + (-(self.platt.a * z + self.platt.b)).exp())
+    }
+
+    /// Each feature's contribution to the raw score (the cosine terms as one).
+    fn parts(
+        &self,
+        t: &TextFeatures,
+        cosine: f64,
+        a: Option<&Alignment>,
+    ) -> Vec<(&'static str, f64)> {
+        std::iter::once((COSINE, self.cosine_score(cosine)))
+            .chain(
+                TEXT_FEATURES
+                    .iter()
+                    .zip(self.w.iter().zip(t.x.iter()))
+                    .map(|(n, (w, x))| (*n, w * x)),
+            )
+            .chain(a.into_iter().flat_map(|a| {
+                ALIGN_FEATURES
+                    .iter()
+                    .zip(self.w_align.iter().zip(a.x.iter()))
+                    .map(|(n, (w, x))| (*n, w * x))
+            }))
+            .collect()
+    }
+}
+
 impl Judge {
     /// Loads and validates a model.
     pub fn from_model(m: &Model) -> Result<Self, JudgeError> {
-        let expected = feature_names();
-        if m.features != expected {
-            return Err(JudgeError::Features {
-                found: m.features.clone(),
-                expected,
-            });
-        }
-        if m.weights.len() != N_COS + N_TEXT {
-            return Err(JudgeError::Malformed(format!(
-                "{} weights for {} features",
-                m.weights.len(),
-                N_COS + N_TEXT
-            )));
-        }
-        let mut all = m.weights.iter().chain([&m.bias, &m.platt.a, &m.platt.b]);
-        if all.any(|x| !x.is_finite()) {
-            return Err(JudgeError::Malformed("a coefficient is not finite".into()));
-        }
-        let mut w = [0.0; N_TEXT];
-        w.copy_from_slice(&m.weights[N_COS..]);
-        let mut w_cos = [0.0; N_COS];
-        w_cos.copy_from_slice(&m.weights[..N_COS]);
-        Ok(Self {
-            w_cos,
-            w,
-            bias: m.bias,
-            platt: m.platt,
-        })
+        let base = linear(&m.features, &m.weights, m.bias, m.platt, false)?;
+        let aligned = m
+            .aligned
+            .as_ref()
+            .map(|a| linear(&a.features, &a.weights, a.bias, a.platt, true))
+            .transpose()?;
+        Ok(Self { base, aligned })
     }
 
     /// Parses a model from JSON text.
@@ -179,70 +312,70 @@ impl Judge {
             .as_ref()
     }
 
-    fn text_score(&self, t: &TextFeatures) -> f64 {
-        self.bias
-            + self
-                .w
-                .iter()
-                .zip(t.x.iter())
-                .map(|(w, x)| w * x)
-                .sum::<f64>()
+    /// Whether the model has the aligned variant.
+    pub fn has_alignment(&self) -> bool {
+        self.aligned.is_some()
     }
 
-    fn calibrated(&self, z: f64) -> f64 {
-        1.0 / (1.0 + (-(self.platt.a * z + self.platt.b)).exp())
+    /// The score used for a pair: the aligned variant when it exists and the pair's
+    /// alignment is known, else the base model.
+    fn pick<'a>(&self, a: Option<&'a Alignment>) -> (&Linear, Option<&'a Alignment>) {
+        match (&self.aligned, a) {
+            (Some(m), Some(a)) => (m, Some(a)),
+            _ => (&self.base, None),
+        }
     }
 
-    /// Probability that the pair repeats one action, given its text features and cosine.
+    /// Probability that the pair repeats one action, given its text features and cosine
+    /// (the base model: no word alignment).
     pub fn probability(&self, t: &TextFeatures, cosine: f64) -> f64 {
+        self.probability_aligned(t, cosine, None)
+    }
+
+    /// [`Judge::probability`] with the pair's word alignment when known.
+    pub fn probability_aligned(&self, t: &TextFeatures, cosine: f64, a: Option<&Alignment>) -> f64 {
         if t.conflict.is_some() {
             return 0.0;
         }
-        self.calibrated(self.text_score(t) + self.cosine_score(cosine))
+        let (m, a) = self.pick(a);
+        m.calibrated(m.text_score(t) + m.cosine_score(cosine) + a.map_or(0.0, |a| m.align_score(a)))
     }
 
-    fn cosine_score(&self, cosine: f64) -> f64 {
-        self.w_cos
-            .iter()
-            .zip(cosine_terms(cosine))
-            .map(|(w, x)| w * x)
-            .sum()
-    }
-
-    /// The highest probability any cosine in [-1, 1] could give this pair. The score is
-    /// piecewise linear in the cosine (knots `COSINE_KNOTS`) and the calibration monotone, so
-    /// the maximum is at a knot or an end of the range.
+    /// The highest probability any cosine in [-1, 1] (and any word alignment) could give
+    /// this pair, under either variant. Each score is piecewise linear in the cosine (knots
+    /// `COSINE_KNOTS`), linear in the alignment features over their box (`ALIGN_RANGE`), and
+    /// the calibration monotone, so the maximum is at a knot or an end, and a corner.
     pub fn best_probability(&self, t: &TextFeatures) -> f64 {
-        let best_cos = [-1.0, 1.0]
-            .into_iter()
-            .chain(COSINE_KNOTS)
-            .map(|c| self.cosine_score(c))
-            .fold(f64::NEG_INFINITY, f64::max);
         if t.conflict.is_some() {
             return 0.0;
         }
-        self.calibrated(self.text_score(t) + best_cos)
+        std::iter::once(&self.base)
+            .chain(self.aligned.as_ref())
+            .map(|m| m.calibrated(m.text_score(t) + m.best_cosine_score() + m.best_align_score()))
+            .fold(0.0, f64::max)
     }
 
-    /// The probability and the features that decided it.
+    /// The probability and the features that decided it (the base model).
     pub fn judge(&self, t: &TextFeatures, cosine: f64) -> Judgement {
+        self.judge_aligned(t, cosine, None)
+    }
+
+    /// The probability and the features that decided it, with the word alignment when known
+    /// (then the aligned variant judges, and its features may be named).
+    pub fn judge_aligned(&self, t: &TextFeatures, cosine: f64, a: Option<&Alignment>) -> Judgement {
         if let Some(c) = t.conflict {
             return Judgement {
                 probability: 0.0,
                 deciding: vec![(c.as_str(), f64::NEG_INFINITY)],
             };
         }
-        let probability = self.probability(t, cosine);
-        let mut parts: Vec<(&'static str, f64)> =
-            std::iter::once((COSINE, self.cosine_score(cosine)))
-                .chain(
-                    TEXT_FEATURES
-                        .iter()
-                        .zip(self.w.iter().zip(t.x.iter()))
-                        .map(|(n, (w, x))| (*n, w * x)),
-                )
-                .filter(|(_, c)| c.abs() >= 0.05)
-                .collect();
+        let probability = self.probability_aligned(t, cosine, a);
+        let (m, a) = self.pick(a);
+        let mut parts: Vec<(&'static str, f64)> = m
+            .parts(t, cosine, a)
+            .into_iter()
+            .filter(|(_, c)| c.abs() >= 0.05)
+            .collect();
         parts.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         parts.truncate(3);
         Judgement {

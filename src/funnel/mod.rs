@@ -6,6 +6,7 @@
 //! before each one, and records what each did. It does not write: the engine turns the funnel's
 //! finding into a verdict and a reservation.
 
+pub mod alignment;
 mod exact;
 pub mod features;
 mod fuzzy;
@@ -228,6 +229,9 @@ pub struct CheckContext {
     pub fuzzy_ahead: Option<FuzzyScan>,
     /// Embedding of the call's free text, when computed.
     pub embedding: Option<Vec<f32>>,
+    /// The content words' vectors of the call's free text, from the embedding's model call
+    /// (the judge's word alignment); `None` when the embedding came from a cache.
+    pub words: Option<Arc<crate::embed::WordVectors>>,
     /// Set by the engine when it found, on these candidates, that none may match whatever
     /// the cosine (`may_match`), which is why it did not embed: stages need not ask again.
     pub none_comparable: bool,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::alignment::{WordSims, align};
 use super::features::measure_prepared;
 use super::judge::{Judge, MatchFilter};
 use super::{CheckContext, Finding, Found, Stage, StageKind, StageOutcome, StageRun};
@@ -126,9 +127,24 @@ impl Stage for SemanticStage {
             if t.conflict.is_some() {
                 conflicts += 1;
             }
-            let j = self.judge.judge(&t, cos);
+            // The word alignment, when both texts' word vectors are at hand (the call's from
+            // its own embedding, the candidate's from the word cache); else the base model.
+            let alignment = match (&ctx.words, self.judge.has_alignment()) {
+                (Some(q), true) if t.conflict.is_none() => ctx
+                    .texts
+                    .words(&candidates[i])
+                    .map(|c| align(&WordSims::between(q, &c.words))),
+                _ => None,
+            };
+            let j = self.judge.judge_aligned(&t, cos, alignment.as_ref());
             if best.as_ref().is_none_or(|b| j.probability > b.0) {
-                best = Some((j.probability, i, j.explain()));
+                let mut explain = j.explain();
+                if let Some((word, c)) = alignment.as_ref().and_then(|a| a.worst.as_ref())
+                    && j.deciding.iter().any(|(n, _)| n.starts_with("align_"))
+                {
+                    explain.push_str(&format!(" (least aligned word: {word:?} at {c:.2})"));
+                }
+                best = Some((j.probability, i, explain));
             }
         }
         let Some((p, i, explain)) = best else {

@@ -9,11 +9,19 @@
 //! from (its hash and length are checked), and the sweep drops the entries of the records it
 //! removes. The cache holds at most its configured number of entries (`semantic.text_cache`;
 //! about 0.5-1 KB each for 10-40 words); 0 turns it off (every lookup prepares the text).
+//!
+//! Beside it, a smaller bounded map keeps the content words' vectors of recent calls (from the
+//! forward pass that embedded them: `embed::WordVectors`, int8), which the judge's word
+//! alignment reads (`funnel::alignment`). At about 400 bytes a content word (2-6 KB a call)
+//! it holds `semantic.word_cache` entries (512 by default: 1-3 MB). A candidate not in it is
+//! judged without the alignment (the base model), never embedded again for it.
 
 use std::hash::Hasher;
 use std::sync::Arc;
 
+use super::alignment::content_words;
 use super::text::PreparedText;
+use crate::embed::WordVectors;
 use crate::record::vector_id;
 use crate::store::Candidate;
 
@@ -31,6 +39,17 @@ pub struct CandidateText {
 /// Prepared candidate texts by call id (module docs).
 pub struct TextCache {
     cache: Option<quick_cache::sync::Cache<String, Arc<CandidateText>>>,
+    /// Content words' vectors by call id.
+    words: Option<quick_cache::sync::Cache<String, Arc<CandidateWords>>>,
+}
+
+/// A candidate's content words with their vectors (`put_words`).
+#[derive(Debug)]
+pub struct CandidateWords {
+    /// The content words and their vectors.
+    pub words: WordVectors,
+    /// Hash and length of the text they are of.
+    source: (u64, usize),
 }
 
 fn fingerprint(text: &str) -> (u64, usize) {
@@ -40,11 +59,41 @@ fn fingerprint(text: &str) -> (u64, usize) {
 }
 
 impl TextCache {
-    /// A cache of at most `entries` prepared texts (0: none kept).
+    /// A cache of at most `entries` prepared texts (0: none kept), and no word vectors.
     pub fn new(entries: usize) -> Self {
+        Self::with_words(entries, 0)
+    }
+
+    /// A cache of at most `entries` prepared texts and `word_entries` texts' word vectors
+    /// (0: none kept).
+    pub fn with_words(entries: usize, word_entries: usize) -> Self {
         Self {
             cache: (entries > 0).then(|| quick_cache::sync::Cache::new(entries)),
+            words: (word_entries > 0).then(|| quick_cache::sync::Cache::new(word_entries)),
         }
+    }
+
+    /// Keeps the content words of `words`, the word vectors of `text`, for call `id`.
+    pub fn put_words(&self, id: &str, text: &str, words: WordVectors) {
+        if let Some(cache) = &self.words {
+            let kept = content_words(words);
+            let entry = CandidateWords {
+                words: kept,
+                source: fingerprint(text),
+            };
+            cache.insert(id.to_string(), Arc::new(entry));
+        }
+    }
+
+    /// Candidate `c`'s content-word vectors, when kept (and of its current text).
+    pub fn words(&self, c: &Candidate) -> Option<Arc<CandidateWords>> {
+        let hit = self.words.as_ref()?.get(c.id.as_str())?;
+        (hit.source == fingerprint(&c.free_text)).then_some(hit)
+    }
+
+    /// Texts whose word vectors are kept.
+    pub fn words_len(&self) -> usize {
+        self.words.as_ref().map_or(0, |c| c.len())
     }
 
     /// Candidate `c`'s prepared text: kept from an earlier check, or prepared now (and kept).
@@ -81,9 +130,12 @@ impl TextCache {
 
     /// Drops the entries of calls that are gone (swept, or an insert that failed).
     pub fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
-        if let Some(cache) = &self.cache {
-            for id in ids {
+        for id in ids {
+            if let Some(cache) = &self.cache {
                 cache.remove(id);
+            }
+            if let Some(words) = &self.words {
+                words.remove(id);
             }
         }
     }
@@ -155,6 +207,31 @@ mod tests {
         let kept = cache.get(&cand("n1", text));
         assert!(Arc::ptr_eq(&kept, &cache.get(&cand("n1", text))));
         assert_eq!(cache.len(), 1);
+    }
+
+    fn vectors(words: &[&str]) -> WordVectors {
+        let flat: Vec<f32> = (0..words.len() * 4).map(|i| (i as f32).sin()).collect();
+        WordVectors::new(4, words.iter().map(|w| (*w).into()).collect(), &flat)
+    }
+
+    #[test]
+    fn word_vectors_are_kept_for_their_text_only_bounded_and_forgotten() {
+        let cache = TextCache::with_words(16, 8);
+        let a = cand("c1", "send the report");
+        cache.put_words("c1", &a.free_text, vectors(&["send", "the", "report"]));
+        let kept = cache.words(&a).expect("kept");
+        // Function words are dropped.
+        assert_eq!(kept.words.len(), 2);
+        assert_eq!(kept.words.word(1), "report");
+        assert!(cache.words(&cand("c1", "send the other report")).is_none());
+        for i in 0..100 {
+            cache.put_words(&format!("x{i}"), "a text", vectors(&["text"]));
+        }
+        assert!(cache.words_len() <= 8, "{} kept", cache.words_len());
+        cache.put_words("c1", &a.free_text, vectors(&["send", "report"]));
+        cache.forget(["c1"]);
+        assert!(cache.words(&a).is_none());
+        assert!(TextCache::new(16).words(&a).is_none());
     }
 
     #[test]
