@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::identical::IdenticalGuard;
 use super::reservation::{self, SeenVersion};
 use super::{CheckOutcome, CheckRequest, Engine, RetryIntent, Stripe, Verdict, validate};
 use crate::canonical::{CanonError, CanonicalCall};
@@ -32,6 +33,9 @@ struct Prepared {
     settings: Arc<SessionSettings>,
     mode: ToolMode,
     deadline: Instant,
+    /// How long the check may wait past `deadline` for an identical check's record: the
+    /// client's transport deadline, else `IDENTICAL_WAIT` past the deadline.
+    identical_until: Instant,
     /// When the embedding must be ready: the deadline less a reserve for the stages after it
     /// and the durable write of a NEW, so the whole check ends inside its budget.
     embed_deadline: Instant,
@@ -166,6 +170,10 @@ impl Engine {
             call.resource_fingerprint((&call.tool, &inverse), &fields)
                 .map(|key| (key, inverse))
         });
+        let identical_until = match req.transport_deadline_ms {
+            Some(ms) => now + Duration::from_millis(ms),
+            None => deadline + IDENTICAL_WAIT,
+        };
         Ok(Ok(Prepared {
             mode: policy.mode,
             req,
@@ -173,6 +181,7 @@ impl Engine {
             scope,
             settings,
             deadline,
+            identical_until,
             embed_deadline,
             embed_admit_by,
             seen: SeenVersion::default(),
@@ -183,6 +192,8 @@ impl Engine {
 
     async fn run_funnel(&self, p: &Prepared) -> Result<CheckOutcome, IdemError> {
         let stripe = self.stripe(&p.scope);
+        let identical = self.identical.enter(&p.scope, &p.call.exact_hash);
+        let inserts_settled = stripe.inserts.load(Ordering::Acquire);
         if let Some(out) = self.settle_without_lock(p).await? {
             return Ok(out);
         }
@@ -194,7 +205,10 @@ impl Engine {
             // either seen here or makes this attempt's reservation fail.
             let window = self.window(p).await?;
             let before = self.before_lock(p, stripe, window.as_ref()).await?;
-            let guard = match self.lock_or_settle(p, stripe).await? {
+            let guard = match self
+                .lock_or_settle(p, stripe, &identical, inserts_settled)
+                .await?
+            {
                 Waited::Locked(guard) => guard,
                 Waited::Settled(out) => return Ok(*out),
                 Waited::TimedOut => {
@@ -299,11 +313,16 @@ impl Engine {
     }
 
     /// Waits for the scope's lock until the deadline (at least `LOCK_GRACE`), looking again for
-    /// a settling original after every insert under the stripe.
+    /// a settling original whenever a record was inserted under the stripe since the check
+    /// last looked (`inserts_settled`). Past the deadline it goes on waiting, up to
+    /// `identical_until`, while an identical check is under way: that check's record answers
+    /// this one, so identical checks ahead of a check never make it fail.
     async fn lock_or_settle<'a>(
         &self,
         p: &Prepared,
         stripe: &'a Stripe,
+        identical: &IdenticalGuard<'_>,
+        mut inserts_settled: u64,
     ) -> Result<Waited<'a>, IdemError> {
         let until = p.deadline.max(Instant::now() + LOCK_GRACE);
         // One lock future for the whole wait keeps this check's place in the lock's queue.
@@ -312,17 +331,32 @@ impl Engine {
         loop {
             let inserted = stripe.inserted.notified();
             tokio::pin!(inserted);
-            // Registered before the lock is polled, so an insert meanwhile is not missed.
+            // Registered before the count is read, so an insert meanwhile is not missed.
             inserted.as_mut().enable();
+            let inserts = stripe.inserts.load(Ordering::Acquire);
+            if inserts != inserts_settled {
+                inserts_settled = inserts;
+                if let Some(out) = self.settle_without_lock(p).await? {
+                    return Ok(Waited::Settled(Box::new(out)));
+                }
+            }
+            // Past the deadline, look again every `IDENTICAL_POLL`: an identical check that
+            // ends without a record (an error) wakes no one.
+            let now = Instant::now();
+            let wait_until = if now < until || !identical.others_running() {
+                until
+            } else {
+                (now + IDENTICAL_POLL).min(p.identical_until)
+            };
             tokio::select! {
                 biased;
                 guard = &mut lock => return Ok(Waited::Locked(guard)),
-                _ = &mut inserted => {
-                    if let Some(out) = self.settle_without_lock(p).await? {
-                        return Ok(Waited::Settled(Box::new(out)));
+                _ = &mut inserted => {}
+                _ = tokio::time::sleep_until(wait_until) => {
+                    if Instant::now() >= p.identical_until || !identical.others_running() {
+                        return Ok(Waited::TimedOut);
                     }
                 }
-                _ = tokio::time::sleep_until(until) => return Ok(Waited::TimedOut),
             }
         }
     }
@@ -985,6 +1019,14 @@ const MAX_ATTEMPTS: u32 = 3;
 /// Candidates without a vector embedded by one check, newest first (older ones are left to
 /// their background embedding).
 const MAX_EMBEDDED_CANDIDATES: usize = 4;
+
+/// How long past its deadline a check waits for the record of an identical check under way
+/// (when the client set no transport deadline): a late answer beats an error the client
+/// retries into the same storm.
+const IDENTICAL_WAIT: Duration = Duration::from_secs(2);
+
+/// How often a check waiting past its deadline for an identical check looks again.
+const IDENTICAL_POLL: Duration = Duration::from_millis(5);
 
 /// How long a check may wait for its scope's lock even when its deadline is shorter.
 const LOCK_GRACE: Duration = Duration::from_millis(5);

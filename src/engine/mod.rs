@@ -14,6 +14,7 @@ mod advice;
 mod calls;
 mod check;
 mod feedback;
+mod identical;
 mod reservation;
 mod sessions;
 mod similarity;
@@ -70,6 +71,8 @@ pub struct Engine {
     /// Candidates' free texts, prepared once per call id (`semantic.text_cache` entries).
     texts: Arc<TextCache>,
     stripes: Vec<Stripe>,
+    /// Checks of one call under way at once (a retry storm), so none fails for the others.
+    identical: identical::IdenticalChecks,
     sessions: DashMap<String, Arc<SessionSettings>>,
     stats: DashMap<String, StatsSnapshot>,
     check_log: std::sync::Mutex<Vec<crate::store::CheckLog>>,
@@ -110,6 +113,7 @@ impl Engine {
             semantic,
             texts,
             stripes: (0..LOCK_STRIPES).map(|_| Stripe::default()).collect(),
+            identical: identical::IdenticalChecks::default(),
             sessions: DashMap::new(),
             stats: DashMap::new(),
             check_log: std::sync::Mutex::new(Vec::new()),

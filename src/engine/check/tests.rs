@@ -80,6 +80,74 @@ async fn a_check_waiting_for_the_lock_is_settled_by_the_insert_of_its_original()
     assert_eq!(answer.call_id, original.call_id);
 }
 
+#[tokio::test]
+async fn a_check_out_of_time_waits_for_the_record_of_an_identical_check_holding_the_lock() {
+    let engine = Arc::new(Engine::new(
+        Arc::new(MemoryStore::new()),
+        ServerConfig::default(),
+    ));
+    let args = r#"{"to": "bob", "amount": 100}"#;
+    let scope = match_scope("t", "s", false);
+    // An identical check holds the scope's lock and has recorded nothing yet (a slow leader).
+    let p = engine.prepare(request(args)).await.unwrap().ok().unwrap();
+    let leader = engine.identical.enter(&scope, &p.call.exact_hash);
+    let held = engine.lock_for(&scope).lock().await;
+    let waiting = tokio::spawn({
+        let engine = engine.clone();
+        let req = CheckRequest {
+            deadline_ms: Some(10),
+            ..request(args)
+        };
+        async move { engine.check(req).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        !waiting.is_finished(),
+        "past its deadline it waits for the identical check instead of failing"
+    );
+    let ctx = engine.context(&p, engine.clock.now_ms());
+    let original = engine
+        .reserve(&p, &ctx, None, NewCall::fresh(), "test")
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered from the identical check's record")
+        .unwrap()
+        .unwrap();
+    drop((held, leader));
+    assert_eq!(answer.verdict, Verdict::InFlight);
+    assert_eq!(answer.call_id, original.call_id);
+}
+
+#[tokio::test]
+async fn a_check_out_of_time_behind_a_different_call_fails_at_its_deadline() {
+    let engine = Arc::new(Engine::new(
+        Arc::new(MemoryStore::new()),
+        ServerConfig::default(),
+    ));
+    let scope = match_scope("t", "s", false);
+    let other = engine
+        .prepare(request(r#"{"to": "carol", "amount": 7}"#))
+        .await
+        .unwrap()
+        .ok()
+        .unwrap();
+    let _other = engine.identical.enter(&scope, &other.call.exact_hash);
+    let _held = engine.lock_for(&scope).lock().await;
+    let req = CheckRequest {
+        deadline_ms: Some(10),
+        ..request(r#"{"to": "bob", "amount": 100}"#)
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(1), engine.check(req))
+        .await
+        .expect("no identical check to wait for: it gives up at its deadline");
+    assert!(
+        matches!(answer, Err(IdemError::DeadlineExceeded(_))),
+        "{answer:?}"
+    );
+}
+
 /// A memory store whose inserts of calls marked `"gate"` wait for a permit (and fail when the
 /// gate is closed): a slow or failing commit, on demand.
 struct GatedStore {
