@@ -23,8 +23,9 @@ const BACKGROUND_DEADLINE: Duration = Duration::from_secs(10);
 /// which single flight needs whatever `embed_cache` says.
 const MIN_CACHE_ENTRIES: usize = 64;
 
-/// A text's embedding and, when the embedder gave them, its words' vectors (about 400 bytes
-/// a word: a cached entry costs 1.6 KB plus 2-8 KB for 5-20 words).
+/// A text's embedding and, when the embedder gave them, the vectors of the words the service
+/// keeps (about 400 bytes a word: a cached entry costs 1.6 KB plus 1-4 KB for 3-10 content
+/// words).
 type Embedded = (Vec<f32>, Option<WordVectors>);
 
 /// Who waits for an embedding.
@@ -42,6 +43,8 @@ pub struct EmbedService {
     /// Embeddings of recently seen texts by the text's hash, and the texts being embedded.
     /// With the words' vectors of the model call, when the embedder gave them.
     cache: quick_cache::sync::Cache<[u8; 32], Arc<Embedded>>,
+    /// Which words' vectors are kept and returned (the others are dropped at once).
+    keep_word: fn(&str) -> bool,
 }
 
 impl EmbedService {
@@ -51,12 +54,24 @@ impl EmbedService {
         Self {
             embedder,
             cache: quick_cache::sync::Cache::new(cache_entries.max(MIN_CACHE_ENTRIES)),
+            keep_word: |_| true,
         }
     }
 
-    /// The configured embedder (`None` for `embedder = none`). Fails (no panic) when the local
-    /// model files are missing, naming the file and the command that fetches them.
-    pub fn from_config(s: &SemanticConfig) -> Result<Option<Arc<Self>>, IdemError> {
+    /// The same service keeping and returning only the vectors of words `keep_word` accepts
+    /// (the judge's content words): the rest would only cost cache memory.
+    pub fn keeping_words(mut self, keep_word: fn(&str) -> bool) -> Self {
+        self.keep_word = keep_word;
+        self
+    }
+
+    /// The configured embedder (`None` for `embedder = none`), keeping the vectors of the words
+    /// `keep_word` accepts. Fails (no panic) when the local model files are missing, naming the
+    /// file and the command that fetches them.
+    pub fn from_config(
+        s: &SemanticConfig,
+        keep_word: fn(&str) -> bool,
+    ) -> Result<Option<Arc<Self>>, IdemError> {
         let embedder: Arc<dyn Embedder> = match s.embedder {
             EmbedderKind::None => return Ok(None),
             EmbedderKind::Local => {
@@ -92,7 +107,9 @@ impl EmbedService {
                 Arc::new(RemoteEmbedder::new(c).map_err(IdemError::Embed)?)
             }
         };
-        Ok(Some(Arc::new(Self::new(embedder, s.embed_cache))))
+        Ok(Some(Arc::new(
+            Self::new(embedder, s.embed_cache).keeping_words(keep_word),
+        )))
     }
 
     /// Forgets every cached embedding (benches and tests that must measure a cold text).
@@ -149,9 +166,8 @@ impl EmbedService {
             .0)
     }
 
-    /// [`EmbedService::embed_admitted_by`], with the text's word vectors from the same model
-    /// call when the embedder gives them (`None` when the embedding came from the cache or
-    /// from another caller's call: only the sentence vectors are kept there).
+    /// [`EmbedService::embed_admitted_by`], with the vectors of the text's kept words from the
+    /// same model call when the embedder gives them (`None` from a remote embedder).
     pub async fn embed_words_admitted_by(
         &self,
         text: &str,
@@ -207,6 +223,10 @@ impl EmbedService {
             }
             Waiter::Nobody => self.embedder.embed_background_words(text, deadline).await?,
         };
+        let words = words.map(|mut w| {
+            w.retain(self.keep_word);
+            w
+        });
         // Err only when the entry was replaced meanwhile; the value is ours either way.
         let out = (v, words);
         let _ = guard.insert(Arc::new(out.clone()));
@@ -278,6 +298,17 @@ mod tests {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             Ok(vec![1.0, text.len() as f32])
         }
+        /// Each word of the text with a one-dimensional vector.
+        async fn embed_words(
+            &self,
+            text: &str,
+            deadline: Instant,
+        ) -> Result<(Embedding, Option<WordVectors>), EmbedError> {
+            let words: Vec<Box<str>> = text.split_whitespace().map(Box::from).collect();
+            let values = vec![1.0; words.len()];
+            let v = self.embed(text, deadline).await?;
+            Ok((v, Some(WordVectors::new(1, words, &values))))
+        }
         /// One text at a time: each text ahead adds a whole delay.
         fn expected_wait(
             &self,
@@ -297,6 +328,25 @@ mod tests {
         fn name(&self) -> &str {
             "fake"
         }
+    }
+
+    #[tokio::test]
+    async fn only_the_kept_words_are_returned_and_cached() {
+        let s = EmbedService::new(Fake::new(0), 8).keeping_words(|w| w != "the");
+        let words = |r: (Vec<f32>, Option<WordVectors>)| {
+            let w = r.1.expect("the fake gives words");
+            (0..w.len())
+                .map(|i| w.word(i).to_string())
+                .collect::<Vec<_>>()
+        };
+        let text = "send the report";
+        let first = s
+            .embed_words_admitted_by(text, soon(), soon())
+            .await
+            .unwrap();
+        assert_eq!(words(first), ["send", "report"]);
+        let cached = s.embed_background_words(text).await.unwrap();
+        assert_eq!(words(cached), ["send", "report"]);
     }
 
     fn soon() -> Instant {

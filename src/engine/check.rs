@@ -17,7 +17,6 @@ use crate::config::{
 };
 use crate::embed::WordVectors;
 use crate::error::IdemError;
-use crate::funnel::alignment::content_words;
 use crate::funnel::{
     CheckContext, Finding, Found, FunnelResult, FuzzyScan, MatchFilter, PreparedText,
     ResourceWindow, StageKind, StageOutcome, StageReport, StopReason, fuzzy_scan, load_candidates,
@@ -233,7 +232,7 @@ impl Engine {
             let embed_micros = before.embedding.as_ref().map_or(0, |(_, micros)| *micros);
             let embedded = before.embedding.is_some();
             ctx.embedding = before.embedding.map(|(v, _)| v);
-            ctx.words = before.words.map(|w| Arc::new(content_words(w)));
+            ctx.words = before.words.map(Arc::new);
             // Nothing inserted under this stripe since the read ahead: it is still complete.
             match before.read_ahead {
                 Some((seen, c, scan)) if stripe.inserts.load(Ordering::Acquire) == seen => {

@@ -16,6 +16,7 @@ use crate::clock::Millis;
 use crate::config::ServerConfig;
 use crate::embed::{EMBEDDING_DIM, EmbedService};
 use crate::error::IdemError;
+use crate::funnel::alignment::is_content_word;
 use crate::funnel::{FuzzyStage, SemanticStage, Stage, TextCache, Verifier, VerifyStage};
 use crate::index::{IndexConfig, ScopeIndexes};
 use crate::record::{Record, vector_id};
@@ -59,7 +60,7 @@ impl Similarity {
     /// Builds the parts from the server config. Fails (no panic) when the local model files
     /// are missing, naming the file and the command that fetches it.
     pub fn from_config(config: &ServerConfig) -> Result<Option<Arc<Self>>, IdemError> {
-        let embed = EmbedService::from_config(&config.semantic)?;
+        let embed = EmbedService::from_config(&config.semantic, is_content_word)?;
         let verifier = match &config.verifier.base_url {
             Some(url) => Some(
                 Verifier::new(

@@ -42,10 +42,10 @@ pub struct WordSims {
     pub sims: Vec<f32>,
 }
 
-/// Drops the function words and keeps the content words (what the cache keeps of a text).
-pub fn content_words(mut w: WordVectors) -> WordVectors {
-    w.retain(|x| !is_function(x));
-    w
+/// Whether the alignment looks at `word` (a content word, not a function word): the only
+/// words whose vectors are worth keeping.
+pub fn is_content_word(word: &str) -> bool {
+    !is_function(word)
 }
 
 impl WordSims {

@@ -19,7 +19,6 @@
 use std::hash::Hasher;
 use std::sync::Arc;
 
-use super::alignment::content_words;
 use super::text::PreparedText;
 use crate::embed::WordVectors;
 use crate::record::vector_id;
@@ -73,12 +72,12 @@ impl TextCache {
         }
     }
 
-    /// Keeps the content words of `words`, the word vectors of `text`, for call `id`.
+    /// Keeps `words`, the content-word vectors of `text` (as the embedding service gives
+    /// them), for call `id`.
     pub fn put_words(&self, id: &str, text: &str, words: WordVectors) {
         if let Some(cache) = &self.words {
-            let kept = content_words(words);
             let entry = CandidateWords {
-                words: kept,
+                words,
                 source: fingerprint(text),
             };
             cache.insert(id.to_string(), Arc::new(entry));
