@@ -335,13 +335,13 @@ fn align(a: &[&str], b: &[&str]) -> Vec<Option<usize>> {
         one_typo(a[i], b[j])
     }];
     for pass in passes {
-        for i in 0..a.len() {
-            if out[i].is_some() {
+        for (i, slot) in out.iter_mut().enumerate() {
+            if slot.is_some() {
                 continue;
             }
             let mut best: Option<(f64, usize)> = None;
-            for j in 0..b.len() {
-                if used[j] || !pass(i, j) {
+            for (j, taken) in used.iter().enumerate() {
+                if *taken || !pass(i, j) {
                     continue;
                 }
                 let d = (rel(i, a.len()) - rel(j, b.len())).abs();
@@ -350,7 +350,7 @@ fn align(a: &[&str], b: &[&str]) -> Vec<Option<usize>> {
                 }
             }
             if let Some((_, j)) = best {
-                out[i] = Some(j);
+                *slot = Some(j);
                 used[j] = true;
             }
         }
