@@ -3,7 +3,9 @@
 # concurrency given (default 1 8 64). Usage: scripts/bench-server.sh [DURATION] [CONCURRENCY...]
 # Prints one JSON line per run; the server's log goes to $OUT/server.log. SERVER_ARGS adds
 # flags to `idem serve` (e.g. SERVER_ARGS="--embed-cache 0": every paraphrase check embeds);
-# RATE=N runs open loop at N checks/s over CONCURRENCY sessions.
+# RATE=N runs open loop at N checks/s over CONCURRENCY sessions; BENCH_ARGS adds flags to
+# `idem bench` (e.g. BENCH_ARGS="--calls benches/data/load_calls.jsonl --mix exact=10,new=90":
+# unique calls with 10-40 words of free text, each with identity-equal earlier calls).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-15s}
@@ -24,6 +26,6 @@ for c in ${LEVELS[@]}; do
     sleep 0.2
   done
   ./target/release/idem bench --server "http://127.0.0.1:$PORT" --concurrency "$c" \
-    --duration "$DURATION" --models-dir models ${RATE:+--rate $RATE} --json
+    --duration "$DURATION" --models-dir models ${RATE:+--rate $RATE} ${BENCH_ARGS:-} --json
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done

@@ -225,6 +225,7 @@ async fn a_scrape_counts_new_duplicate_and_shed_checks_without_tenant_labels() {
         Some(1.0)
     );
     assert!(value(&m, "idem_index_vectors", &[]).is_some(), "{text}");
+    assert!(value(&m, "idem_backfills_pending", &[]).is_some(), "{text}");
     // Bounded labels only: no tenant, session or argument text anywhere in the exposition.
     for secret in ["secret-tenant", "secret-session", "alice", "invoice"] {
         assert!(!text.contains(secret), "{secret} leaked into metrics");

@@ -23,11 +23,6 @@ const BACKGROUND_DEADLINE: Duration = Duration::from_secs(10);
 /// which single flight needs whatever `embed_cache` says.
 const MIN_CACHE_ENTRIES: usize = 64;
 
-/// A text's embedding and, when the embedder gave them, the vectors of the words the service
-/// keeps (about 400 bytes a word: a cached entry costs 1.6 KB plus 1-4 KB for 3-10 content
-/// words).
-type Embedded = (Vec<f32>, Option<WordVectors>);
-
 /// Who waits for an embedding.
 #[derive(Debug, Clone, Copy)]
 enum Waiter {
@@ -40,9 +35,11 @@ enum Waiter {
 /// Embeddings for checks and backfills, shared behind an `Arc`.
 pub struct EmbedService {
     embedder: Arc<dyn Embedder>,
-    /// Embeddings of recently seen texts by the text's hash, and the texts being embedded.
-    /// With the words' vectors of the model call, when the embedder gave them.
-    cache: quick_cache::sync::Cache<[u8; 32], Arc<Embedded>>,
+    /// Embeddings of recently seen texts by the text's hash, and the texts being embedded:
+    /// sentence vectors only (1.5 KB an entry). Word vectors would cost 2-10 KB more an entry
+    /// for the rare check whose own text was embedded before; such a check is judged by the
+    /// judge's base model.
+    cache: quick_cache::sync::Cache<[u8; 32], Arc<Vec<f32>>>,
     /// Which words' vectors are kept and returned (the others are dropped at once).
     keep_word: fn(&str) -> bool,
 }
@@ -167,7 +164,8 @@ impl EmbedService {
     }
 
     /// [`EmbedService::embed_admitted_by`], with the vectors of the text's kept words from the
-    /// same model call when the embedder gives them (`None` from a remote embedder).
+    /// same model call when the embedder gives them (`None` from a remote embedder, and when
+    /// the embedding came from the cache or from another caller's model call).
     pub async fn embed_words_admitted_by(
         &self,
         text: &str,
@@ -208,7 +206,7 @@ impl EmbedService {
         )
         .await
         {
-            Ok(Ok(v)) => return Ok(v.as_ref().clone()),
+            Ok(Ok(v)) => return Ok((v.as_ref().clone(), None)),
             Ok(Err(guard)) => guard,
             Err(_) => {
                 return Err(IdemError::DeadlineExceeded(
@@ -228,9 +226,8 @@ impl EmbedService {
             w
         });
         // Err only when the entry was replaced meanwhile; the value is ours either way.
-        let out = (v, words);
-        let _ = guard.insert(Arc::new(out.clone()));
-        Ok(out)
+        let _ = guard.insert(Arc::new(v.clone()));
+        Ok((v, words))
     }
 
     /// Sheds a check at once when the batches ahead cannot be embedded by `admit_by`; a text
@@ -346,7 +343,7 @@ mod tests {
             .unwrap();
         assert_eq!(words(first), ["send", "report"]);
         let cached = s.embed_background_words(text).await.unwrap();
-        assert_eq!(words(cached), ["send", "report"]);
+        assert!(cached.1.is_none(), "the cache keeps sentence vectors only");
     }
 
     fn soon() -> Instant {

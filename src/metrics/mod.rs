@@ -188,7 +188,8 @@ fn verdict_label(v: Verdict) -> &'static str {
     }
 }
 
-/// Gauges read from the engine at each scrape: embedder queue, batch sizes, index vectors.
+/// Gauges read from the engine at each scrape: embedder queue, batch sizes, index vectors,
+/// pending backfills.
 #[derive(Debug)]
 struct EngineGauges {
     engine: Weak<Engine>,
@@ -215,6 +216,13 @@ impl Collector for EngineGauges {
             "Vectors in the in-memory indexes",
             None,
             g.metric_type(),
+        )?)?;
+        let b = ConstGauge::new(semantic.backfills_pending() as i64);
+        b.encode(encoder.encode_descriptor(
+            "backfills_pending",
+            "Calls recorded without an embedding whose background embedding is queued or running",
+            None,
+            b.metric_type(),
         )?)?;
         let Some(load) = semantic.embedder().and_then(|e| e.load()) else {
             return Ok(());
