@@ -378,9 +378,8 @@ pub(crate) fn value_keys(word: &str) -> Vec<Box<str>> {
     let mut cur = String::new();
     for (k, &c) in chars.iter().enumerate() {
         let next_digit = chars.get(k + 1).is_some_and(char::is_ascii_digit);
-        if c.is_ascii_digit() {
-            cur.push(c);
-        } else if c == '.' && !cur.is_empty() && next_digit && !cur.contains('.') {
+        let decimal_point = c == '.' && !cur.is_empty() && next_digit && !cur.contains('.');
+        if c.is_ascii_digit() || decimal_point {
             cur.push(c);
         } else if c == ',' && !cur.is_empty() && next_digit {
             // A thousands separator: "1,000" is 1000.
