@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Millis;
@@ -24,9 +25,13 @@ use crate::store::{Store, StoreError};
 
 use super::vector_feed::{FeedCounts, VectorFeed};
 
-/// Backfill embeddings allowed at once (queued or running); more are dropped, and a later
-/// check that needs such a call's vector embeds it then.
+/// Backfill embeddings handed to the embedder at once (its background lane batches them).
 const MAX_BACKFILLS: usize = 64;
+
+/// Backfills waiting for one of the `MAX_BACKFILLS` slots (a few hundred bytes each); more are
+/// dropped, and a later check that needs such a call's vector embeds it then. A burst of NEWs
+/// faster than the model is embedded over the following seconds instead of never.
+const MAX_QUEUED_BACKFILLS: usize = 4_096;
 
 /// Embedding service, indexes, verifier and backfills.
 pub struct Similarity {
@@ -35,6 +40,10 @@ pub struct Similarity {
     verifier: Option<Arc<Verifier>>,
     backfills: TaskTracker,
     backfill_slots: Arc<Semaphore>,
+    /// Backfills queued or running (`MAX_QUEUED_BACKFILLS` permits).
+    backfill_queue: Arc<Semaphore>,
+    /// Cancelled at shutdown: queued backfills that have not started are dropped.
+    stopping: CancellationToken,
     /// Cursors into a shared store's vector logs (unused on stores only this process writes).
     feed: VectorFeed,
 }
@@ -53,6 +62,8 @@ impl Similarity {
             verifier: verifier.map(Arc::new),
             backfills: TaskTracker::new(),
             backfill_slots: Arc::new(Semaphore::new(MAX_BACKFILLS)),
+            backfill_queue: Arc::new(Semaphore::new(MAX_QUEUED_BACKFILLS)),
+            stopping: CancellationToken::new(),
             feed: VectorFeed::default(),
         }
     }
@@ -173,10 +184,11 @@ impl Similarity {
         if record.free_text.is_empty() {
             return;
         }
-        let Ok(slot) = self.backfill_slots.clone().try_acquire_owned() else {
-            tracing::debug!(call = %record.id, "backfills full; the call is embedded when a check needs it");
+        let Ok(queued) = self.backfill_queue.clone().try_acquire_owned() else {
+            tracing::debug!(call = %record.id, "backfill queue full; the call is embedded when a check needs it");
             return;
         };
+        let (slots, stopping) = (self.backfill_slots.clone(), self.stopping.clone());
         let indexes = self.indexes.clone();
         let (id, scope, text) = (
             record.id.clone(),
@@ -184,7 +196,15 @@ impl Similarity {
             record.free_text.clone(),
         );
         self.backfills.spawn(async move {
-            let _slot = slot;
+            let _queued = queued;
+            let _slot = tokio::select! {
+                slot = slots.acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+                // Shutdown: not started, so left to the check that needs it after a restart.
+                _ = stopping.cancelled() => return,
+            };
             let v = match embed.embed_background_words(&text).await {
                 Ok((v, words)) => {
                     if let Some(w) = words {
@@ -251,8 +271,15 @@ impl Similarity {
         }
     }
 
-    /// Stops taking backfills and waits for those running and for index builds (shutdown).
+    /// Backfills queued or running (benches wait for none before they measure).
+    pub fn backfills_pending(&self) -> usize {
+        MAX_QUEUED_BACKFILLS - self.backfill_queue.available_permits()
+    }
+
+    /// Stops taking backfills, drops the queued ones and waits for those running and for
+    /// index builds (shutdown).
     pub async fn drain(&self) {
+        self.stopping.cancel();
         self.backfills.close();
         self.backfills.wait().await;
         let indexes = self.indexes.clone();

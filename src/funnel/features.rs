@@ -203,8 +203,12 @@ impl TextFeatures {
     }
 }
 
+/// `FUNCTION_WORDS` as a set: every token of every compared text is looked up.
+static FUNCTION_SET: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+    std::sync::LazyLock::new(|| FUNCTION_WORDS.iter().copied().collect());
+
 pub(super) fn is_function(w: &str) -> bool {
-    FUNCTION_WORDS.contains(&w)
+    FUNCTION_SET.contains(w)
 }
 
 fn is_negation(w: &str) -> bool {
@@ -255,10 +259,11 @@ fn degree_stem(w: &str) -> &str {
 
 /// Edit distance at most one (a typo), for words of six letters or more.
 fn one_typo(a: &str, b: &str) -> bool {
-    let (ca, cb): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    if ca.len().min(cb.len()) < 6 || ca.len().abs_diff(cb.len()) > 1 {
-        return false;
+    let (na, nb) = (a.chars().count(), b.chars().count());
+    if na.min(nb) < 6 || na.abs_diff(nb) > 1 || a == b {
+        return a == b && na >= 6;
     }
+    let (ca, cb): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
     let (mut i, mut j, mut edits) = (0, 0, 0);
     while i < ca.len() && j < cb.len() {
         if ca[i] == cb[j] {
@@ -300,17 +305,20 @@ fn surplus<'a>(x: &[&'a str], y: &[&str]) -> Vec<&'a str> {
     out
 }
 
+/// `ANTONYMS` stemmed once (every unmatched pair of words is looked up).
+static ANTONYM_STEMS: std::sync::LazyLock<Vec<(&'static str, &'static str)>> =
+    std::sync::LazyLock::new(|| ANTONYMS.iter().map(|(x, y)| (stem(x), stem(y))).collect());
+
 fn antonyms(a: &str, b: &str) -> bool {
     let forms = |w| [stem(w), degree_stem(w)];
     let (fa, fb) = (forms(a), forms(b));
-    ANTONYMS.iter().any(|(x, y)| {
-        let (x, y) = (stem(x), stem(y));
-        (fa.contains(&x) && fb.contains(&y)) || (fa.contains(&y) && fb.contains(&x))
-    })
+    ANTONYM_STEMS
+        .iter()
+        .any(|(x, y)| (fa.contains(x) && fb.contains(y)) || (fa.contains(y) && fb.contains(x)))
 }
 
-/// A way two words may align.
-type Aligns = dyn Fn(&str, &str) -> bool;
+/// A way word `i` of a and word `j` of b may align.
+type Aligns<'a> = dyn Fn(usize, usize) -> bool + 'a;
 
 /// Content-word alignment: for each content word of `a`, the index (among `b`'s content
 /// words) it aligns with, if any. Exact matches first, then stems, then typos; among several
@@ -325,17 +333,22 @@ fn align(a: &[&str], b: &[&str]) -> Vec<Option<usize>> {
             i as f64 / (n - 1) as f64
         }
     };
-    let passes: [&Aligns; 3] = [&|x, y| x == y, &|x, y| stem(x) == stem(y), &|x, y| {
-        one_typo(x, y)
+    // Each word's stem once, not once per pair.
+    let (sa, sb): (Vec<&str>, Vec<&str>) = (
+        a.iter().map(|w| stem(w)).collect(),
+        b.iter().map(|w| stem(w)).collect(),
+    );
+    let passes: [&Aligns; 3] = [&|i, j| a[i] == b[j], &|i, j| sa[i] == sb[j], &|i, j| {
+        one_typo(a[i], b[j])
     }];
     for pass in passes {
-        for (i, wa) in a.iter().enumerate() {
-            if out[i].is_some() {
+        for (i, slot) in out.iter_mut().enumerate() {
+            if slot.is_some() {
                 continue;
             }
             let mut best: Option<(f64, usize)> = None;
-            for (j, wb) in b.iter().enumerate() {
-                if used[j] || !pass(wa, wb) {
+            for (j, taken) in used.iter().enumerate() {
+                if *taken || !pass(i, j) {
                     continue;
                 }
                 let d = (rel(i, a.len()) - rel(j, b.len())).abs();
@@ -344,7 +357,7 @@ fn align(a: &[&str], b: &[&str]) -> Vec<Option<usize>> {
                 }
             }
             if let Some((_, j)) = best {
-                out[i] = Some(j);
+                *slot = Some(j);
                 used[j] = true;
             }
         }

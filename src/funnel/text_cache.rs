@@ -217,9 +217,9 @@ mod tests {
     fn word_vectors_are_kept_for_their_text_only_bounded_and_forgotten() {
         let cache = TextCache::with_words(16, 8);
         let a = cand("c1", "send the report");
-        cache.put_words("c1", &a.free_text, vectors(&["send", "the", "report"]));
+        // Kept as given (the embedding service has dropped the function words).
+        cache.put_words("c1", &a.free_text, vectors(&["send", "report"]));
         let kept = cache.words(&a).expect("kept");
-        // Function words are dropped.
         assert_eq!(kept.words.len(), 2);
         assert_eq!(kept.words.word(1), "report");
         assert!(cache.words(&cand("c1", "send the other report")).is_none());
