@@ -201,7 +201,7 @@ impl Default for SessionSettings {
             // benches/data/pairs.jsonl (see README, Calibration): best recall with the
             // false-duplicate rate <= 0.5% at 95% confidence. The semantic thresholds are on
             // the judge's probability, not on the cosine.
-            fuzzy_threshold: 0.83,
+            fuzzy_threshold: 0.84,
             semantic_duplicate: 0.895,
             semantic_borderline: 0.645,
             borderline_policy: BorderlinePolicy::Proceed,

@@ -61,6 +61,63 @@ const ITERS: usize = 30;
 /// unweighted, so the output stays a calibrated probability.
 const DISTINCT_WEIGHT: f64 = 3.0;
 
+/// The sign a feature's weight must have: +1 for a measure of agreement (more of it never
+/// makes a repeat less likely), -1 for a measure of difference, 0 where either may hold (the
+/// cosine's upper knots shape a curve; a block move and a voice flip correct other terms).
+///
+/// Without the constraint the fit learns what the generated pairs happen to share rather
+/// than what a repeat is: the word swaps, negations and antonyms made from one sentence keep
+/// its length and most of its characters, so an unconstrained fit gives the fuzzy ratio, the
+/// aligned share and the length ratio negative weights and the substituted words a positive
+/// one, and then penalises every real rewording that keeps its sentence's shape. Those
+/// derived pairs are decided by their own features (swap, negation, antonym).
+pub fn required_sign(feature: &str) -> f64 {
+    match feature {
+        "cosine" | "cosine_over_80" | "fuzzy" | "content_aligned" | "length_ratio"
+        | "align_min" | "align_mean" => 1.0,
+        "substituted" | "added" | "swap" | "discordance" | "negation_mismatch" | "antonym"
+        | "names_differ" | "values_added" | "swap_alone" | "align_low" | "align_order" => -1.0,
+        _ => 0.0,
+    }
+}
+
+/// [`fit_weighted`] with each weight held to its `signs` entry (+1, -1, or 0 for free): the
+/// feature whose weight is the furthest on the wrong side is fixed at 0 and the rest refitted,
+/// until no weight is on its wrong side (an active-set fit; deterministic, like the fit).
+pub fn fit_signed(
+    x: &[Vec<f64>],
+    y: &[bool],
+    signs: &[f64],
+    neg_weight: f64,
+    l2: f64,
+) -> Result<(Vec<f64>, f64), TrainError> {
+    let d = x.first().map_or(0, Vec::len);
+    let mut active: Vec<usize> = (0..d).collect();
+    loop {
+        let xa: Vec<Vec<f64>> = x
+            .iter()
+            .map(|xi| active.iter().map(|&j| xi[j]).collect())
+            .collect();
+        let (wa, b) = fit_weighted(&xa, y, neg_weight, l2)?;
+        let worst = active
+            .iter()
+            .zip(&wa)
+            .map(|(&j, &w)| (j, -w * signs.get(j).copied().unwrap_or(0.0)))
+            .filter(|(_, v)| *v > 0.0)
+            .max_by(|p, q| p.1.total_cmp(&q.1));
+        match worst {
+            Some((j, _)) => active.retain(|&k| k != j),
+            None => {
+                let mut w = vec![0.0; d];
+                for (&j, &wj) in active.iter().zip(&wa) {
+                    w[j] = wj;
+                }
+                return Ok((w, b));
+            }
+        }
+    }
+}
+
 /// The model's feature vector of a pair: cosine first, then the text features.
 pub fn feature_vector(p: &TextPair) -> Option<Vec<f64>> {
     Some(judge::feature_vector(&measure(&p.a, &p.b), p.cosine?))
@@ -169,6 +226,7 @@ type Fitted = (Vec<f64>, f64, Platt);
 /// vectors `features` gives. Pairs with a hard conflict are left out of both.
 fn fit_split(
     pairs: &[TextPair],
+    names: &[String],
     features: impl Fn(&TextPair) -> Option<Vec<f64>>,
 ) -> Result<Fitted, TrainError> {
     let split = |name: &'static str| -> Result<(Vec<Vec<f64>>, Vec<bool>), TrainError> {
@@ -188,7 +246,8 @@ fn fit_split(
     };
     let (xt, yt) = split("train")?;
     let (xc, yc) = split("calib")?;
-    let (w, b) = fit_weighted(&xt, &yt, DISTINCT_WEIGHT, L2)?;
+    let signs: Vec<f64> = names.iter().map(|n| required_sign(n)).collect();
+    let (w, b) = fit_signed(&xt, &yt, &signs, DISTINCT_WEIGHT, L2)?;
     let w: Vec<f64> = w.into_iter().map(round6).collect();
     let b = round6(b);
     let z: Vec<Vec<f64>> = xc
@@ -208,7 +267,7 @@ fn fit_split(
 /// of those splits carries its word cosines, the aligned variant is fitted too, on the same
 /// pairs.
 pub fn train(pairs: &[TextPair]) -> Result<Model, TrainError> {
-    let (w, b, platt) = fit_split(pairs, feature_vector)?;
+    let (w, b, platt) = fit_split(pairs, &feature_names(), feature_vector)?;
     let fit_split_pairs = pairs
         .iter()
         .filter(|p| p.split == "train" || p.split == "calib");
@@ -216,7 +275,8 @@ pub fn train(pairs: &[TextPair]) -> Result<Model, TrainError> {
         .clone()
         .all(|p| p.word_sims.is_some() || hard_conflict(p))
     {
-        let (weights, bias, platt) = fit_split(pairs, aligned_feature_vector)?;
+        let (weights, bias, platt) =
+            fit_split(pairs, &aligned_feature_names(), aligned_feature_vector)?;
         Some(AlignedModel {
             features: aligned_feature_names(),
             weights,
@@ -242,6 +302,7 @@ pub fn train(pairs: &[TextPair]) -> Result<Model, TrainError> {
             "train": {"duplicate": count("train", true), "distinct": count("train", false)},
             "calib": {"duplicate": count("calib", true), "distinct": count("calib", false)},
             "l2": L2, "iterations": ITERS, "distinct_weight": DISTINCT_WEIGHT,
+            "signed": true,
         }),
         aligned,
     })
@@ -265,6 +326,29 @@ mod tests {
         assert_eq!(fitted, committed);
         // And twice in a row, bit for bit.
         assert_eq!(train(&pairs).expect("the fixture trains"), fitted);
+    }
+
+    #[test]
+    fn a_signed_fit_keeps_each_weight_on_its_side() {
+        // y follows x0; x1 is made to look like a mark of the negatives (as the fuzzy ratio is
+        // of the generated near-copies), so a free fit gives it a negative weight.
+        let x: Vec<Vec<f64>> = (0..400)
+            .map(|i| {
+                let x0 = f64::from(i % 20) / 10.0;
+                let x1 = if i % 20 < 10 && i % 3 != 0 { 1.0 } else { 0.0 };
+                vec![x0, x1]
+            })
+            .collect();
+        let y: Vec<bool> = (0..400).map(|i| (i % 20 >= 10) != (i % 11 == 0)).collect();
+        let (free, _) = fit_weighted(&x, &y, 1.0, L2).expect("fits");
+        assert!(free[1] < 0.0, "{free:?}");
+        let (signed, _) = fit_signed(&x, &y, &[1.0, 1.0], 1.0, L2).expect("fits");
+        assert_eq!(signed[1], 0.0);
+        assert!(signed[0] > 0.0, "{signed:?}");
+        // Every shipped feature has a sign rule or is deliberately free.
+        assert_eq!(required_sign("fuzzy"), 1.0);
+        assert_eq!(required_sign("values_added"), -1.0);
+        assert_eq!(required_sign("block_move"), 0.0);
     }
 
     #[test]

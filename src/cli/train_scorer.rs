@@ -30,7 +30,8 @@ pub struct TrainScorerArgs {
     /// Where to write the model (JSON); stdout when absent.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Write the pairs back with their cosines filled in.
+    /// Write the pairs back with their cosines and word cosines filled in (only then are the
+    /// word cosines computed for pairs that lack them).
     #[arg(long)]
     pub write_cosines: Option<PathBuf>,
     /// Directory of the local model files (to embed pairs without a cosine).
@@ -74,12 +75,18 @@ fn write_scores(judge: &Judge, pairs: &[TextPair], path: &Path) -> anyhow::Resul
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Embeds, once, the pairs that lack a cosine or their word cosines, with the local model;
-/// returns how many were embedded. A cosine already there is kept (the base model is refitted
-/// on the very cosines it was fitted on); the word cosines come from the same model call.
-async fn fill_cosines(pairs: &mut [TextPair], models_dir: &Path) -> anyhow::Result<usize> {
+/// Embeds, once, the pairs that lack a cosine (or, with `words`, their word cosines), with
+/// the local model; returns how many were embedded. A cosine already there is kept (the base
+/// model is refitted on the very cosines it was fitted on); the word cosines come from the
+/// same model call. Without `words`, a file whose pairs all have cosines is fitted as it is
+/// (the fixture: the base model only, no model files needed).
+async fn fill_cosines(
+    pairs: &mut [TextPair],
+    models_dir: &Path,
+    words: bool,
+) -> anyhow::Result<usize> {
     let missing: Vec<usize> = (0..pairs.len())
-        .filter(|&i| pairs[i].cosine.is_none() || pairs[i].word_sims.is_none())
+        .filter(|&i| pairs[i].cosine.is_none() || (words && pairs[i].word_sims.is_none()))
         .collect();
     if missing.is_empty() {
         return Ok(0);
@@ -195,7 +202,7 @@ pub async fn run(a: TrainScorerArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("{}:{}: not a text pair", a.pairs.display(), i + 1))
         })
         .collect::<anyhow::Result<_>>()?;
-    let filled = fill_cosines(&mut pairs, &a.models_dir).await?;
+    let filled = fill_cosines(&mut pairs, &a.models_dir, a.write_cosines.is_some()).await?;
     if let Some(p) = &a.write_cosines {
         let lines: Vec<String> = pairs
             .iter()

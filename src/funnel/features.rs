@@ -157,10 +157,15 @@ pub const TEXT_FEATURES: &[&str] = &[
     "names_differ",
     "length_ratio",
     "voice_flip_swap",
+    "values_added",
+    "swap_alone",
 ];
 
 /// Number of text features.
-pub const N_TEXT: usize = 12;
+pub const N_TEXT: usize = 14;
+
+/// Most one-sided values counted (`values_added`).
+const VALUES_CAP: usize = 3;
 
 /// The text features of a pair, and a hard conflict if the texts name different values.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,7 +173,8 @@ pub struct TextFeatures {
     /// Values in the order of `TEXT_FEATURES`.
     pub x: [f64; N_TEXT],
     /// A reason the two texts cannot be one action whatever the scores: numbers, amounts,
-    /// emails, URLs, dates or quoted values differ, or two values swap directional roles.
+    /// emails, URLs, dates or quoted values changed, or two values swap directional roles.
+    /// (Values written on one side only are not a conflict: `values_added` counts them.)
     pub conflict: Option<Conflict>,
 }
 
@@ -193,6 +199,7 @@ impl TextFeatures {
             && self.x[7] == 0.0
             && self.x[8] == 0.0
             && self.x[9] == 0.0
+            && self.x[12] == 0.0
     }
 }
 
@@ -428,6 +435,8 @@ pub fn measure_prepared(a: &PreparedText, b: &PreparedText) -> TextFeatures {
     let (ta, tb) = (ta.as_slice(), tb.as_slice());
     let fuzzy = similarity(a.fuzzy_form(), b.fuzzy_form());
     let conflict = a.conflict_with(b);
+    let (only_a, only_b) = a.value_surplus(b);
+    let values_added = only_a.max(only_b).min(VALUES_CAP) as f64;
     // Negations are aligned with the content words: where a "not" stands is part of the
     // word order ("does not exist" / "does exist not" is a swap).
     let content = |t: &[Token<'_>]| -> Vec<usize> {
@@ -497,6 +506,8 @@ pub fn measure_prepared(a: &PreparedText, b: &PreparedText) -> TextFeatures {
             b2f(names_differ),
             length_ratio,
             b2f(swap && voice_flip),
+            values_added,
+            b2f(swap && un_a.is_empty() && un_b.is_empty()),
         ],
         conflict,
     }
@@ -574,6 +585,32 @@ mod tests {
             measure("Please investigate.", "Please look into it.").conflict,
             None
         );
+    }
+
+    #[test]
+    fn a_value_on_one_side_is_weighed_not_vetoed_both_ways() {
+        let (a, b) = (
+            "Iranian nuclear talks to be extended to November",
+            "Iran nuclear talks extended to November 24",
+        );
+        for (x, y) in [(a, b), (b, a)] {
+            let t = measure(x, y);
+            assert_eq!(t.conflict, None);
+            assert_eq!(t.get("values_added"), Some(1.0));
+            assert!(!t.verbatim());
+        }
+        assert!(!measure("book rooms in Paris", "book 2 rooms in Paris").verbatim());
+    }
+
+    #[test]
+    fn a_swap_alone_is_told_from_a_reworded_swap() {
+        let t = measure("the dog bit the man", "the man bit the dog");
+        assert_eq!((t.get("swap"), t.get("swap_alone")), (Some(1.0), Some(1.0)));
+        let t = measure(
+            "Israel expands subsidies to settlements",
+            "Israel widens settlement subsidies",
+        );
+        assert_eq!((t.get("swap"), t.get("swap_alone")), (Some(1.0), Some(0.0)));
     }
 
     #[test]
