@@ -41,6 +41,17 @@ pub struct RedisStore {
     timeout: Duration,
     prefix: String,
     scripts: Scripts,
+    /// This handle's writer id (random at connect), logged with each vector it stores, so
+    /// the vector log tells this instance's own writes (already indexed) from other
+    /// instances' (fetched and indexed, replacing an older vector of the same call).
+    writer: String,
+}
+
+/// A fresh writer id: 12 hex digits of a v7 uuid's random part (48 bits: a clash between
+/// the few instances sharing a Redis is out of reach, and each log entry stays short).
+fn new_writer() -> String {
+    let u = uuid::Uuid::now_v7().simple().to_string();
+    u[u.len() - 12..].to_string()
 }
 
 impl RedisStore {
@@ -53,6 +64,7 @@ impl RedisStore {
             timeout: o.timeout,
             prefix: o.prefix.clone(),
             scripts: Scripts::new(),
+            writer: new_writer(),
         })
     }
 
@@ -64,6 +76,7 @@ impl RedisStore {
             timeout: self.timeout,
             prefix: prefix.to_string(),
             scripts: Scripts::new(),
+            writer: self.writer.clone(),
         }
     }
 
@@ -209,7 +222,8 @@ impl Store for RedisStore {
             .arg(json)
             .arg(vector)
             .arg(VECTOR_LOG_LEN)
-            .arg(&r.id);
+            .arg(&r.id)
+            .arg(&self.writer);
         let done: i64 = self.run_write(async |c| inv.invoke_async(c).await).await?;
         if done == 0 {
             return Err(StoreError::Missing(r.id.clone()));
@@ -229,7 +243,8 @@ impl Store for RedisStore {
             .key(k.vector_ids())
             .arg(vector_bytes(vector))
             .arg(VECTOR_LOG_LEN)
-            .arg(id);
+            .arg(id)
+            .arg(&self.writer);
         let done: i64 = self.run(async |c| inv.invoke_async(c).await).await?;
         Ok(done == 1)
     }

@@ -158,7 +158,8 @@ impl RedisStore {
             .arg(ttl)
             .arg(if r.idempotency_key.is_some() { "1" } else { "" })
             .arg(resource)
-            .arg(VECTOR_LOG_LEN);
+            .arg(VECTOR_LOG_LEN)
+            .arg(&self.writer);
         let version: i64 = self.run_write(async |c| inv.invoke_async(c).await).await?;
         if version >= 0 {
             return Ok(Reserved::Inserted);
