@@ -24,7 +24,7 @@ use redis::AsyncCommands;
 use self::conn::{Bound, Conn, timed};
 use self::keys::{GlobalKeys, ScopeKeys};
 use self::scripts::Scripts;
-use self::values::{candidate_of, corrupt, decode, vector_bytes, vector_of};
+use self::values::{candidate_of, corrupt, decode, record_bytes, vector_bytes, vector_of};
 use self::vlog::VECTOR_LOG_LEN;
 use super::{
     Candidate, CheckLog, Feedback, ListQuery, LogCursor, Page, Quota, Reserved, ScopeVectors,
@@ -130,12 +130,16 @@ impl RedisStore {
 
     async fn get_record(&self, scope_tag: &str, id: &str) -> Result<Option<Record>, StoreError> {
         let k = ScopeKeys::of_tag(&self.prefix, scope_tag);
-        let (rk, vk) = (k.record(id), k.vector(id));
-        let (json, vector): (Option<String>, Option<Vec<u8>>) = self
-            .run(async |c| redis::pipe().get(&rk).get(&vk).query_async(c).await)
-            .await?;
-        let Some(json) = json else { return Ok(None) };
-        let mut r = decode(id, &json)?;
+        // One script: the record, its vector and its view (free text) as of one instant.
+        let mut inv = self.scripts.vectors_of.prepare_invoke();
+        inv.key(k.record(id)).key(k.vector(id)).key(k.candidate(id));
+        let got: Vec<Option<Vec<u8>>> = self.run(async |c| inv.invoke_async(c).await).await?;
+        let [Some(bytes), vector, view] = <[Option<Vec<u8>>; 3]>::try_from(got)
+            .map_err(|got| corrupt(id, format!("{} values for a record", got.len())))?
+        else {
+            return Ok(None);
+        };
+        let mut r = decode(id, &bytes, view.as_deref())?;
         r.embedding = vector.map(|b| vector_of(id, &b)).transpose()?;
         Ok(Some(r))
     }
@@ -144,11 +148,15 @@ impl RedisStore {
         let k = ScopeKeys::of_scope(&self.prefix, scope);
         let mut inv = self.scripts.latest.prepare_invoke();
         inv.key(&index_key).arg(k.base());
-        let found: Vec<String> = self.run(async |c| inv.invoke_async(c).await).await?;
-        found
-            .first()
-            .map(|json| decode(&index_key, json))
-            .transpose()
+        let found: Vec<Option<Vec<u8>>> = self.run(async |c| inv.invoke_async(c).await).await?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [Some(bytes), view] => decode(&index_key, bytes, view.as_deref()).map(Some),
+            _ => Err(corrupt(
+                &index_key,
+                format!("{} values for a record", found.len()),
+            )),
+        }
     }
 }
 
@@ -211,7 +219,7 @@ impl Store for RedisStore {
         let Some(scope_tag) = self.scope_tag_of(&r.id).await? else {
             return Err(StoreError::Missing(r.id.clone()));
         };
-        let json = serde_json::to_string(r).map_err(|e| corrupt(&r.id, e))?;
+        let json = record_bytes(r);
         let k = ScopeKeys::of_tag(&self.prefix, &scope_tag);
         let vector = r.embedding.as_deref().map(vector_bytes).unwrap_or_default();
         let mut inv = self.scripts.update.prepare_invoke();

@@ -15,7 +15,7 @@ use redis::Script;
 ///
 /// KEYS: version, record, vector, candidate view, candidate set, by-exact, by-key, resource
 /// (these two written only when ARGV says so), vector log, vector ids.
-/// ARGV: seen ("" for unconditional), id, record JSON, vector ("" for none), candidate view,
+/// ARGV: seen ("" for unconditional), id, record bytes, vector ("" for none), candidate view,
 /// created ms, TTL ms, "1" to write by-key, resource state JSON ("" for none), vector log
 /// length, writer (the instance's id, logged with the vector).
 const RESERVE: &str = r"
@@ -71,7 +71,7 @@ end
 /// Replaces a record (keeping its expiry) and, when given and new, its embedding (logged
 /// only then: a Complete does not log the vector again). 0 if it is gone.
 ///
-/// KEYS: record, vector, vector log, vector ids. ARGV: record JSON, vector ("" to keep the
+/// KEYS: record, vector, vector log, vector ids. ARGV: record bytes, vector ("" to keep the
 /// stored one), vector log length, id, writer.
 const UPDATE: &str = r"
 local t = redis.call('PTTL', KEYS[1])
@@ -109,7 +109,8 @@ end
 return out
 ";
 
-/// The record an index entry (by key or by exact hash) points to: `{}` or `{record JSON}`.
+/// The record an index entry (by key or by exact hash) points to, with its candidate view
+/// (where its free text is): `{}` or `{record, view}` (view false if missing).
 ///
 /// KEYS: index entry. ARGV: the scope's key base.
 const LATEST: &str = r"
@@ -117,7 +118,7 @@ local id = redis.call('GET', KEYS[1])
 if not id then return {} end
 local r = redis.call('GET', ARGV[1] .. 'r:' .. id)
 if not r then return {} end
-return {r}
+return {r, redis.call('GET', ARGV[1] .. 'cd:' .. id)}
 ";
 
 /// Deletes an expired record and the index entries that still name it; logs the removal of
@@ -243,9 +244,10 @@ end
 return out
 ";
 
-/// The values of vector keys (false where none is stored).
+/// The values of keys of one scope read at one instant (false where none is stored): vector
+/// keys, or a record with its vector and candidate view.
 ///
-/// KEYS: vector keys of one scope.
+/// KEYS: keys of one scope.
 const VECTORS_OF: &str = r"
 local out = {}
 for i, k in ipairs(KEYS) do out[i] = redis.call('GET', k) end
