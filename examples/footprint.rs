@@ -304,19 +304,32 @@ async fn store_calls(
                         Err(s) => bail!("check {i}: {s}"),
                     }
                 };
-                if response.verdict != proto::Verdict::New as i32 {
+                // After a retry the first attempt may have been recorded (its answer lost):
+                // the retry then names it, in flight.
+                let retried = backoff > Duration::from_millis(5);
+                let in_flight = response.verdict == proto::Verdict::InFlight as i32;
+                if response.verdict != proto::Verdict::New as i32 && !(retried && in_flight) {
                     bail!("call {i} was not new: {response:?}");
                 }
                 if complete {
-                    client
-                        .complete(proto::CompleteRequest {
-                            call_id: response.call_id.clone(),
-                            outcome: proto::CallStatus::Succeeded as i32,
-                            result_json: Some(format!("{{\"message_id\":\"m{i}\"}}")),
-                            ..Default::default()
-                        })
-                        .await
-                        .with_context(|| format!("complete {i}"))?;
+                    let request = proto::CompleteRequest {
+                        call_id: response.call_id.clone(),
+                        outcome: proto::CallStatus::Succeeded as i32,
+                        result_json: Some(format!("{{\"message_id\":\"m{i}\"}}")),
+                        ..Default::default()
+                    };
+                    let mut backoff = Duration::from_millis(5);
+                    loop {
+                        match client.complete(request.clone()).await {
+                            Ok(_) => break,
+                            Err(s) if s.code() == Code::Unavailable => {
+                                retries.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(Duration::from_millis(200));
+                            }
+                            Err(s) => bail!("complete {i}: {s}"),
+                        }
+                    }
                 }
             }
         }));
@@ -347,7 +360,13 @@ async fn main() -> anyhow::Result<()> {
         Some(url) => {
             cmd.args(["--store", "redis", "--redis-url", url]);
             let client = redis::Client::open(url.as_str())?;
-            Some(client.get_multiplexed_async_connection().await?)
+            // Readings scan every key: no response timeout (the default cuts them short).
+            let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+            Some(
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?,
+            )
         }
         None => {
             cmd.args(["--store", "embedded", "--data-dir"]).arg(&data);
