@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Figures for the Redis store: `idem bench` against one release instance on the embedded store,
 # then, for each `appendfsync` policy asked for, one instance on Redis and two on one Redis (a
-# bench client per instance, at once, half the clients each). Starts its own redis-server
-# (`appendonly yes`) on a free loopback port, sets the policy with CONFIG SET between runs,
-# and stops everything it started on exit. Memory per stored call: measure-redis-memory.sh.
+# bench client per instance, at once, half the clients each). Starts a fresh redis-server
+# (`appendonly yes`, the policy) on a free loopback port per setup, and stops everything it
+# started on exit; a bench that fails is reported and the next setup runs. Memory per stored
+# call: scripts/measure-redis-memory.sh.
 # Usage: scripts/bench-redis.sh [DURATION] [CONCURRENCY] [POLICY...]
 #   (default 20s 8 always everysec; POLICY is always, everysec or no)
 # MIX (default exact=40,paraphrase=30,new=30) is passed to `idem bench --mix`.
@@ -75,13 +76,19 @@ print(json.dumps({
 EOF
 }
 
-RPORT=$(free_port)
-mkdir -p "$OUT/redis"
-redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$OUT/redis" --appendonly yes \
-  --appendfsync always --save '' --daemonize no >/dev/null &
-PIDS+=("$!")
-for _ in $(seq 1 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-URL=redis://127.0.0.1:$RPORT
+# start_redis POLICY: a fresh redis-server (appendonly yes, appendfsync POLICY) for one setup;
+# sets URL and REDIS_PID. A fresh server per setup: no data or fsync backlog carried over.
+start_redis() {
+  local port dir
+  port=$(free_port)
+  dir=$(mktemp -d -p "$OUT")
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
+    --appendfsync "$1" --save '' --daemonize no >/dev/null &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  URL=redis://127.0.0.1:$port
+}
 
 start_idem embedded --data-dir "$OUT/data"
 bench "$ADDR" "$C" >"$OUT/embedded.json"
@@ -89,24 +96,22 @@ kill "$LAST_PID"
 summary "one instance, embedded store" "$OUT/embedded.json"
 
 for policy in "${POLICIES[@]}"; do
-  redis-cli -p "$RPORT" config set appendfsync "$policy" >/dev/null
-  redis-cli -p "$RPORT" flushall >/dev/null
-
+  start_redis "$policy"
   start_idem "redis1-$policy" --store redis --redis-url "$URL"
-  bench "$ADDR" "$C" >"$OUT/redis1-$policy.json"
-  kill "$LAST_PID"
-  summary "one instance, Redis, appendfsync $policy" "$OUT/redis1-$policy.json"
-  redis-cli -p "$RPORT" flushall >/dev/null
+  bench "$ADDR" "$C" >"$OUT/redis1-$policy.json" || true
+  kill "$LAST_PID" "$REDIS_PID"
+  summary "one instance, Redis, appendfsync $policy" "$OUT/redis1-$policy.json" || true
 
+  start_redis "$policy"
   start_idem "redis2a-$policy" --store redis --redis-url "$URL"
   A=$ADDR
   start_idem "redis2b-$policy" --store redis --redis-url "$URL"
   B=$ADDR
   bench "$A" $((C / 2)) >"$OUT/redis2a-$policy.json" &
   ba=$!
-  bench "$B" $((C / 2)) >"$OUT/redis2b-$policy.json"
-  wait "$ba"
-  kill "${PIDS[-1]}" "${PIDS[-2]}"
+  bench "$B" $((C / 2)) >"$OUT/redis2b-$policy.json" || true
+  wait "$ba" || true
+  kill "${PIDS[-1]}" "${PIDS[-2]}" "$REDIS_PID"
   summary "two instances, one Redis, appendfsync $policy" "$OUT/redis2a-$policy.json" \
-    "$OUT/redis2b-$policy.json"
+    "$OUT/redis2b-$policy.json" || true
 done
