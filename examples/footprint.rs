@@ -6,7 +6,10 @@
 //! not per-call costs) to after the last call. `--embedder stub` answers embeddings from a tiny
 //! in-process HTTP endpoint (pseudo-random vectors of the same size) through the server's remote
 //! embedder, so 100k calls take minutes, not the model's hour; the bytes stored are the same.
-//! Run through `scripts/measure-footprint.sh`.
+//! With `--redis-url` the server runs on that Redis instead (it should be empty), and the
+//! report is Redis's `used_memory` growth per call, with `MEMORY USAGE` summed per key kind.
+//! `--embedder none` stores calls without embeddings. Run through
+//! `scripts/measure-footprint.sh` (embedded) or `scripts/measure-redis-memory.sh` (Redis).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -38,7 +41,8 @@ struct Args {
     /// Calls per session (a session is one match scope).
     #[arg(long, default_value_t = 1_000)]
     per_session: usize,
-    /// `local` (the model) or `stub` (pseudo-random vectors over HTTP).
+    /// `local` (the model), `stub` (pseudo-random vectors over HTTP) or `none` (no
+    /// embeddings stored).
     #[arg(long, default_value = "local")]
     embedder: String,
     /// Model files for `local`.
@@ -56,6 +60,9 @@ struct Args {
     /// Extra flags for `idem serve`, e.g. "--embed-cache 0".
     #[arg(long, default_value = "")]
     server_args: String,
+    /// Run the server on this Redis (empty) and report its memory instead of the disk.
+    #[arg(long)]
+    redis_url: Option<String>,
 }
 
 const WORDS: &[&str] = &[
@@ -252,7 +259,8 @@ async fn serve_stub(socket: tokio::net::TcpStream) -> anyhow::Result<()> {
     }
 }
 
-/// Stores calls `from..to` over `concurrency` clients; retries shed and timed-out checks.
+/// Stores calls `from..to` over `concurrency` clients; retries shed, timed-out and unavailable
+/// checks (a store that stalled past a check's deadline).
 async fn store_calls(
     client: &IdemClient<tonic::transport::Channel>,
     range: std::ops::Range<usize>,
@@ -284,7 +292,9 @@ async fn store_calls(
                         Err(s)
                             if matches!(
                                 s.code(),
-                                Code::ResourceExhausted | Code::DeadlineExceeded
+                                Code::ResourceExhausted
+                                    | Code::DeadlineExceeded
+                                    | Code::Unavailable
                             ) =>
                         {
                             retries.fetch_add(1, Ordering::Relaxed);
@@ -294,19 +304,32 @@ async fn store_calls(
                         Err(s) => bail!("check {i}: {s}"),
                     }
                 };
-                if response.verdict != proto::Verdict::New as i32 {
+                // After a retry the first attempt may have been recorded (its answer lost):
+                // the retry then names it, in flight.
+                let retried = backoff > Duration::from_millis(5);
+                let in_flight = response.verdict == proto::Verdict::InFlight as i32;
+                if response.verdict != proto::Verdict::New as i32 && !(retried && in_flight) {
                     bail!("call {i} was not new: {response:?}");
                 }
                 if complete {
-                    client
-                        .complete(proto::CompleteRequest {
-                            call_id: response.call_id.clone(),
-                            outcome: proto::CallStatus::Succeeded as i32,
-                            result_json: Some(format!("{{\"message_id\":\"m{i}\"}}")),
-                            ..Default::default()
-                        })
-                        .await
-                        .with_context(|| format!("complete {i}"))?;
+                    let request = proto::CompleteRequest {
+                        call_id: response.call_id.clone(),
+                        outcome: proto::CallStatus::Succeeded as i32,
+                        result_json: Some(format!("{{\"message_id\":\"m{i}\"}}")),
+                        ..Default::default()
+                    };
+                    let mut backoff = Duration::from_millis(5);
+                    loop {
+                        match client.complete(request.clone()).await {
+                            Ok(_) => break,
+                            Err(s) if s.code() == Code::Unavailable => {
+                                retries.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(Duration::from_millis(200));
+                            }
+                            Err(s) => bail!("complete {i}: {s}"),
+                        }
+                    }
                 }
             }
         }));
@@ -330,18 +353,36 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut cmd = tokio::process::Command::new(&a.idem);
     cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--listen", "127.0.0.1:0", "--store", "embedded"])
+        .args(["--listen", "127.0.0.1:0"])
         .arg("--models-dir")
         .arg(&a.models_dir);
+    let redis = match &a.redis_url {
+        Some(url) => {
+            cmd.args(["--store", "redis", "--redis-url", url]);
+            let client = redis::Client::open(url.as_str())?;
+            // Readings scan every key: no response timeout (the default cuts them short).
+            let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+            Some(
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?,
+            )
+        }
+        None => {
+            cmd.args(["--store", "embedded", "--data-dir"]).arg(&data);
+            None
+        }
+    };
     match a.embedder.as_str() {
         "local" => {}
+        "none" => {
+            cmd.args(["--embedder", "none"]);
+        }
         "stub" => {
             cmd.args(["--embedder", "remote", "--remote-embed-url"])
                 .arg(stub_embedder().await?);
         }
-        other => bail!("unknown --embedder {other:?}; use local or stub"),
+        other => bail!("unknown --embedder {other:?}; use local, stub or none"),
     }
     cmd.args(a.server_args.split_whitespace())
         .env("RUST_LOG", "idem=warn")
@@ -366,6 +407,48 @@ async fn main() -> anyhow::Result<()> {
 
     store_calls(&client, 0..a.warm_up, &a).await?;
     tokio::time::sleep(Duration::from_secs(a.settle_secs)).await;
+    if let Some(mut redis) = redis {
+        let before = used_memory(&mut redis).await?;
+        let started = Instant::now();
+        let retries = store_calls(&client, a.warm_up..a.warm_up + a.calls, &a).await?;
+        let secs = started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(a.settle_secs)).await;
+        let after = used_memory(&mut redis).await?;
+        let kinds = memory_by_kind(&mut redis).await?;
+        let stored: u64 = redis::cmd("ZCARD")
+            .arg("idem:sweep")
+            .query_async(&mut redis)
+            .await?;
+        let n = a.calls.max(1) as f64;
+        let total = (a.warm_up + a.calls).max(1) as f64;
+        let report = serde_json::json!({
+            "store": "redis",
+            "calls": a.calls,
+            "stored_calls": stored,
+            "embedder": a.embedder,
+            "concurrency": a.concurrency,
+            "per_session": a.per_session,
+            "complete": a.complete,
+            "seconds": (secs * 10.0).round() / 10.0,
+            "retries": retries,
+            "used_memory_before": before,
+            "used_memory_after": after,
+            "used_memory_per_call": ((after as f64 - before as f64) / n).round(),
+            "per_100k_calls_mib": ((after as f64 - before as f64) / n * 1e5 / 1048576.0 * 10.0)
+                .round() / 10.0,
+            // MEMORY USAGE over every key, per kind, divided by all calls stored (warm-up too).
+            "memory_usage_per_call_by_kind": kinds
+                .iter()
+                .map(|(k, (keys, bytes))| (k.clone(), serde_json::json!({
+                    "keys": keys, "bytes_per_call": (*bytes as f64 / total).round(),
+                })))
+                .collect::<serde_json::Map<_, _>>(),
+        });
+        server.start_kill()?;
+        let _ = server.wait().await;
+        println!("{report}");
+        return Ok(());
+    }
     let (rss0, disk0) = (rss(pid)?, disk(&data)?);
     let started = Instant::now();
     let retries = store_calls(&client, a.warm_up..a.warm_up + a.calls, &a).await?;
@@ -415,4 +498,61 @@ async fn main() -> anyhow::Result<()> {
     report["tables"] = serde_json::Value::Array(tables);
     println!("{report}");
     Ok(())
+}
+
+/// Redis's `used_memory` (INFO memory).
+async fn used_memory(c: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(c).await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .context("no used_memory in INFO memory")?
+        .trim()
+        .parse()
+        .context("used_memory")
+}
+
+/// A key's kind: the name after the hash tag up to the next `:` (`r`, `v`, `cd`, `ver`...),
+/// or the name after the prefix for keys without a scope tag (`id`, `sweep`).
+fn kind_of(key: &str) -> String {
+    let rest = match key.find("}:") {
+        Some(i) => &key[i + 2..],
+        None => key.split_once(':').map_or(key, |(_, r)| r),
+    };
+    let kind = rest.split(':').next().unwrap_or(rest);
+    // A session's keys share one tag; tell them by what follows it.
+    match (key.contains(":{l"), key.contains(":{t")) {
+        (true, _) => format!("session {kind}"),
+        (_, true) => format!("tenant {kind}"),
+        _ => kind.to_string(),
+    }
+}
+
+/// `MEMORY USAGE` (all samples) summed per key kind: kind -> (keys, bytes).
+async fn memory_by_kind(
+    c: &mut redis::aio::MultiplexedConnection,
+) -> anyhow::Result<std::collections::BTreeMap<String, (u64, u64)>> {
+    let mut out: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(c)
+            .await?;
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("MEMORY").arg("USAGE").arg(k).arg("SAMPLES").arg(0);
+        }
+        let sizes: Vec<Option<u64>> = pipe.query_async(c).await?;
+        for (k, size) in keys.iter().zip(sizes) {
+            let e = out.entry(kind_of(k)).or_default();
+            e.0 += 1;
+            e.1 += size.unwrap_or(0);
+        }
+        if next == 0 {
+            return Ok(out);
+        }
+        cursor = next;
+    }
 }

@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # Figures for the Redis store: `idem bench` against one release instance on the embedded store,
-# one on Redis, and two on one Redis (a bench client per instance, at once, half the clients
-# each); then Redis memory per stored call (after the one-instance run: with embeddings; and
-# for new calls only, without an embedder). Starts its own redis-server (appendfsync always)
-# on a free loopback port and stops everything it started on exit.
-# Usage: scripts/bench-redis.sh [DURATION] [CONCURRENCY]   (default 20s 8)
+# then, for each `appendfsync` policy asked for, one instance on Redis and two on one Redis (a
+# bench client per instance, at once, half the clients each). Starts a fresh redis-server
+# (`appendonly yes`, the policy) on a free loopback port per setup, and stops everything it
+# started on exit; a bench that fails is reported and the next setup runs. Memory per stored
+# call: scripts/measure-redis-memory.sh.
+# Usage: scripts/bench-redis.sh [DURATION] [CONCURRENCY] [POLICY...]
+#   (default 20s 8 always everysec; POLICY is always, everysec or no)
+# MIX (default exact=40,paraphrase=30,new=30) is passed to `idem bench --mix`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-20s}
 C=${2:-8}
+shift $(($# < 2 ? $# : 2))
+POLICIES=("${@:-always}")
+[ $# -eq 0 ] && POLICIES=(always everysec)
+for p in "${POLICIES[@]}"; do
+  case $p in always | everysec | no) ;; *) echo "unknown appendfsync policy: $p" >&2; exit 2 ;; esac
+done
+MIX=${MIX:-exact=40,paraphrase=30,new=30}
 OUT=$(mktemp -d)
 BIN=./target/release/idem
 cargo build --release --quiet
@@ -39,7 +49,9 @@ start_idem() {
 bench() { # SERVER CONCURRENCY [ARGS...]
   local server=$1 c=$2
   shift 2
-  "$BIN" bench --server "$server" --concurrency "$c" --duration "$DURATION" --json "$@"
+  echo "+ idem bench --server $server --concurrency $c --duration $DURATION --mix $MIX --models-dir models --json $*" >&2
+  "$BIN" bench --server "$server" --concurrency "$c" --duration "$DURATION" --mix "$MIX" \
+    --models-dir models --json "$@"
 }
 
 summary() { # LABEL FILE...
@@ -52,53 +64,54 @@ runs = [json.loads(open(f).read().strip().splitlines()[-1]) for f in files]
 kinds = {}
 for r in runs:
     for k, v in r["by_kind"].items():
-        kinds.setdefault(k, []).append(v["p99_ms"])
+        kinds.setdefault(k, []).append((v["p50_ms"], v["p99_ms"]))
 print(json.dumps({
     "setup": label,
     "requests_per_s": round(sum(r["throughput_per_s"] for r in runs), 1),
-    "p99_ms_by_kind": {k: max(v) for k, v in kinds.items()},
+    "p50_ms_by_kind": {k: max(x[0] for x in v) for k, v in kinds.items()},
+    "p99_ms_by_kind": {k: max(x[1] for x in v) for k, v in kinds.items()},
     "shed": sum(r["shed_resource_exhausted"] for r in runs),
     "errors": [r["errors"] for r in runs],
 }))
 EOF
 }
 
-RPORT=$(free_port)
-mkdir -p "$OUT/redis"
-redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$OUT/redis" --appendonly yes \
-  --appendfsync always --save '' --daemonize no >/dev/null &
-PIDS+=("$!")
-for _ in $(seq 1 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-URL=redis://127.0.0.1:$RPORT
+# start_redis POLICY: a fresh redis-server (appendonly yes, appendfsync POLICY) for one setup;
+# sets URL and REDIS_PID. A fresh server per setup: no data or fsync backlog carried over.
+start_redis() {
+  local port dir
+  port=$(free_port)
+  dir=$(mktemp -d -p "$OUT")
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
+    --appendfsync "$1" --save '' --daemonize no >/dev/null &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  URL=redis://127.0.0.1:$port
+}
 
 start_idem embedded --data-dir "$OUT/data"
 bench "$ADDR" "$C" >"$OUT/embedded.json"
 kill "$LAST_PID"
 summary "one instance, embedded store" "$OUT/embedded.json"
 
-start_idem redis1 --store redis --redis-url "$URL"
-bench "$ADDR" "$C" >"$OUT/redis1.json"
-kill "$LAST_PID"
-summary "one instance, Redis" "$OUT/redis1.json"
-used=$(redis-cli -p "$RPORT" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p' | tr -d '\r')
-calls=$(redis-cli -p "$RPORT" zcard idem:sweep | tr -d '\r')
-echo "{\"redis_used_memory\": $used, \"stored_calls\": $calls, \"note\": \"after the one-instance run, embeddings included\"}"
-redis-cli -p "$RPORT" flushall >/dev/null
+for policy in "${POLICIES[@]}"; do
+  start_redis "$policy"
+  start_idem "redis1-$policy" --store redis --redis-url "$URL"
+  bench "$ADDR" "$C" >"$OUT/redis1-$policy.json" || true
+  kill "$LAST_PID" "$REDIS_PID"
+  summary "one instance, Redis, appendfsync $policy" "$OUT/redis1-$policy.json" || true
 
-start_idem redis2a --store redis --redis-url "$URL"
-A=$ADDR
-start_idem redis2b --store redis --redis-url "$URL"
-B=$ADDR
-bench "$A" $((C / 2)) >"$OUT/redis2a.json" &
-ba=$!
-bench "$B" $((C / 2)) >"$OUT/redis2b.json"
-wait "$ba"
-summary "two instances, one Redis" "$OUT/redis2a.json" "$OUT/redis2b.json"
-redis-cli -p "$RPORT" flushall >/dev/null
-base=$(redis-cli -p "$RPORT" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p' | tr -d '\r')
-
-start_idem store-only --store redis --redis-url "$URL" --embedder none
-bench "$ADDR" "$C" --mix exact=0,paraphrase=0,new=100 >"$OUT/new.json"
-used=$(redis-cli -p "$RPORT" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p' | tr -d '\r')
-calls=$(redis-cli -p "$RPORT" zcard idem:sweep | tr -d '\r')
-python3 -c "print('{\"redis_bytes_per_call_without_embedding\": %d, \"stored_calls\": %d, \"per_100k_calls_mb\": %.1f}' % (($used-$base)/$calls, $calls, ($used-$base)/$calls*1e5/2**20))"
+  start_redis "$policy"
+  start_idem "redis2a-$policy" --store redis --redis-url "$URL"
+  A=$ADDR
+  start_idem "redis2b-$policy" --store redis --redis-url "$URL"
+  B=$ADDR
+  bench "$A" $((C / 2)) >"$OUT/redis2a-$policy.json" &
+  ba=$!
+  bench "$B" $((C / 2)) >"$OUT/redis2b-$policy.json" || true
+  wait "$ba" || true
+  kill "${PIDS[-1]}" "${PIDS[-2]}" "$REDIS_PID"
+  summary "two instances, one Redis, appendfsync $policy" "$OUT/redis2a-$policy.json" \
+    "$OUT/redis2b-$policy.json" || true
+done

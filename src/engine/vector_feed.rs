@@ -1,7 +1,8 @@
 //! Keeping this instance's per-scope vector indexes current from a shared store's vector log
 //! (Redis: a bounded stream per scope, in the scope's slot). Each scope has a cursor; a check
 //! that is about to compare embeddings first applies the log entries past it (one script when
-//! nothing is new, one more to fetch vectors another instance stored). A scope without a
+//! nothing is new, one more to fetch vectors another instance stored: each replaces what the
+//! index held for its call, so a vector stored again elsewhere is not left stale here). A scope without a
 //! cursor (first use since start, or too many scopes) or whose cursor the log's trimming
 //! passed is rebuilt from the scope's stored vectors, and the cursor taken before that read
 //! makes sure nothing stored meanwhile is missed.
@@ -38,6 +39,17 @@ pub struct FeedCounts {
     pub removed: u64,
     /// Earlier calls embedded again by a check because this instance had no vector for them.
     pub embedded_again: u64,
+}
+
+/// What an id's last entry in a batch of the log says.
+#[derive(Debug, Clone, Copy)]
+enum Latest {
+    /// This instance stored its vector.
+    AddedHere,
+    /// Another instance stored its vector.
+    AddedElsewhere,
+    /// It was swept.
+    Removed,
 }
 
 /// Cursors per scope and counters.
@@ -109,7 +121,9 @@ impl VectorFeed {
         Ok(())
     }
 
-    /// Applies log entries: removals, then the vectors added that the index lacks.
+    /// Applies log entries: removals, then the vectors added by other instances (fetched and
+    /// indexed, replacing what the index held for the call) and this instance's own that the
+    /// index lacks.
     async fn apply(
         &self,
         indexes: &Arc<ScopeIndexes>,
@@ -117,23 +131,28 @@ impl VectorFeed {
         scope: &str,
         changes: Vec<VectorChange>,
     ) -> Result<(), StoreError> {
-        // The last entry of an id decides (an id is added, then perhaps swept).
-        let mut last: HashMap<String, bool> = HashMap::new();
+        // The last entry of an id decides (an id is added, perhaps replaced, then perhaps
+        // swept): what is stored now is what that entry wrote.
+        let mut last: HashMap<String, Latest> = HashMap::new();
         for c in changes {
             match c {
-                VectorChange::Added(id) => last.insert(id, true),
-                VectorChange::Removed(id) => last.insert(id, false),
+                VectorChange::Added { id, own: true } => last.insert(id, Latest::AddedHere),
+                VectorChange::Added { id, own: false } => last.insert(id, Latest::AddedElsewhere),
+                VectorChange::Removed(id) => last.insert(id, Latest::Removed),
             };
         }
         let (mut added, mut removed) = (Vec::new(), Vec::new());
-        for (id, present) in last {
-            if present {
-                // This instance's own inserts are in the log too: already indexed.
-                if !indexes.contains(scope, vector_id(&id)).unwrap_or(false) {
-                    added.push(id);
+        for (id, latest) in last {
+            match latest {
+                // Indexed when this instance wrote it (fetched if that insert is missing).
+                Latest::AddedHere => {
+                    if !indexes.contains(scope, vector_id(&id)).unwrap_or(false) {
+                        added.push(id);
+                    }
                 }
-            } else {
-                removed.push(vector_id(&id));
+                // Another instance's vector, perhaps a new one for a call indexed here.
+                Latest::AddedElsewhere => added.push(id),
+                Latest::Removed => removed.push(vector_id(&id)),
             }
         }
         let vectors = store.vectors_of(scope, &added).await?;

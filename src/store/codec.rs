@@ -40,6 +40,16 @@ impl StoredEmbedding<'_> {
 /// Encodes `r`; `embedding` is stored in place of `r.embedding` when given (an update keeps
 /// the stored one), else `r.embedding` is quantised.
 pub(super) fn encode(r: &Record, keep: Option<StoredEmbedding<'_>>) -> Vec<u8> {
+    encode_with(r, keep, true)
+}
+
+/// Encodes `r` without its embedding and free text, for a store that keeps both apart
+/// (Redis: the vector key and the candidate view); decoded with an empty free text.
+pub(super) fn encode_apart(r: &Record) -> Vec<u8> {
+    encode_with(r, None, false)
+}
+
+fn encode_with(r: &Record, keep: Option<StoredEmbedding<'_>>, inline: bool) -> Vec<u8> {
     let Record {
         id,
         tenant,
@@ -81,7 +91,7 @@ pub(super) fn encode(r: &Record, keep: Option<StoredEmbedding<'_>>) -> Vec<u8> {
     put_str(&mut out, canonical_json);
     put_digest(&mut out, exact_hash);
     put_digest(&mut out, identity_fingerprint);
-    put_str(&mut out, free_text);
+    put_str(&mut out, if inline { free_text } else { "" });
     put_opt(&mut out, idempotency_key.as_deref());
     out.push(match status {
         CallStatus::InProgress => 0,
@@ -117,6 +127,7 @@ pub(super) fn encode(r: &Record, keep: Option<StoredEmbedding<'_>>) -> Vec<u8> {
         None => out.push(0),
     }
     match (keep, embedding) {
+        _ if !inline => put_varint(&mut out, 0),
         (Some(e), _) => put_embedding(&mut out, e.scale, e.codes),
         (None, Some(v)) => {
             let (codes, scale) = int8::quantize(v);

@@ -275,8 +275,14 @@ async fn vector_log_follows_embeddings_and_sweeps(s: Arc<dyn Store>) {
     assert_eq!(
         changes,
         vec![
-            VectorChange::Added(a.id.clone()),
-            VectorChange::Added(b.id.clone())
+            VectorChange::Added {
+                id: a.id.clone(),
+                own: true
+            },
+            VectorChange::Added {
+                id: b.id.clone(),
+                own: true
+            }
         ]
     );
     // Pages of one vector each, in id order (a is older, so its uuid is smaller).
@@ -316,7 +322,13 @@ async fn vector_log_follows_embeddings_and_sweeps(s: Arc<dyn Store>) {
     else {
         panic!("no gap yet");
     };
-    assert_eq!(changes, vec![VectorChange::Added(a.id)]);
+    assert_eq!(
+        changes,
+        vec![VectorChange::Added {
+            id: a.id,
+            own: true
+        }]
+    );
     assert_ne!(one, start);
 }
 

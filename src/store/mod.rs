@@ -123,8 +123,10 @@ pub struct LogCursor(pub String);
 /// One change to a scope's stored vectors, as its vector log has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VectorChange {
-    /// The call's embedding was stored.
-    Added(String),
+    /// The call's embedding was stored (perhaps replacing an earlier one). `own`: by this
+    /// store handle (this instance), which indexed it when it wrote it; otherwise by another
+    /// instance (or one that did not log its writer), whose vector replaces the indexed one.
+    Added { id: String, own: bool },
     /// The call was swept.
     Removed(String),
 }

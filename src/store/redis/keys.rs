@@ -51,17 +51,18 @@ impl ScopeKeys {
         format!("{}vs", self.base)
     }
 
-    /// A record, as JSON.
+    /// A record, in the binary codec, without its embedding and free text (`values.rs`).
     pub(super) fn record(&self, id: &str) -> String {
         format!("{}r:{id}", self.base)
     }
 
-    /// A record's embedding (little-endian f32s).
+    /// A record's embedding, int8-quantised (`values.rs`).
     pub(super) fn vector(&self, id: &str) -> String {
         format!("{}v:{id}", self.base)
     }
 
-    /// What the candidate view needs of a record (created, expires, free text).
+    /// What the candidate view needs of a record (created, expires, free text): the one copy
+    /// of its free text.
     pub(super) fn candidate(&self, id: &str) -> String {
         format!("{}cd:{id}", self.base)
     }

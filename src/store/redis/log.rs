@@ -22,8 +22,13 @@ const SWEEP_PARALLEL: usize = 32;
 /// Intent-log entries read per round while filling a page.
 const LIST_BATCH: isize = 64;
 
+/// Separates a sweep entry's fields: no name, digest or id holds it (names may not hold
+/// control characters), and the idempotency key, which may, comes last.
+const FIELD: char = '\u{1d}';
+
 /// What the sweep needs to find a record's index entries after Redis expired the record.
-#[derive(Debug, Serialize, Deserialize)]
+/// Stored as its fields joined by `FIELD` (an earlier version wrote JSON: still read).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub(super) struct SweepEntry {
     id: String,
     scope: String,
@@ -48,6 +53,51 @@ impl SweepEntry {
             session: r.session.clone(),
         }
     }
+
+    /// The sweep schedule's member: the fields joined, the key last (`-` none, `+key`).
+    pub(super) fn member(&self) -> String {
+        let key = match &self.key {
+            Some(k) => format!("+{k}"),
+            None => "-".to_string(),
+        };
+        [
+            self.id.as_str(),
+            &self.scope,
+            &self.tool,
+            &self.fingerprint,
+            &self.exact,
+            &self.tenant,
+            &self.session,
+            &key,
+        ]
+        .join(&FIELD.to_string())
+    }
+
+    /// Reads a member `member` wrote (or an earlier version's JSON).
+    pub(super) fn parse(member: &str) -> Result<Self, StoreError> {
+        if member.starts_with('{') {
+            return serde_json::from_str(member).map_err(|e| corrupt("sweep entry", e));
+        }
+        let f: Vec<&str> = member.splitn(8, FIELD).collect();
+        let [id, scope, tool, fingerprint, exact, tenant, session, key] = f[..] else {
+            return Err(corrupt("sweep entry", format!("{} fields", f.len())));
+        };
+        let key = match key.split_at_checked(1) {
+            Some(("+", k)) => Some(k.to_string()),
+            Some(("-", "")) => None,
+            _ => return Err(corrupt("sweep entry", "idempotency key field")),
+        };
+        Ok(Self {
+            id: id.into(),
+            scope: scope.into(),
+            tool: tool.into(),
+            fingerprint: fingerprint.into(),
+            exact: exact.into(),
+            key,
+            tenant: tenant.into(),
+            session: session.into(),
+        })
+    }
 }
 
 impl RedisStore {
@@ -61,8 +111,7 @@ impl RedisStore {
         if removed == 0 {
             return Ok(None);
         }
-        let e: SweepEntry =
-            serde_json::from_str(member).map_err(|err| corrupt("sweep entry", err))?;
+        let e = SweepEntry::parse(member)?;
         let scope_tag = tag(&e.scope);
         let k = ScopeKeys::of_tag(&self.prefix, &scope_tag);
         let mut inv = self.scripts.forget.prepare_invoke();
@@ -95,9 +144,16 @@ impl RedisStore {
                 id: m.clone(),
                 reason: "intent-log entry without a scope".into(),
             })?;
-            let k = ScopeKeys::of_tag(&self.prefix, scope_tag).record(id);
-            let json: Option<String> = self.run(async |c| c.get(&k).await).await?;
-            json.map(|j| decode(id, &j)).transpose()
+            let k = ScopeKeys::of_tag(&self.prefix, scope_tag);
+            // The record and its view (free text) as of one instant.
+            let mut inv = self.scripts.vectors_of.prepare_invoke();
+            inv.key(k.record(id)).key(k.candidate(id));
+            let got: Vec<Option<Vec<u8>>> = self.run(async |c| inv.invoke_async(c).await).await?;
+            match got.as_slice() {
+                [None, _] => Ok(None),
+                [Some(bytes), view] => decode(id, bytes, view.as_deref()).map(Some),
+                _ => Err(corrupt(id, format!("{} values for a record", got.len()))),
+            }
         });
         join_all(reads).await.into_iter().collect()
     }
@@ -193,8 +249,7 @@ impl RedisStore {
                 })
                 .await?;
             let reads = live.iter().map(|m| async move {
-                let e: SweepEntry =
-                    serde_json::from_str(m).map_err(|err| corrupt("sweep entry", err))?;
+                let e = SweepEntry::parse(m)?;
                 let k = ScopeKeys::of_scope(&self.prefix, &e.scope).vector(&e.id);
                 let bytes: Option<Vec<u8>> = self.run(async |c| c.get(&k).await).await?;
                 bytes
@@ -215,5 +270,28 @@ impl RedisStore {
             }
             offset += SWEEP_BATCH;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_entry_round_trips_and_earlier_json_is_read() {
+        let mut r = crate::store::conformance::rec("s1", 1, 1000);
+        for key in [
+            None,
+            Some(String::new()),
+            Some(format!("k{FIELD}with{SEP}sep")),
+        ] {
+            r.idempotency_key = key;
+            let e = SweepEntry::of(&r);
+            assert_eq!(SweepEntry::parse(&e.member()).unwrap(), e);
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(SweepEntry::parse(&json).unwrap(), e);
+            assert!(e.member().len() < json.len());
+        }
+        assert!(SweepEntry::parse("a\u{1d}b").is_err());
     }
 }

@@ -24,7 +24,7 @@ use redis::AsyncCommands;
 use self::conn::{Bound, Conn, timed};
 use self::keys::{GlobalKeys, ScopeKeys};
 use self::scripts::Scripts;
-use self::values::{candidate_of, corrupt, decode, vector_bytes, vector_of};
+use self::values::{candidate_of, corrupt, decode, record_bytes, vector_bytes, vector_of};
 use self::vlog::VECTOR_LOG_LEN;
 use super::{
     Candidate, CheckLog, Feedback, ListQuery, LogCursor, Page, Quota, Reserved, ScopeVectors,
@@ -41,6 +41,17 @@ pub struct RedisStore {
     timeout: Duration,
     prefix: String,
     scripts: Scripts,
+    /// This handle's writer id (random at connect), logged with each vector it stores, so
+    /// the vector log tells this instance's own writes (already indexed) from other
+    /// instances' (fetched and indexed, replacing an older vector of the same call).
+    writer: String,
+}
+
+/// A fresh writer id: 12 hex digits of a v7 uuid's random part (48 bits: a clash between
+/// the few instances sharing a Redis is out of reach, and each log entry stays short).
+fn new_writer() -> String {
+    let u = uuid::Uuid::now_v7().simple().to_string();
+    u[u.len() - 12..].to_string()
 }
 
 impl RedisStore {
@@ -53,6 +64,7 @@ impl RedisStore {
             timeout: o.timeout,
             prefix: o.prefix.clone(),
             scripts: Scripts::new(),
+            writer: new_writer(),
         })
     }
 
@@ -64,6 +76,7 @@ impl RedisStore {
             timeout: self.timeout,
             prefix: prefix.to_string(),
             scripts: Scripts::new(),
+            writer: self.writer.clone(),
         }
     }
 
@@ -117,12 +130,16 @@ impl RedisStore {
 
     async fn get_record(&self, scope_tag: &str, id: &str) -> Result<Option<Record>, StoreError> {
         let k = ScopeKeys::of_tag(&self.prefix, scope_tag);
-        let (rk, vk) = (k.record(id), k.vector(id));
-        let (json, vector): (Option<String>, Option<Vec<u8>>) = self
-            .run(async |c| redis::pipe().get(&rk).get(&vk).query_async(c).await)
-            .await?;
-        let Some(json) = json else { return Ok(None) };
-        let mut r = decode(id, &json)?;
+        // One script: the record, its vector and its view (free text) as of one instant.
+        let mut inv = self.scripts.vectors_of.prepare_invoke();
+        inv.key(k.record(id)).key(k.vector(id)).key(k.candidate(id));
+        let got: Vec<Option<Vec<u8>>> = self.run(async |c| inv.invoke_async(c).await).await?;
+        let [Some(bytes), vector, view] = <[Option<Vec<u8>>; 3]>::try_from(got)
+            .map_err(|got| corrupt(id, format!("{} values for a record", got.len())))?
+        else {
+            return Ok(None);
+        };
+        let mut r = decode(id, &bytes, view.as_deref())?;
         r.embedding = vector.map(|b| vector_of(id, &b)).transpose()?;
         Ok(Some(r))
     }
@@ -131,11 +148,15 @@ impl RedisStore {
         let k = ScopeKeys::of_scope(&self.prefix, scope);
         let mut inv = self.scripts.latest.prepare_invoke();
         inv.key(&index_key).arg(k.base());
-        let found: Vec<String> = self.run(async |c| inv.invoke_async(c).await).await?;
-        found
-            .first()
-            .map(|json| decode(&index_key, json))
-            .transpose()
+        let found: Vec<Option<Vec<u8>>> = self.run(async |c| inv.invoke_async(c).await).await?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [Some(bytes), view] => decode(&index_key, bytes, view.as_deref()).map(Some),
+            _ => Err(corrupt(
+                &index_key,
+                format!("{} values for a record", found.len()),
+            )),
+        }
     }
 }
 
@@ -198,7 +219,7 @@ impl Store for RedisStore {
         let Some(scope_tag) = self.scope_tag_of(&r.id).await? else {
             return Err(StoreError::Missing(r.id.clone()));
         };
-        let json = serde_json::to_string(r).map_err(|e| corrupt(&r.id, e))?;
+        let json = record_bytes(r);
         let k = ScopeKeys::of_tag(&self.prefix, &scope_tag);
         let vector = r.embedding.as_deref().map(vector_bytes).unwrap_or_default();
         let mut inv = self.scripts.update.prepare_invoke();
@@ -209,7 +230,8 @@ impl Store for RedisStore {
             .arg(json)
             .arg(vector)
             .arg(VECTOR_LOG_LEN)
-            .arg(&r.id);
+            .arg(&r.id)
+            .arg(&self.writer);
         let done: i64 = self.run_write(async |c| inv.invoke_async(c).await).await?;
         if done == 0 {
             return Err(StoreError::Missing(r.id.clone()));
@@ -229,7 +251,8 @@ impl Store for RedisStore {
             .key(k.vector_ids())
             .arg(vector_bytes(vector))
             .arg(VECTOR_LOG_LEN)
-            .arg(id);
+            .arg(id)
+            .arg(&self.writer);
         let done: i64 = self.run(async |c| inv.invoke_async(c).await).await?;
         Ok(done == 1)
     }

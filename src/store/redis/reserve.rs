@@ -6,7 +6,7 @@
 use super::RedisStore;
 use super::keys::{ScopeKeys, tag};
 use super::log::SweepEntry;
-use super::values::{EXPIRY_GRACE_MS, corrupt, ttl_ms, vector_bytes, view_of};
+use super::values::{EXPIRY_GRACE_MS, corrupt, record_bytes, ttl_ms, vector_bytes, view_of};
 use super::vlog::VECTOR_LOG_LEN;
 use crate::record::{Record, ResourceState};
 use crate::store::{Quota, QuotaExceeded, QuotaLimit, Reserved, SEP, StoreError, Usage};
@@ -103,12 +103,11 @@ impl RedisStore {
         quota: &Quota,
         seen: Option<u64>,
     ) -> Result<Reserved, StoreError> {
-        let json = serde_json::to_string(r).map_err(|e| corrupt(&r.id, e))?;
+        let json = record_bytes(r);
         let ttl = ttl_ms(r.created_at_ms, r.expires_at_ms);
         let g = self.global();
         let scope_tag = tag(&r.match_scope);
-        let sweep_member =
-            serde_json::to_string(&SweepEntry::of(r)).map_err(|e| corrupt(&r.id, e))?;
+        let sweep_member = SweepEntry::of(r).member();
         let log = g.session_log(&r.tenant, &r.session);
         let log_member = format!("{}{SEP}{scope_tag}", r.id);
         // Written before the reservation, so no acknowledged record lacks them; undone on a
@@ -158,7 +157,8 @@ impl RedisStore {
             .arg(ttl)
             .arg(if r.idempotency_key.is_some() { "1" } else { "" })
             .arg(resource)
-            .arg(VECTOR_LOG_LEN);
+            .arg(VECTOR_LOG_LEN)
+            .arg(&self.writer);
         let version: i64 = self.run_write(async |c| inv.invoke_async(c).await).await?;
         if version >= 0 {
             return Ok(Reserved::Inserted);

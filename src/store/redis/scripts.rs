@@ -15,9 +15,9 @@ use redis::Script;
 ///
 /// KEYS: version, record, vector, candidate view, candidate set, by-exact, by-key, resource
 /// (these two written only when ARGV says so), vector log, vector ids.
-/// ARGV: seen ("" for unconditional), id, record JSON, vector ("" for none), candidate view,
+/// ARGV: seen ("" for unconditional), id, record bytes, vector ("" for none), candidate view,
 /// created ms, TTL ms, "1" to write by-key, resource state JSON ("" for none), vector log
-/// length.
+/// length, writer (the instance's id, logged with the vector).
 const RESERVE: &str = r"
 local function extend(key, ttl)
   if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
@@ -30,7 +30,7 @@ if ARGV[4] ~= '' then
   redis.call('SET', KEYS[3], ARGV[4], 'PX', ttl)
   redis.call('ZADD', KEYS[10], 0, ARGV[2])
   extend(KEYS[10], ttl)
-  redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[10], '*', 'a', ARGV[2])
+  redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[10], '*', 'a', ARGV[2], 'w', ARGV[11])
   extend(KEYS[9], ttl)
 end
 redis.call('SET', KEYS[4], ARGV[5], 'PX', ttl)
@@ -55,12 +55,13 @@ return v
 ";
 
 /// Stores an embedding with the record's expiry `t` (ms, or -1 for none), adds the id to the
-/// scope's vector ids and logs it. Shared by `UPDATE` and `PUT_EMBEDDING`.
+/// scope's vector ids and logs it with its writer (`a id w writer`: readers of the log that
+/// predate the writer field see `a id`). Shared by `UPDATE` and `PUT_EMBEDDING`.
 const STORE_VECTOR: &str = r"
-local function store_vector(vkey, vlog, vids, vector, t, maxlen, id)
+local function store_vector(vkey, vlog, vids, vector, t, maxlen, id, writer)
   if t > 0 then redis.call('SET', vkey, vector, 'PX', t) else redis.call('SET', vkey, vector) end
   redis.call('ZADD', vids, 0, id)
-  redis.call('XADD', vlog, 'MAXLEN', '~', maxlen, '*', 'a', id)
+  redis.call('XADD', vlog, 'MAXLEN', '~', maxlen, '*', 'a', id, 'w', writer)
   for _, k in ipairs({vids, vlog}) do
     if t > 0 and redis.call('PTTL', k) < t then redis.call('PEXPIRE', k, t) end
   end
@@ -70,25 +71,25 @@ end
 /// Replaces a record (keeping its expiry) and, when given and new, its embedding (logged
 /// only then: a Complete does not log the vector again). 0 if it is gone.
 ///
-/// KEYS: record, vector, vector log, vector ids. ARGV: record JSON, vector ("" to keep the
-/// stored one), vector log length, id.
+/// KEYS: record, vector, vector log, vector ids. ARGV: record bytes, vector ("" to keep the
+/// stored one), vector log length, id, writer.
 const UPDATE: &str = r"
 local t = redis.call('PTTL', KEYS[1])
 if t == -2 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then
-  store_vector(KEYS[2], KEYS[3], KEYS[4], ARGV[2], t, ARGV[3], ARGV[4])
+  store_vector(KEYS[2], KEYS[3], KEYS[4], ARGV[2], t, ARGV[3], ARGV[4], ARGV[5])
 end
 return 1
 ";
 
 /// Stores an embedding of an existing record, with the record's expiry. 0 if it is gone.
 ///
-/// KEYS: record, vector, vector log, vector ids. ARGV: vector, vector log length, id.
+/// KEYS: record, vector, vector log, vector ids. ARGV: vector, vector log length, id, writer.
 const PUT_EMBEDDING: &str = r"
 local t = redis.call('PTTL', KEYS[1])
 if t == -2 then return 0 end
-store_vector(KEYS[2], KEYS[3], KEYS[4], ARGV[1], t, ARGV[2], ARGV[3])
+store_vector(KEYS[2], KEYS[3], KEYS[4], ARGV[1], t, ARGV[2], ARGV[3], ARGV[4])
 return 1
 ";
 
@@ -108,7 +109,8 @@ end
 return out
 ";
 
-/// The record an index entry (by key or by exact hash) points to: `{}` or `{record JSON}`.
+/// The record an index entry (by key or by exact hash) points to, with its candidate view
+/// (where its free text is): `{}` or `{record, view}` (view false if missing).
 ///
 /// KEYS: index entry. ARGV: the scope's key base.
 const LATEST: &str = r"
@@ -116,7 +118,7 @@ local id = redis.call('GET', KEYS[1])
 if not id then return {} end
 local r = redis.call('GET', ARGV[1] .. 'r:' .. id)
 if not r then return {} end
-return {r}
+return {r, redis.call('GET', ARGV[1] .. 'cd:' .. id)}
 ";
 
 /// Deletes an expired record and the index entries that still name it; logs the removal of
@@ -188,7 +190,9 @@ end
 
 /// The vector log after a cursor (`id`, entries added up to it): `{'gap'}` when entries past
 /// it were trimmed (more entries were removed than the cursor had read) or the log was lost,
-/// else `{'ok', next id, next added, op, id, ...}`. Entries only ever leave from the head.
+/// else `{'ok', next id, next added, op, id, writer, ...}` (writer "" for an entry without
+/// one: a removal, or an addition logged by an older version). Entries only ever leave from
+/// the head.
 ///
 /// KEYS: vector log. ARGV: cursor id, cursor's entries added, limit.
 const VECTOR_LOG: &str = r"
@@ -205,6 +209,7 @@ for _, row in ipairs(rows) do
   out[2] = row[1]
   out[#out + 1] = row[2][1]
   out[#out + 1] = row[2][2]
+  out[#out + 1] = row[2][4] or ''
 end
 return out
 ";
@@ -239,9 +244,10 @@ end
 return out
 ";
 
-/// The values of vector keys (false where none is stored).
+/// The values of keys of one scope read at one instant (false where none is stored): vector
+/// keys, or a record with its vector and candidate view.
 ///
-/// KEYS: vector keys of one scope.
+/// KEYS: keys of one scope.
 const VECTORS_OF: &str = r"
 local out = {}
 for i, k in ipairs(KEYS) do out[i] = redis.call('GET', k) end

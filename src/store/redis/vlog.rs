@@ -1,6 +1,7 @@
-//! The per-scope vector log: a stream in the scope's slot that every stored embedding (`a id`)
-//! and every sweep of a call with one (`d id`) is appended to by the script that makes the
-//! change, trimmed to about `VECTOR_LOG_LEN` entries. An instance keeps a cursor per scope
+//! The per-scope vector log: a stream in the scope's slot that every stored embedding
+//! (`a id w writer`) and every sweep of a call with one (`d id`) is appended to by the script
+//! that makes the change, trimmed to about `VECTOR_LOG_LEN` entries. The writer (a random id
+//! per `RedisStore`) tells an instance its own additions from others'. An instance keeps a cursor per scope
 //! (`entry id/entries added`) and applies what follows it; a cursor the trimming passed (or a
 //! log that was lost) is a gap, and the instance rebuilds the scope from its vector ids.
 
@@ -32,11 +33,15 @@ impl RedisStore {
         let out: Vec<String> = self.run(async |c| inv.invoke_async(c).await).await?;
         match out.first().map(String::as_str) {
             Some("gap") => Ok(VectorLog::Gap),
-            Some("ok") if out.len() >= 3 && out.len() % 2 == 1 => {
+            Some("ok") if out.len() >= 3 && out.len().is_multiple_of(3) => {
                 let changes = out[3..]
-                    .chunks_exact(2)
+                    .chunks_exact(3)
                     .map(|e| match e[0].as_str() {
-                        "a" => Ok(VectorChange::Added(e[1].clone())),
+                        // An entry without a writer (an older version's) counts as foreign.
+                        "a" => Ok(VectorChange::Added {
+                            id: e[1].clone(),
+                            own: e[2] == self.writer,
+                        }),
                         "d" => Ok(VectorChange::Removed(e[1].clone())),
                         op => Err(corrupt("vector log", format!("entry {op:?}"))),
                     })
