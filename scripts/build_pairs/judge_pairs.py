@@ -54,6 +54,20 @@ SYNONYMS = [
 PREPS = ["by", "before", "after", "on", "in", "at", "for", "during", "from", "with"]
 
 
+def stsb_rows(lines):
+    """Labelled STS-B rows: (columns, duplicate) for each line, `MSRpar` dropped (it comes from
+    MRPC); score >= 4.2 a repeat, < 3.6 distinct, in between dropped."""
+    for line in lines:
+        cols = line.rstrip("\n").split("\t")
+        if len(cols) < 7 or cols[1] == "MSRpar":
+            continue
+        score = float(cols[4])
+        if score >= 4.2:
+            yield cols, True
+        elif score < 3.6:
+            yield cols, False
+
+
 def split_of(key):
     h = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10
     return "heldout" if h == 0 else "calib" if h == 1 else "train"
@@ -198,17 +212,7 @@ def main():
 
     sts = []
     with open(a.stsb, encoding="utf-8") as f:
-        for line in f:
-            cols = line.rstrip("\n").split("\t")
-            if len(cols) < 7 or cols[1] == "MSRpar":
-                continue
-            score = float(cols[4])
-            if score >= 4.2:
-                dup = True
-            elif score < 3.6:
-                dup = False
-            else:
-                continue
+        for cols, dup in stsb_rows(f):
             sts.append((cols[5], cols[6], dup, "stsb:%s/%s/%s" % (cols[1], cols[2], cols[3])))
     rng.shuffle(sts)
     for x, y, d, src in sts[: a.max_stsb]:

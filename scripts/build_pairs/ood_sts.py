@@ -12,6 +12,11 @@ as `ood_news`).
 
 import argparse
 import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from judge_pairs import stsb_rows  # noqa: E402
 
 
 def main():
@@ -25,17 +30,7 @@ def main():
         for path in (a.dev, a.test):
             name = path.rsplit("/", 1)[-1]
             with open(path, encoding="utf-8") as f:
-                for line in f:
-                    cols = line.rstrip("\n").split("\t")
-                    if len(cols) < 7 or cols[1] == "MSRpar":
-                        continue
-                    score = float(cols[4])
-                    if score >= 4.2:
-                        dup = True
-                    elif score < 3.6:
-                        dup = False
-                    else:
-                        continue
+                for cols, dup in stsb_rows(f):
                     news = cols[1] in ("headlines", "deft-news", "answers-news")
                     n += 1
                     out.write(json.dumps({

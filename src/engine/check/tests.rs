@@ -41,40 +41,63 @@ async fn an_exact_repeat_is_answered_while_another_check_holds_the_scope_lock() 
     assert_eq!(repeat.call_id, first.call_id);
 }
 
-#[tokio::test]
-async fn a_check_waiting_for_the_lock_is_settled_by_the_insert_of_its_original() {
-    let engine = Arc::new(Engine::new(
+/// A memory-store engine.
+fn memory_engine() -> Arc<Engine> {
+    Arc::new(Engine::new(
         Arc::new(MemoryStore::new()),
         ServerConfig::default(),
-    ));
+    ))
+}
+
+/// Starts a check of `args` with a deadline of `deadline_ms`.
+fn spawn_with_deadline(
+    engine: &Arc<Engine>,
+    args: &str,
+    deadline_ms: u32,
+) -> tokio::task::JoinHandle<Result<CheckOutcome, IdemError>> {
+    let engine = engine.clone();
+    let req = CheckRequest {
+        deadline_ms: Some(deadline_ms),
+        ..request(args)
+    };
+    tokio::spawn(async move { engine.check(req).await })
+}
+
+/// Records `p` as the check holding the lock would (the lock stays held), then takes the
+/// answer of `waiting`, which must come within 5 s; (original, answer).
+async fn record_then_answer(
+    engine: &Engine,
+    p: &Prepared,
+    waiting: tokio::task::JoinHandle<Result<CheckOutcome, IdemError>>,
+) -> (CheckOutcome, CheckOutcome) {
+    let ctx = engine.context(p, engine.clock.now_ms());
+    let original = engine
+        .reserve(p, &ctx, None, NewCall::fresh(), "test")
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered from the new record while the lock is still held")
+        .unwrap()
+        .unwrap();
+    (original, answer)
+}
+
+#[tokio::test]
+async fn a_check_waiting_for_the_lock_is_settled_by_the_insert_of_its_original() {
+    let engine = memory_engine();
     let args = r#"{"to": "bob", "amount": 100}"#;
     let scope = match_scope("t", "s", false);
     let held = engine.lock_for(&scope).lock().await;
     // Nothing recorded yet: this check queues for the lock (with a deadline long enough
     // that only the insert can end its wait).
-    let waiting = tokio::spawn({
-        let engine = engine.clone();
-        let req = CheckRequest {
-            deadline_ms: Some(30_000),
-            ..request(args)
-        };
-        async move { engine.check(req).await }
-    });
+    let waiting = spawn_with_deadline(&engine, args, 30_000);
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(!waiting.is_finished(), "nothing could settle it yet");
     // The holder records the original (as the check holding the lock would) and keeps
     // the lock: the waiter is answered from the new record, not after the lock.
     let p = engine.prepare(request(args)).await.unwrap().ok().unwrap();
-    let ctx = engine.context(&p, engine.clock.now_ms());
-    let original = engine
-        .reserve(&p, &ctx, None, NewCall::fresh(), "test")
-        .await
-        .unwrap();
-    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .expect("answered while the lock is still held")
-        .unwrap()
-        .unwrap();
+    let (original, answer) = record_then_answer(&engine, &p, waiting).await;
     drop(held);
     assert_eq!(answer.verdict, Verdict::InFlight);
     assert_eq!(answer.call_id, original.call_id);
@@ -82,39 +105,20 @@ async fn a_check_waiting_for_the_lock_is_settled_by_the_insert_of_its_original()
 
 #[tokio::test]
 async fn a_check_out_of_time_waits_for_the_record_of_an_identical_check_holding_the_lock() {
-    let engine = Arc::new(Engine::new(
-        Arc::new(MemoryStore::new()),
-        ServerConfig::default(),
-    ));
+    let engine = memory_engine();
     let args = r#"{"to": "bob", "amount": 100}"#;
     let scope = match_scope("t", "s", false);
     // An identical check holds the scope's lock and has recorded nothing yet (a slow leader).
     let p = engine.prepare(request(args)).await.unwrap().ok().unwrap();
     let leader = engine.identical.enter(&scope, &p.call.exact_hash);
     let held = engine.lock_for(&scope).lock().await;
-    let waiting = tokio::spawn({
-        let engine = engine.clone();
-        let req = CheckRequest {
-            deadline_ms: Some(10),
-            ..request(args)
-        };
-        async move { engine.check(req).await }
-    });
+    let waiting = spawn_with_deadline(&engine, args, 10);
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(
         !waiting.is_finished(),
         "past its deadline it waits for the identical check instead of failing"
     );
-    let ctx = engine.context(&p, engine.clock.now_ms());
-    let original = engine
-        .reserve(&p, &ctx, None, NewCall::fresh(), "test")
-        .await
-        .unwrap();
-    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .expect("answered from the identical check's record")
-        .unwrap()
-        .unwrap();
+    let (original, answer) = record_then_answer(&engine, &p, waiting).await;
     drop((held, leader));
     assert_eq!(answer.verdict, Verdict::InFlight);
     assert_eq!(answer.call_id, original.call_id);
@@ -122,10 +126,7 @@ async fn a_check_out_of_time_waits_for_the_record_of_an_identical_check_holding_
 
 #[tokio::test]
 async fn a_check_out_of_time_behind_a_different_call_fails_at_its_deadline() {
-    let engine = Arc::new(Engine::new(
-        Arc::new(MemoryStore::new()),
-        ServerConfig::default(),
-    ));
+    let engine = memory_engine();
     let scope = match_scope("t", "s", false);
     let other = engine
         .prepare(request(r#"{"to": "carol", "amount": 7}"#))
