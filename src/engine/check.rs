@@ -196,9 +196,10 @@ impl Engine {
         if let Some(out) = self.settle_without_lock(p).await? {
             return Ok(out);
         }
-        let mut attempts = 0;
+        // Attempts that let go of the lock to embed calls recorded meanwhile (lost races with
+        // other instances do not count: each of those reads and embeds afresh anyway).
+        let mut embed_retries = 0;
         loop {
-            attempts += 1;
             self.read_scope_version(&p.scope, &p.seen).await?;
             // After the version: a call of the inverse recorded by another instance since is
             // either seen here or makes this attempt's reservation fail.
@@ -233,6 +234,10 @@ impl Engine {
             let embedded = before.embedding.is_some();
             ctx.embedding = before.embedding.map(|(v, _)| v);
             ctx.words = before.words.map(Arc::new);
+            // The read ahead's fuzzy scan settled, so no embedding was made: if its match is
+            // gone when the stage reads it (a NEW whose commit failed), decide again.
+            let fuzzy_settled_ahead =
+                matches!(&before.read_ahead, Some((_, _, scan)) if scan.settles());
             // Nothing inserted under this stripe since the read ahead: it is still complete.
             match before.read_ahead {
                 Some((seen, c, scan)) if stripe.inserts.load(Ordering::Acquire) == seen => {
@@ -245,14 +250,25 @@ impl Engine {
                 // go of the lock and embed now: an embedding never waits under the lock.
                 _ if before.may_embed
                     && before.missed.is_none()
-                    && attempts < MAX_ATTEMPTS
+                    && embed_retries < MAX_EMBED_RETRIES
+                    && Instant::now() < p.embed_deadline
                     && self.needs_embedding(p, &mut ctx, embedded).await? =>
                 {
+                    embed_retries += 1;
                     continue;
                 }
                 _ => {}
             }
             let mut result = self.funnel.run(&mut ctx).await?;
+            if fuzzy_settled_ahead
+                && !embedded
+                && matches!(result.finding, Finding::Pass)
+                && embed_retries < MAX_EMBED_RETRIES
+                && Instant::now() < p.embed_deadline
+            {
+                embed_retries += 1;
+                continue;
+            }
             charge_embedding(&mut result, embed_micros, before.missed);
             match self.conclude(p, ctx, result, Some(guard)).await {
                 // Another instance recorded a call in the scope meanwhile: decide again.
@@ -1011,9 +1027,9 @@ fn charge_embedding(result: &mut FunnelResult, embed_micros: u64, missed: Option
 /// durable write of a NEW (a quarter of the budget when that is less).
 const MAX_WRITE_RESERVE: Duration = Duration::from_millis(12);
 
-/// Lock attempts of one check: a second only when calls recorded meanwhile need an embedding
-/// the first attempt skipped.
-const MAX_ATTEMPTS: u32 = 3;
+/// Times one check lets go of its lock to embed calls recorded while it waited for it (each
+/// time only what is new since): more only while its embedding deadline allows.
+const MAX_EMBED_RETRIES: u32 = 8;
 
 /// Candidates without a vector embedded by one check, newest first (older ones are left to
 /// their background embedding).

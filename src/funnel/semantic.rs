@@ -117,8 +117,8 @@ impl Stage for SemanticStage {
         {
             run.nearest = Some((candidates[i].id.clone(), f64::from(*c)));
         }
-        // The most probable neighbour: (probability, candidate index, explanation).
-        let mut best: Option<(f64, usize, String)> = None;
+        // Every judged neighbour: (probability, candidate index, explanation).
+        let mut judged: Vec<(f64, usize, String)> = Vec::new();
         let mut conflicts = 0;
         for (vid, cos) in hits {
             let Some(&i) = by_vid.get(&vid) else { continue };
@@ -137,24 +137,30 @@ impl Stage for SemanticStage {
                 _ => None,
             };
             let j = self.judge.judge_aligned(&t, cos, alignment.as_ref());
-            if best.as_ref().is_none_or(|b| j.probability > b.0) {
-                let mut explain = j.explain();
-                if let Some((word, c)) = alignment.as_ref().and_then(|a| a.worst.as_ref())
-                    && j.deciding.iter().any(|(n, _)| n.starts_with("align_"))
-                {
-                    explain.push_str(&format!(" (least aligned word: {word:?} at {c:.2})"));
-                }
-                best = Some((j.probability, i, explain));
+            let mut explain = j.explain();
+            if let Some((word, c)) = alignment.as_ref().and_then(|a| a.worst.as_ref())
+                && j.deciding.iter().any(|(n, _)| n.starts_with("align_"))
+            {
+                explain.push_str(&format!(" (least aligned word: {word:?} at {c:.2})"));
             }
+            judged.push((j.probability, i, explain));
         }
-        let Some((p, i, explain)) = best else {
+        // Most probable first; stable, so ties keep the search's order.
+        judged.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let Some((p, _, explain)) = judged.first() else {
             return Ok(run);
         };
-        run.eligible_score = Some(p);
-        run.explain = Some(explain);
-        if p >= border
-            && let Some(found) = ctx.found(&candidates[i], StageKind::Semantic, p).await?
-        {
+        run.eligible_score = Some(*p);
+        run.explain = Some(explain.clone());
+        // The most probable neighbour whose record is still there: one that is gone (a NEW
+        // whose commit failed, or swept since the candidates were read) must not hide the
+        // next one.
+        for (p, i, explain) in judged.into_iter().take_while(|(p, _, _)| *p >= border) {
+            let Some(found) = ctx.found(&candidates[i], StageKind::Semantic, p).await? else {
+                continue;
+            };
+            run.eligible_score = Some(p);
+            run.explain = Some(explain);
             if p >= dup {
                 run.finding = Finding::Found(found);
                 run.outcome = StageOutcome::Match;
@@ -162,7 +168,9 @@ impl Stage for SemanticStage {
                 run.finding = Finding::Borderline(found);
                 run.outcome = StageOutcome::Borderline;
             }
-        } else if conflicts > 0 {
+            return Ok(run);
+        }
+        if conflicts > 0 {
             run.outcome = StageOutcome::NoMatchValuesDiffer;
         }
         Ok(run)
