@@ -468,3 +468,75 @@ async fn a_closed_window_also_ends_a_key_match() {
     assert_eq!(reused.verdict, Verdict::New, "{}", reused.reason);
     assert_ne!(reused.call_id, first.call_id);
 }
+
+/// A check whose read-ahead fuzzy match is a NEW still committing, and whose commit then
+/// fails, decides again (and embeds) instead of answering NEW beside its semantic original.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fuzzy_match_whose_commit_fails_does_not_hide_the_semantic_original() {
+    let store = Arc::new(GatedStore {
+        inner: MemoryStore::new(),
+        gate: Semaphore::new(0),
+    });
+    let mut config = ServerConfig::default();
+    config.semantic.models_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models").into();
+    config.semantic.embedder = crate::config::EmbedderKind::Local;
+    let sim = super::super::Similarity::from_config(&config).expect("model files (make models)");
+    let engine = Arc::new(Engine::with_parts(
+        store.clone(),
+        config,
+        Arc::new(crate::clock::SystemClock),
+        sim,
+    ));
+    let email = |body: &str, extra: &str| CheckRequest {
+        tool: "send_email".into(),
+        deadline_ms: Some(30_000),
+        ..request(&format!(
+            r#"{{"to": "bob@example.com", "body": "{body}"{extra}}}"#
+        ))
+    };
+    let original = engine
+        .check(email(
+            "Nightly backup job failed on the billing database",
+            "",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(original.verdict, Verdict::New);
+    // A call worded as the check below (fuzzy-verbatim) is registered as a NEW whose commit
+    // waits at the gate.
+    let p = engine
+        .prepare(email(
+            "The billing database nightly backup job has failed!",
+            r#", "request_id": "gate""#,
+        ))
+        .await
+        .unwrap()
+        .ok()
+        .unwrap();
+    let committing = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            let ctx = engine.context(&p, engine.clock.now_ms());
+            engine
+                .reserve(&p, &ctx, None, NewCall::fresh(), "test")
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let check = tokio::spawn({
+        let engine = engine.clone();
+        let req = email("The billing database nightly backup job has failed", "");
+        async move { engine.check(req).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The commit fails: the fuzzy match the check read ahead is gone.
+    store.gate.close();
+    assert!(committing.await.unwrap().is_err());
+    let answer = tokio::time::timeout(Duration::from_secs(20), check)
+        .await
+        .expect("answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.verdict, Verdict::InFlight, "{}", answer.reason);
+    assert_eq!(answer.call_id, original.call_id);
+}
