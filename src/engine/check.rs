@@ -199,6 +199,8 @@ impl Engine {
         // Attempts that let go of the lock to embed calls recorded meanwhile (lost races with
         // other instances do not count: each of those reads and embeds afresh anyway).
         let mut embed_retries = 0;
+        let may_retry =
+            |retries: u32| retries < MAX_EMBED_RETRIES && Instant::now() < p.embed_deadline;
         loop {
             self.read_scope_version(&p.scope, &p.seen).await?;
             // After the version: a call of the inverse recorded by another instance since is
@@ -250,8 +252,7 @@ impl Engine {
                 // go of the lock and embed now: an embedding never waits under the lock.
                 _ if before.may_embed
                     && before.missed.is_none()
-                    && embed_retries < MAX_EMBED_RETRIES
-                    && Instant::now() < p.embed_deadline
+                    && may_retry(embed_retries)
                     && self.needs_embedding(p, &mut ctx, embedded).await? =>
                 {
                     embed_retries += 1;
@@ -263,8 +264,7 @@ impl Engine {
             if fuzzy_settled_ahead
                 && !embedded
                 && matches!(result.finding, Finding::Pass)
-                && embed_retries < MAX_EMBED_RETRIES
-                && Instant::now() < p.embed_deadline
+                && may_retry(embed_retries)
             {
                 embed_retries += 1;
                 continue;
